@@ -1,0 +1,207 @@
+"""The relational schema: lines, cameras, frames, verdicts, heatmaps, regions,
+operator labels, model versions and API tokens. Alembic owns the DDL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names keep migrations and autogenerate comparisons stable.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+VERDICT_LABELS = ("normal", "anomalous")
+MODEL_STATUSES = ("candidate", "active", "retired", "rejected")
+OPERATOR_LABELS = ("anomalous", "normal", "description", "missing_region")
+ROLES = ("viewer", "operator", "admin")
+
+# BIGINT ids on Postgres; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class ProductionLine(Base):
+    __tablename__ = "production_lines"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Camera(Base):
+    __tablename__ = "cameras"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line_id: Mapped[str] = mapped_column(ForeignKey("production_lines.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Frame(Base):
+    __tablename__ = "frames"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id"))
+    product: Mapped[str] = mapped_column(String(100))
+    captured_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    width: Mapped[int]
+    height: Mapped[int]
+    content_type: Mapped[str] = mapped_column(String(32))
+    kafka_topic: Mapped[str | None] = mapped_column(String(200))
+    kafka_partition: Mapped[int | None]
+    kafka_offset: Mapped[int | None] = mapped_column(BigInteger)
+    # Where the original image bytes live (object store key or path), if kept.
+    image_ref: Mapped[str | None] = mapped_column(String(500))
+    image_bytes: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Verdict(Base):
+    __tablename__ = "verdicts"
+    __table_args__ = (
+        CheckConstraint(_one_of("label", VERDICT_LABELS), name="label"),
+        # Camera, line and time are copied from the frame so the operator
+        # queries hit one table through one index.
+        Index("ix_verdicts_camera_time", "camera_id", "captured_at"),
+        Index("ix_verdicts_line_time", "line_id", "captured_at"),
+        Index("ix_verdicts_label_time", "label", "captured_at"),
+        Index("ix_verdicts_product_time", "product", "captured_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    frame_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("frames.id"), unique=True)
+    camera_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(64))
+    product: Mapped[str] = mapped_column(String(100))
+    captured_at: Mapped[datetime]
+    model_version: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    heatmap: Mapped[Heatmap | None] = relationship(back_populates="verdict")
+    regions: Mapped[list[Region]] = relationship(
+        back_populates="verdict", order_by="Region.index"
+    )
+
+
+class Heatmap(Base):
+    __tablename__ = "heatmaps"
+
+    verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), primary_key=True)
+    # 16-bit grayscale PNG of the map scaled to [0, max_value].
+    encoding: Mapped[str] = mapped_column(String(16), default="png16")
+    width: Mapped[int]
+    height: Mapped[int]
+    max_value: Mapped[float] = mapped_column(Float)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    verdict: Mapped[Verdict] = relationship(back_populates="heatmap")
+
+
+class Region(Base):
+    __tablename__ = "regions"
+    __table_args__ = (Index("ix_regions_description", "description"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), index=True)
+    index: Mapped[int]
+    mask_rle: Mapped[dict[str, Any]]
+    bbox_x: Mapped[int]
+    bbox_y: Mapped[int]
+    bbox_w: Mapped[int]
+    bbox_h: Mapped[int]
+    area: Mapped[int]
+    peak_score: Mapped[float] = mapped_column(Float)
+    mean_score: Mapped[float] = mapped_column(Float)
+    description: Mapped[str | None] = mapped_column(String(200))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    runner_up: Mapped[str | None] = mapped_column(String(200))
+    runner_up_confidence: Mapped[float | None] = mapped_column(Float)
+
+    verdict: Mapped[Verdict] = relationship(back_populates="regions")
+
+
+class OperatorLabel(Base):
+    __tablename__ = "operator_labels"
+    __table_args__ = (CheckConstraint(_one_of("label", OPERATOR_LABELS), name="label"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), index=True)
+    region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id"))
+    label: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(String(200))
+    mask_rle: Mapped[dict[str, Any] | None]
+    author: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", MODEL_STATUSES), name="status"),
+        Index("ix_model_versions_product_status", "product", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(100), unique=True)
+    product: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    path: Mapped[str] = mapped_column(String(500))
+    threshold: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # sha256 hex of the token; the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
