@@ -1,0 +1,84 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import EMBEDDED_BROKER, SettingsError, load_settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _no_clad_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CLAD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+
+
+def test_defaults_are_the_embedded_demo() -> None:
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == EMBEDDED_BROKER
+    assert settings.database.database_url.startswith("sqlite:///")
+    assert settings.redis.redis_url is None
+    assert settings.worker.batch_size == 8
+    assert settings.model.backend == "auto"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAD_BATCH_SIZE", "32")
+    monkeypatch.setenv("CLAD_REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("CLAD_BACKEND", "onnxruntime")
+    settings = load_settings()
+    assert settings.worker.batch_size == 32
+    assert settings.redis.redis_url == "redis://127.0.0.1:6379/3"
+    assert settings.model.backend == "onnxruntime"
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("CLAD_MAX_WAIT_MS=250\nCLAD_TOPIC_FRAMES=line3.frames\n")
+    settings = load_settings(env_file)
+    assert settings.worker.max_wait_ms == 250
+    assert settings.kafka.topic_frames == "line3.frames"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("CLAD_BATCH_SIZE", "abc"),
+    ("CLAD_BATCH_SIZE", "0"),
+    ("CLAD_BACKEND", "cuda-magic"),
+    ("CLAD_DATABASE_URL", "mysql://x"),
+    ("CLAD_REDIS_URL", "http://127.0.0.1"),
+    ("CLAD_API_BOOTSTRAP_TOKEN", "changeme"),
+])
+def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
+                                            value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_secret_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAD_API_BOOTSTRAP_TOKEN", "short-secret")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "short-secret" not in str(info.value)
+
+
+def test_cli_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {"CLAD_BATCH_SIZE": "abc", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "db", "current"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "CLAD_BATCH_SIZE" in lines[0]
+
+
+def test_cli_help_lists_subcommands() -> None:
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "db" in result.stdout
