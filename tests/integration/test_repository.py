@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.storage.database import make_engine, make_session_factory, transaction
 from pipeline.storage.migrate import upgrade
-from pipeline.storage.models import Region, Verdict
+from pipeline.storage.models import Region
 from pipeline.storage.records import HeatmapRecord, RegionRecord, VerdictRecord
 from pipeline.storage.repository import (
     activate_model_version,
