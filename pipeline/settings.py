@@ -84,6 +84,11 @@ class WorkerSettings(BaseSettings):
     decode_threads: int = Field(2, ge=1, le=64)
     metrics_port: int = Field(9108, ge=0, le=65535)
     model_check_interval_s: float = Field(10.0, gt=0)
+    # Longest wait between retries while Postgres or Kafka is unreachable.
+    max_backoff_s: float = Field(10.0, gt=0, le=300)
+    # "module:callable" building {product: ScoringEngine} from Settings; overrides
+    # model_dir (custom backends, and the deterministic engine of the pipeline tests).
+    engine_factory: str | None = None
 
 
 class ApiSettings(BaseSettings):
@@ -93,6 +98,13 @@ class ApiSettings(BaseSettings):
     api_port: int = Field(8080, ge=1, le=65535)
     # Creates the first admin token at start-up; further tokens are made with `clad token`.
     api_bootstrap_token: SecretStr | None = None
+    # Where original frame bytes live for the console and retraining: "database"
+    # (a bytea column, small deployments), "directory" (files under frame_dir,
+    # frames.image_ref holds the relative path) or "none" (not kept).
+    frame_storage: Literal["database", "directory", "none"] = "database"
+    frame_dir: Path = Path("frames")
+    # `clad frames purge` drops the bytes of frames older than this; 0 keeps them forever.
+    frame_retention_days: int = Field(30, ge=0, le=36500)
 
     @field_validator("api_bootstrap_token")
     @classmethod

@@ -1,0 +1,169 @@
+"""The frame contract on Kafka: a versioned envelope of headers + image bytes.
+
+Metadata travels in Kafka headers (schema version first) and the value is the
+encoded image untouched, so a consumer can reject a frame by its headers without
+reading the image and the DLQ can carry the original headers as they came.
+The key is the camera id: one camera's frames stay ordered in one partition.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = "1"
+CONTENT_TYPES = ("image/jpeg", "image/png")
+ContentType = Literal["image/jpeg", "image/png"]
+
+H_SCHEMA = "clad-schema"
+H_FRAME_ID = "clad-frame-id"
+H_CAMERA = "clad-camera-id"
+H_LINE = "clad-line-id"
+H_PRODUCT = "clad-product"
+H_CAPTURED_AT = "clad-captured-at"
+H_CONTENT_TYPE = "clad-content-type"
+H_WIDTH = "clad-width"
+H_HEIGHT = "clad-height"
+_FIELD_BY_HEADER = {
+    H_SCHEMA: "schema_version", H_FRAME_ID: "frame_id", H_CAMERA: "camera_id",
+    H_LINE: "line_id", H_PRODUCT: "product", H_CAPTURED_AT: "captured_at",
+    H_CONTENT_TYPE: "content_type", H_WIDTH: "width", H_HEIGHT: "height",
+}
+# Added by the worker when a frame goes to the DLQ.
+H_REJECT_REASON = "clad-reject-reason"
+H_REJECT_DETAIL = "clad-reject-detail"
+H_SOURCE = "clad-source"  # topic/partition/offset of the rejected record
+
+_IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+
+
+class RejectReason(StrEnum):
+    """Why a frame was not scored; the DLQ record carries one of these."""
+
+    UNSUPPORTED_SCHEMA = "unsupported_schema"  # unknown or missing schema version
+    INVALID_HEADERS = "invalid_headers"  # a header missing or not of its type
+    OVERSIZE = "oversize"  # image bytes above the contract's max_frame_bytes
+    EMPTY = "empty"  # no image bytes
+    UNDECODABLE = "undecodable"  # bytes that OpenCV cannot decode
+    SIZE_MISMATCH = "size_mismatch"  # decoded size differs from width/height headers
+    UNKNOWN_PRODUCT = "unknown_product"  # no model serves this product
+    INFERENCE_FAILED = "inference_failed"  # the engine raised on this frame alone
+
+
+class FrameRejectedError(ValueError):
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class FrameHeader(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    frame_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    camera_id: str = Field(min_length=1, max_length=64, pattern=_IDENT)
+    line_id: str = Field(min_length=1, max_length=64, pattern=_IDENT)
+    product: str = Field(min_length=1, max_length=100, pattern=_IDENT)
+    captured_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    content_type: ContentType
+    width: int = Field(gt=0, le=32768)
+    height: int = Field(gt=0, le=32768)
+
+    @field_validator("captured_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        # Latency is computed across machines: a naive timestamp would be ambiguous.
+        if value.tzinfo is None:
+            raise ValueError("must carry a time zone")
+        return value.astimezone(UTC)
+
+
+class FrameEnvelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    header: FrameHeader
+    image: bytes
+
+    @property
+    def key(self) -> bytes:
+        return self.header.camera_id.encode()
+
+
+def to_kafka_headers(header: FrameHeader) -> list[tuple[str, bytes]]:
+    values = header.model_dump(mode="json")
+    return [(name, str(values[field]).encode()) for name, field in _FIELD_BY_HEADER.items()]
+
+
+def headers_dict(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Kafka headers as text; undecodable values become replacement characters."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in (headers or [])}
+
+
+def parse_frame(headers: Sequence[tuple[str, bytes | None]] | None, value: bytes | None,
+                *, max_frame_bytes: int) -> FrameEnvelope:
+    """Validate one Kafka record against the contract; raise FrameRejectedError with a reason."""
+    text = headers_dict(headers)
+    version = text.get(H_SCHEMA)
+    if version != SCHEMA_VERSION:
+        raise FrameRejectedError(RejectReason.UNSUPPORTED_SCHEMA,
+                            f"schema version {version!r}, this worker reads {SCHEMA_VERSION!r}")
+    if not value:
+        raise FrameRejectedError(RejectReason.EMPTY, "record has no image bytes")
+    if len(value) > max_frame_bytes:
+        raise FrameRejectedError(RejectReason.OVERSIZE,
+                            f"{len(value)} bytes > limit {max_frame_bytes}")
+    fields = {field: text[name] for name, field in _FIELD_BY_HEADER.items() if name in text}
+    try:
+        header = FrameHeader.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise FrameRejectedError(RejectReason.INVALID_HEADERS, problems) from None
+    return FrameEnvelope(header=header, image=value)
+
+
+def sniff_image(data: bytes) -> tuple[ContentType, int, int]:
+    """Content type and (width, height) from a PNG or JPEG header, without decoding."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return "image/png", width, height
+    if data[:2] == b"\xff\xd8":
+        return "image/jpeg", *_jpeg_size(data)
+    raise ValueError("not a PNG or JPEG image")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        # Start-of-frame markers (baseline, progressive, ...) hold height then width.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    raise ValueError("JPEG without a start-of-frame marker")
+
+
+def make_envelope(image: bytes, *, camera_id: str, line_id: str, product: str,
+                  captured_at: datetime | None = None,
+                  frame_id: uuid.UUID | None = None) -> FrameEnvelope:
+    """An envelope for encoded PNG/JPEG bytes; type and size are read from the image."""
+    content_type, width, height = sniff_image(image)
+    header = FrameHeader(
+        frame_id=frame_id or uuid.uuid4(), camera_id=camera_id, line_id=line_id,
+        product=product, captured_at=captured_at or datetime.now(UTC),
+        content_type=content_type, width=width, height=height)
+    return FrameEnvelope(header=header, image=image)

@@ -1,0 +1,56 @@
+"""Builds a worker from settings and runs it until SIGTERM/SIGINT (`clad worker`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Mapping
+
+from pipeline.kafka_io import build_consumer, build_producer, ensure_topics
+from pipeline.region_cache import make_region_cache
+from pipeline.settings import Settings
+from pipeline.storage.database import make_engine, make_session_factory
+from workers.metrics import WorkerMetrics
+from workers.reload import ModelWatcher
+from workers.scoring import ScoringEngine, load_engines, load_trained
+from workers.worker import InferenceWorker
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None = None,
+                 stop: threading.Event | None = None) -> InferenceWorker:
+    engines = dict(engines) if engines is not None else load_engines(settings)
+    db = settings.database
+    factory = make_session_factory(make_engine(
+        db.database_url, pool_size=db.db_pool_size, connect_timeout_s=db.db_connect_timeout_s))
+    watcher = None
+    if not settings.worker.engine_factory:
+        override = settings.model.anomaly_threshold
+        watcher = ModelWatcher(
+            factory, lambda path, product: load_trained(path, product, override)[1],
+            interval_s=settings.worker.model_check_interval_s)
+    metrics = WorkerMetrics()
+    metrics.serve(settings.worker.metrics_port)
+    return InferenceWorker(
+        settings, engines,
+        consumer=build_consumer(settings.kafka, max_poll_records=settings.worker.batch_size),
+        producer=build_producer(settings.kafka, client_id="clad-worker"),
+        session_factory=factory,
+        cache=make_region_cache(settings.redis.redis_url, settings.redis.cache_ttl_s),
+        metrics=metrics, stop=stop, between_batches=watcher)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run in the foreground; the first SIGTERM/SIGINT finishes the batch and leaves."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: finishing the current batch, then leaving the group", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ensure_topics(settings.kafka)
+    build_worker(settings, stop=stop).run()

@@ -1,0 +1,96 @@
+"""What the worker needs from a model, and how it gets one per product.
+
+The worker only sees `ScoringEngine`: the CLAD runtime (torch, onnxruntime,
+TensorRT) sits behind the adapter, and tests plug in a small deterministic
+engine through `WorkerSettings.engine_factory`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ScoringEngine(Protocol):
+    """Scores a batch of same-size frames; higher = more anomalous."""
+
+    input_size: int  # frames are resized to input_size x input_size before infer
+    threshold: float  # image score above it -> "anomalous"; also the pixel threshold
+    version: str
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, 3] RGB -> (scores [N], maps [N, h, w]) as float arrays."""
+        ...
+
+
+class CladRuntimeEngine:
+    """Adapter from engine.runtime_model.CladRuntime (an nn.Module) to ScoringEngine."""
+
+    def __init__(self, runtime: object, *, threshold: float, version: str) -> None:
+        import torch
+
+        self._torch = torch
+        self.runtime = runtime.eval()  # type: ignore[attr-defined]
+        self.input_size = int(runtime.input_size)  # type: ignore[attr-defined]
+        self.threshold = float(threshold)
+        self.version = version
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.inference_mode():
+            out = self.runtime(self._torch.from_numpy(np.ascontiguousarray(frames)))
+        return out.scores.float().numpy(), out.maps.float().numpy()
+
+
+EngineFactory = Callable[[Settings], Mapping[str, ScoringEngine]]
+
+
+def import_factory(path: str) -> EngineFactory:
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        raise ValueError(f"engine_factory {path!r} must look like 'package.module:callable'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def load_trained(path: Path, category: str | None = None,
+                 threshold_override: float | None = None) -> tuple[str, ScoringEngine]:
+    """(product, engine) from a saved model version (engine.artifacts layout)."""
+    from engine.artifacts import load_model
+
+    loaded = load_model(path, category)
+    threshold = threshold_override if threshold_override is not None else loaded.threshold
+    return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
+                                              version=str(loaded.version))
+
+
+def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
+    """Engines by product: from the factory if set, else the latest saved version of
+    every product under model_dir (the hot-reload watcher then follows the DB)."""
+    if settings.worker.engine_factory:
+        engines = dict(import_factory(settings.worker.engine_factory)(settings))
+    else:
+        root = settings.model.model_dir
+        categories = sorted(p.name for p in root.iterdir()
+                            if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+        engines = {}
+        for category in categories:
+            product, engine = load_trained(root, category, settings.model.anomaly_threshold)
+            engines[product] = engine
+    if not engines:
+        raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "
+                           "CLAD_ENGINE_FACTORY")
+    for product, engine in engines.items():
+        if not isinstance(engine, ScoringEngine):
+            raise TypeError(f"engine for {product!r} does not satisfy ScoringEngine")
+        log.info("serving product %s with model %s (input %s px, threshold %.4g)",
+                 product, engine.version, engine.input_size, engine.threshold)
+    return engines

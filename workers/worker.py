@@ -1,0 +1,209 @@
+"""The inference worker: Kafka frames -> verdicts in the database, exactly once in effect.
+
+Per micro-batch: poll -> validate -> decode (thread pool) -> infer per product ->
+regions + heatmaps -> ONE DB transaction -> verdict events + DLQ records acked
+-> commit offsets. Offsets move only after the verdicts are durable; the store
+is idempotent on frame id, so a crash at any point redelivers, never loses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.frames import FrameEnvelope, FrameRejectedError, RejectReason, parse_frame
+from pipeline.region_cache import RegionCache
+from pipeline.settings import Settings
+from pipeline.storage.records import VerdictRecord
+from workers.batching import collect_batch, next_offsets
+from workers.decode import DecodedFrame, decode_all
+from workers.delivery import (
+    KafkaSendError,
+    Retrier,
+    TransientDatabaseError,
+    dlq_message,
+    now_utc,
+    send_all,
+    store_verdicts,
+    verdict_event,
+)
+from workers.metrics import WorkerMetrics
+from workers.scoring import ScoringEngine
+from workers.verdicts import score_product
+
+log = logging.getLogger(__name__)
+
+
+class InferenceWorker:
+    def __init__(self, settings: Settings, engines: Mapping[str, ScoringEngine], *,
+                 consumer: KafkaConsumer, producer: KafkaProducer,
+                 session_factory: sessionmaker[Session], cache: RegionCache,
+                 metrics: WorkerMetrics | None = None, stop: threading.Event | None = None,
+                 between_batches: Callable[[InferenceWorker], None] | None = None) -> None:
+        self.settings = settings
+        self.engines = dict(engines)  # swapped whole between batches (hot reload)
+        self.consumer, self.producer = consumer, producer
+        self.session_factory, self.cache = session_factory, cache
+        self.metrics = metrics or WorkerMetrics()
+        self.stop = stop or threading.Event()
+        self.between_batches = between_batches or (lambda _w: None)
+        self.pool = ThreadPoolExecutor(settings.worker.decode_threads,
+                                       thread_name_prefix="decode")
+        self.retrier = Retrier(self.stop, max_backoff_s=settings.worker.max_backoff_s,
+                               on_retry=lambda name: self.metrics.retries.labels(name).inc(),
+                               while_waiting=self._keep_membership)
+        self.batches = 0
+
+    def run(self) -> None:
+        """Until stop is set: the in-flight batch is finished, committed, the group left."""
+        ws = self.settings.worker
+        self.consumer.subscribe([self.settings.kafka.topic_frames])
+        log.info("worker consuming %s as group %s (batch %s, max wait %s ms)",
+                 self.settings.kafka.topic_frames, self.settings.kafka.consumer_group,
+                 ws.batch_size, ws.max_wait_ms)
+        try:
+            while not self.stop.is_set():
+                records = collect_batch(self.consumer, batch_size=ws.batch_size,
+                                        max_wait_ms=ws.max_wait_ms)
+                if records:
+                    self.process(records)
+                self.between_batches(self)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        try:
+            self.producer.flush(timeout=10)
+        except KafkaError as exc:
+            log.warning("producer flush at close failed: %s", exc)
+        self.consumer.close(autocommit=False)  # leaves the group: partitions move at once
+        log.info("worker stopped after %s batches", self.batches)
+
+    def process(self, records: list[ConsumerRecord]) -> bool:
+        """Handle one batch; True when its offsets were committed."""
+        started = time.perf_counter()
+        self.metrics.frames.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
+        engines = self.engines
+        accepted, rejected = self._validate(records, engines)
+        with self.metrics.stage_seconds.labels("decode").time():
+            decoded_or_error = decode_all(
+                self.pool, [(env, engines[env.header.product].input_size)
+                            for _r, env in accepted])
+        decoded: dict[str, list[tuple[ConsumerRecord, DecodedFrame]]] = {}
+        for (record, _env), item in zip(accepted, decoded_or_error, strict=True):
+            if isinstance(item, FrameRejectedError):
+                rejected.append((record, item))
+            else:
+                decoded.setdefault(item.envelope.header.product, []).append((record, item))
+        verdicts: list[VerdictRecord] = []
+        masks: dict[str, list[dict]] = {}
+        with self.metrics.stage_seconds.labels("infer").time():
+            for product, items in decoded.items():
+                scored, failed = score_product(
+                    engines[product], items, chunk=self.settings.worker.batch_size,
+                    min_area=self.settings.model.min_region_area_px)
+                verdicts.extend(scored)
+                rejected.extend(failed)
+        for v in verdicts:
+            masks[str(v.frame_id)] = [{"index": r.index, "bbox": list(r.bbox),
+                                       "mask_rle": r.mask_rle, "area": r.area,
+                                       "description": r.description} for r in v.regions]
+        if not self._deliver(verdicts, rejected):
+            return False
+        decided_at = now_utc()
+        self.cache.store_batch(descriptions={}, masks_by_frame=masks, latest_by_camera={
+            v.camera_id: {"frame_id": str(v.frame_id), "score": v.score, "label": v.label,
+                          "decided_at": decided_at.isoformat()} for v in verdicts})
+        committed = self._commit(records)
+        self.batches += 1
+        for v in verdicts:
+            self.metrics.frame_latency.observe(
+                max(0.0, (decided_at - v.captured_at).total_seconds()))
+            if v.label == "anomalous":
+                self.metrics.anomalies.labels(v.camera_id).inc()
+        for _record, error in rejected:
+            self.metrics.dlq.labels(error.reason.value).inc()
+        log.debug("batch of %s: %s verdicts, %s rejected in %.1f ms", len(records),
+                  len(verdicts), len(rejected), (time.perf_counter() - started) * 1000)
+        return committed
+
+    def _validate(self, records: list[ConsumerRecord], engines: Mapping[str, ScoringEngine]
+                  ) -> tuple[list[tuple[ConsumerRecord, FrameEnvelope]],
+                             list[tuple[ConsumerRecord, FrameRejectedError]]]:
+        accepted, rejected = [], []
+        for record in records:
+            try:
+                envelope = parse_frame(record.headers, record.value,
+                                       max_frame_bytes=self.settings.kafka.max_frame_bytes)
+                if envelope.header.product not in engines:
+                    raise FrameRejectedError(
+                        RejectReason.UNKNOWN_PRODUCT,
+                        f"no model for product {envelope.header.product!r}; serving "
+                        f"{sorted(engines)}")
+            except FrameRejectedError as exc:
+                rejected.append((record, exc))
+                continue
+            accepted.append((record, envelope))
+        return accepted, rejected
+
+    def _deliver(self, verdicts: list[VerdictRecord],
+                 rejected: list[tuple[ConsumerRecord, FrameRejectedError]]) -> bool:
+        """Verdicts durable, then events and DLQ records acknowledged; False = stopped first."""
+        kafka = self.settings.kafka
+        with self.metrics.stage_seconds.labels("write").time():
+            ok, new = self.retrier.call(
+                "database", lambda: store_verdicts(self.session_factory, verdicts),
+                (TransientDatabaseError,))
+        if not ok:
+            return False
+        self.metrics.verdicts.inc(new or 0)
+        decided_at = now_utc()
+        messages = [(kafka.topic_verdicts, verdict_event(v, decided_at)) for v in verdicts]
+        messages += [(kafka.topic_dlq, dlq_message(r, e)) for r, e in rejected]
+        for record, error in rejected:
+            log.warning("frame %s/%s/%s to DLQ: %s", record.topic, record.partition,
+                        record.offset, error)
+        with self.metrics.stage_seconds.labels("publish").time():
+            ok, _ = self.retrier.call("kafka publish", lambda: send_all(self.producer, messages),
+                                      (KafkaSendError, KafkaError))
+        return ok
+
+    def _commit(self, records: list[ConsumerRecord]) -> bool:
+        assigned = self.consumer.assignment()
+        # Partitions revoked meanwhile belong to another worker now; it redoes them (idempotent).
+        offsets = {tp: om for tp, om in next_offsets(records).items() if tp in assigned}
+        if not offsets:
+            return False
+
+        def commit() -> bool:
+            try:
+                self.consumer.commit(offsets)
+                return True
+            except CommitFailedError as exc:
+                # A rebalance completed first: the new owner redoes those frames (idempotent).
+                log.warning("offset commit rejected after a rebalance: %s", exc)
+                return False
+
+        ok, committed = self.retrier.call("offset commit", commit, (KafkaError,))
+        return ok and bool(committed)
+
+    def _keep_membership(self) -> None:
+        # While a dependency is down, poll with every partition paused so the group
+        # does not evict this worker (max.poll.interval) and hand its frames around.
+        try:
+            self.consumer.pause(*self.consumer.assignment())
+            self.consumer.poll(timeout_ms=0)
+        except KafkaError as exc:
+            log.debug("keep-alive poll failed: %s", exc)
+        finally:
+            self.consumer.resume(*self.consumer.paused())
