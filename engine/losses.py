@@ -79,10 +79,14 @@ class Decoders(nn.Module):
 
 
 def reconstruction_loss(recon: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
-    """Eq. 7: sum over modalities of the mean squared reconstruction error."""
+    """Eq. 7: per modality, ||f⁻¹(z) - x||² averaged over vectors; summed over modalities.
+
+    Features lie along dim 1 ([N, C] or [N, C, h, w]); squared L2 per vector (not a per
+    element mean) keeps the term on the scale the paper writes, independent of C.
+    """
     total = recon[0].new_zeros(())
     for r, t in zip(recon, targets, strict=True):
-        total = total + F.mse_loss(r, t)
+        total = total + (r - t).pow(2).sum(dim=1).mean()
     return total
 
 

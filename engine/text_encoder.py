@@ -85,7 +85,7 @@ class MiniLMTextEncoder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return emb.float().cpu()
+        return emb.float().cpu().clone()  # out of inference mode: usable in autograd
 
 
 class ClipTextEncoder:

@@ -53,13 +53,14 @@ def test_weighted_contrastive_and_balanced_weights() -> None:
 
 
 def test_reconstruction_and_total() -> None:
-    recon = [torch.tensor([1.0, 1.0]), torch.tensor([[0.0, 2.0]])]
-    target = [torch.tensor([0.0, 0.0]), torch.tensor([[0.0, 0.0]])]
-    rec = reconstruction_loss(recon, target)  # mean(1,1)=1 + mean(0,4)=2
-    assert rec.item() == pytest.approx(3.0)
+    # modality 1: two vectors with ||.||² = 2 and 0 -> 1 ; modality 2 ([N,C,h,w]): 4 -> 4
+    recon = [torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.tensor([[0.0, 2.0]]).view(1, 2, 1, 1)]
+    target = [torch.zeros(2, 2), torch.zeros(1, 2, 1, 1)]
+    rec = reconstruction_loss(recon, target)
+    assert rec.item() == pytest.approx(5.0)
     parts = total_loss(torch.tensor(0.5), rec, lam=0.1)
-    assert parts.total.item() == pytest.approx(0.8)
-    assert parts.contrastive.item() == 0.5 and parts.reconstruction.item() == pytest.approx(3.0)
+    assert parts.total.item() == pytest.approx(1.0)
+    assert parts.contrastive.item() == 0.5 and parts.reconstruction.item() == pytest.approx(5.0)
 
 
 def test_decoder_shapes() -> None:
