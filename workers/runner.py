@@ -50,6 +50,8 @@ def run_worker(settings: Settings) -> None:
         log.info("signal %s: finishing the current batch, then leaving the group", signum)
         stop.set()
 
+    # kafka-python logs every connection at INFO; its warnings are what an operator needs.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     ensure_topics(settings.kafka)
