@@ -101,6 +101,9 @@ class Verdict(Base):
         Index("ix_verdicts_line_time", "line_id", "captured_at"),
         Index("ix_verdicts_label_time", "label", "captured_at"),
         Index("ix_verdicts_product_time", "product", "captured_at"),
+        # Unfiltered history pages newest first (keyset on time, id) and
+        # plant-wide time windows for the aggregates.
+        Index("ix_verdicts_time_id", "captured_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

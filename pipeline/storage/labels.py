@@ -1,0 +1,131 @@
+"""Operator labels: what people confirm or correct, and the retraining job's read of it.
+
+Labels are appended, never edited: the history of who said what stays, and the
+latest word on a verdict (or on one of its regions) wins when training data is
+read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from pipeline.storage.models import OPERATOR_LABELS, Frame, OperatorLabel, Verdict, utcnow
+
+
+class LabelError(ValueError):
+    """A label that does not fit its verdict (wrong region, missing mask, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainingRegion:
+    mask_rle: dict[str, Any]
+    description: str | None
+    source: str  # "model" (confirmed as found) or "operator" (drawn by a person)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    verdict_id: int
+    frame_id: uuid.UUID
+    product: str
+    camera_id: str
+    captured_at: datetime
+    label: str  # "normal" | "anomalous", as confirmed by an operator
+    image_ref: str | None
+    has_image_bytes: bool
+    regions: list[TrainingRegion] = field(default_factory=list)
+    labelled_by: str = ""
+    labelled_at: datetime | None = None
+
+
+def _check_rle(mask_rle: Any) -> None:
+    if not (isinstance(mask_rle, dict) and isinstance(mask_rle.get("size"), list)
+            and len(mask_rle["size"]) == 2 and isinstance(mask_rle.get("counts"), list)
+            and all(isinstance(c, int) and c >= 0 for c in mask_rle["counts"])):
+        raise LabelError("mask_rle must be {'size': [height, width], 'counts': [run, ...]}")
+    height, width = mask_rle["size"]
+    if sum(mask_rle["counts"]) != height * width:
+        raise LabelError(f"mask_rle runs cover {sum(mask_rle['counts'])} pixels, "
+                         f"the mask has {height * width}")
+
+
+def add_label(session: Session, *, verdict_id: int, label: str, author: str,
+              region_id: int | None = None, description: str | None = None,
+              mask_rle: dict[str, Any] | None = None) -> OperatorLabel:
+    """Record one operator label after checking it against its verdict."""
+    if label not in OPERATOR_LABELS:
+        raise LabelError(f"label must be one of {OPERATOR_LABELS}")
+    verdict = session.get(Verdict, verdict_id, options=[selectinload(Verdict.regions)])
+    if verdict is None:
+        raise LookupError(f"verdict {verdict_id} not found")
+    if region_id is not None and region_id not in {r.id for r in verdict.regions}:
+        raise LabelError(f"region {region_id} does not belong to verdict {verdict_id}")
+    if label == "description" and (region_id is None or not (description or "").strip()):
+        raise LabelError("a description correction needs region_id and description")
+    if label == "missing_region":
+        if mask_rle is None:
+            raise LabelError("a missing region needs mask_rle")
+        _check_rle(mask_rle)
+    elif mask_rle is not None:
+        raise LabelError("mask_rle is only for label 'missing_region'")
+    row = OperatorLabel(verdict_id=verdict_id, region_id=region_id, label=label,
+                        description=description.strip() if description else None,
+                        mask_rle=mask_rle, author=author, created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def labels_for(session: Session, verdict_id: int) -> list[OperatorLabel]:
+    return list(session.scalars(select(OperatorLabel).where(
+        OperatorLabel.verdict_id == verdict_id).order_by(OperatorLabel.id)))
+
+
+def training_examples(session: Session, *, product: str | None = None,
+                      since: datetime | None = None) -> list[TrainingExample]:
+    """Operator-confirmed verdicts as training data, oldest label first.
+
+    A verdict counts when someone labelled it: the latest 'normal'/'anomalous'
+    decides its class; description corrections or drawn regions alone imply
+    anomalous. Anomalous examples carry the model's regions (with corrected
+    descriptions) plus the regions operators drew; normal ones carry none.
+    """
+    # Frame bytes stay in the database here: the job fetches them one at a time.
+    stmt = (select(OperatorLabel, Verdict, Frame.image_ref, Frame.image_bytes.is_not(None))
+            .join(Verdict, Verdict.id == OperatorLabel.verdict_id)
+            .join(Frame, Frame.id == Verdict.frame_id)
+            .options(selectinload(Verdict.regions))
+            .order_by(OperatorLabel.id))
+    if product is not None:
+        stmt = stmt.where(Verdict.product == product)
+    if since is not None:
+        stmt = stmt.where(OperatorLabel.created_at >= since)
+    grouped: dict[int, tuple[Verdict, str | None, bool, list[OperatorLabel]]] = {}
+    for label, verdict, image_ref, has_bytes in session.execute(stmt):
+        grouped.setdefault(verdict.id, (verdict, image_ref, bool(has_bytes), []))[3].append(label)
+    return [_example(*group) for group in grouped.values()]
+
+
+def _example(verdict: Verdict, image_ref: str | None, has_bytes: bool,
+             labels: list[OperatorLabel]) -> TrainingExample:
+    decisive = [x for x in labels if x.label in ("normal", "anomalous")]
+    cls = decisive[-1].label if decisive else "anomalous"
+    regions: list[TrainingRegion] = []
+    if cls == "anomalous":
+        corrected = {x.region_id: x.description for x in labels if x.label == "description"}
+        regions = [TrainingRegion(r.mask_rle, corrected.get(r.id, r.description), "model")
+                   for r in verdict.regions]
+        regions += [TrainingRegion(x.mask_rle, x.description, "operator")
+                    for x in labels if x.label == "missing_region" and x.mask_rle is not None]
+    last = labels[-1]
+    return TrainingExample(
+        verdict_id=verdict.id, frame_id=verdict.frame_id, product=verdict.product,
+        camera_id=verdict.camera_id, captured_at=verdict.captured_at, label=cls,
+        image_ref=image_ref, has_image_bytes=has_bytes,
+        regions=regions, labelled_by=last.author, labelled_at=last.created_at)

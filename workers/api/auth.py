@@ -1,0 +1,68 @@
+"""Who is calling and may they: a database session per request, token auth, roles.
+
+Scripts send `Authorization: Bearer <token>`. The console keeps the same token
+in an HttpOnly, SameSite=Strict cookie; a state-changing request that relies on
+the cookie must also carry the X-Clad-Console header, which another site's
+page cannot add without a CORS preflight we never grant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from pipeline.storage.tokens import Principal, role_allows, verify_token
+from workers.api.errors import ApiError
+
+COOKIE = "clad_token"
+CONSOLE_HEADER = "x-clad-console"
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, else rolled back."""
+    with request.app.state.sessions() as session, session.begin():
+        yield session
+
+
+def presented_secret(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise ApiError(401, "expected 'Authorization: Bearer <token>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+        return secret.strip()
+    cookie = request.cookies.get(COOKIE)
+    if cookie and request.method not in _SAFE and request.headers.get(CONSOLE_HEADER) != "1":
+        raise ApiError(403, "cookie-authenticated changes need the console header",
+                       code="csrf")
+    return cookie
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_principal(request: Request, session: SessionDep) -> Principal:
+    secret = presented_secret(request)
+    principal = verify_token(session, secret) if secret else None
+    if principal is None:
+        raise ApiError(401, "missing, unknown or revoked token",
+                       headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = principal
+    return principal
+
+
+def require(role: str) -> Callable[..., Principal]:
+    """Dependency: the caller, if their role is at least `role`; else 401/403."""
+
+    def _check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not role_allows(principal.role, role):
+            raise ApiError(403, f"this needs the {role} role")
+        return principal
+
+    _check.__name__ = f"require_{role}"
+    return _check

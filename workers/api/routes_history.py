@@ -1,0 +1,175 @@
+"""Read routes (viewer and up): history, one verdict, its pictures, live feed, aggregates."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from pipeline.storage import history
+from pipeline.storage.frame_store import load_frame
+from pipeline.storage.labels import labels_for
+from pipeline.storage.models import Camera, Frame, Region, Verdict
+from workers.api.auth import SessionDep, require
+from workers.api.errors import ApiError
+from workers.api.params import CursorDep, FilterDep, LimitDep, encode_cursor
+from workers.api.schemas import (
+    KindOut,
+    LabelOut,
+    RateOut,
+    RegionOut,
+    TrendOut,
+    VerdictDetail,
+    VerdictPage,
+    VerdictSummary,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["history"], dependencies=[Depends(require("viewer"))])
+PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
+
+
+def summaries(session: Session, verdicts: list[Verdict]) -> list[VerdictSummary]:
+    """Verdict rows with their defect kinds, fetched in one query for the whole page."""
+    kinds: dict[int, list[str]] = defaultdict(list)
+    if verdicts:
+        rows = session.execute(select(Region.verdict_id, Region.description).where(
+            Region.verdict_id.in_([v.id for v in verdicts])).order_by(Region.index))
+        for verdict_id, description in rows:
+            if description and description not in kinds[verdict_id]:
+                kinds[verdict_id].append(description)
+    return [VerdictSummary.model_validate(v, from_attributes=True).model_copy(
+        update={"defects": kinds[v.id]}) for v in verdicts]
+
+
+@router.get("/verdicts", response_model=VerdictPage, summary="Filtered history, newest first")
+def list_verdicts(f: FilterDep,
+                  after: CursorDep, limit: LimitDep,
+                  session: SessionDep) -> VerdictPage:
+    page = history.list_verdicts(session, f, limit=limit, after=after)
+    return VerdictPage(items=summaries(session, page.items),
+                       next_cursor=encode_cursor(page.next_cursor))
+
+
+def load_verdict(session: Session, verdict_id: int) -> tuple[Verdict, int, int]:
+    verdict = session.get(Verdict, verdict_id, options=[selectinload(Verdict.regions),
+                                                        selectinload(Verdict.heatmap)])
+    if verdict is None:
+        raise ApiError(404, f"verdict {verdict_id} not found")
+    width, height = session.execute(select(Frame.width, Frame.height).where(
+        Frame.id == verdict.frame_id)).one()
+    return verdict, int(height), int(width)
+
+
+def verdict_detail(session: Session, verdict_id: int) -> VerdictDetail:
+    verdict, height, width = load_verdict(session, verdict_id)
+    base = f"/api/v1/verdicts/{verdict.id}"
+    return VerdictDetail(
+        **summaries(session, [verdict])[0].model_dump(), width=width, height=height,
+        heatmap_max=verdict.heatmap.max_value if verdict.heatmap else None,
+        regions=[RegionOut(bbox=(r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h),
+                           **{k: getattr(r, k) for k in RegionOut.model_fields if k != "bbox"})
+                 for r in verdict.regions],
+        labels=[LabelOut.model_validate(x, from_attributes=True)
+                for x in labels_for(session, verdict.id)],
+        links={"overlay": f"{base}/overlay.png", "masks": f"{base}/masks.png",
+               "frame": f"{base}/frame", "labels": f"{base}/labels"})
+
+
+@router.get("/verdicts/{verdict_id}", response_model=VerdictDetail,
+            summary="One verdict with its regions and labels")
+def get_verdict(verdict_id: int, session: SessionDep) -> VerdictDetail:
+    return verdict_detail(session, verdict_id)
+
+
+def _frame(session: Session, verdict: Verdict) -> Frame:
+    frame = session.get(Frame, verdict.frame_id)
+    assert frame is not None  # verdicts.frame_id is a foreign key
+    return frame
+
+
+@router.get("/verdicts/{verdict_id}/overlay.png", response_class=Response, responses=PNG,
+            summary="Frame with the heatmap and region outlines")
+def overlay(verdict_id: int, request: Request,
+            session: SessionDep) -> Response:
+    from workers.api.images import overlay_png
+
+    verdict, height, width = load_verdict(session, verdict_id)
+    frame = _frame(session, verdict)
+    data = load_frame(frame, request.app.state.settings.api.frame_dir)
+    return Response(overlay_png(verdict, data, height, width), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get("/verdicts/{verdict_id}/masks.png", response_class=Response, responses=PNG,
+            summary="Region masks: pixel = region index + 1, or 0/255 for ?region=")
+def masks(verdict_id: int, session: SessionDep,
+          region: Annotated[int | None, Query(ge=0)] = None) -> Response:
+    from workers.api.images import masks_png
+
+    verdict, height, width = load_verdict(session, verdict_id)
+    if region is not None and region not in {r.index for r in verdict.regions}:
+        raise ApiError(404, f"verdict {verdict_id} has no region {region}")
+    return Response(masks_png(verdict, height, width, region), media_type="image/png")
+
+
+@router.get("/verdicts/{verdict_id}/frame", response_class=Response,
+            summary="The original frame bytes, if kept")
+def frame(verdict_id: int, request: Request,
+          session: SessionDep) -> Response:
+    verdict, _, _ = load_verdict(session, verdict_id)
+    row = _frame(session, verdict)
+    data = load_frame(row, request.app.state.settings.api.frame_dir)
+    if data is None:
+        raise ApiError(404, "the frame's bytes were not kept or have passed retention")
+    return Response(data, media_type=row.content_type)
+
+
+def latest_per_camera(session: Session) -> list[Verdict]:
+    # One index probe per camera on (camera_id, captured_at), not a scan of verdicts.
+    newest = (select(Verdict.id).where(Verdict.camera_id == Camera.id)
+              .order_by(Verdict.captured_at.desc(), Verdict.id.desc()).limit(1)
+              .correlate(Camera).scalar_subquery())
+    return list(session.scalars(select(Verdict).join(Camera, Verdict.id == newest)
+                                .order_by(Verdict.line_id, Verdict.camera_id)))
+
+
+@router.get("/live", response_model=list[VerdictSummary],
+            summary="The latest verdict of every camera")
+def live(session: SessionDep) -> list[VerdictSummary]:
+    return summaries(session, latest_per_camera(session))
+
+
+def _rate(row: history.RateRow) -> RateOut:
+    return RateOut(key=row.key, total=row.total, anomalous=row.anomalous, rate=row.rate)
+
+
+@router.get("/aggregates/defect-rate", response_model=list[RateOut], tags=["aggregates"],
+            summary="Verdicts and defect rate per hour (UTC), camera, line or product")
+def defect_rate(request: Request, f: FilterDep, session: SessionDep,
+                by: Literal["hour", "camera", "line", "product"] = "hour") -> list[RateOut]:
+    window = f.window(request.app.state.clock(), timedelta(hours=24))
+    return [_rate(r) for r in history.defect_rate(session, window, by)]
+
+
+@router.get("/aggregates/defect-kinds", response_model=list[KindOut], tags=["aggregates"],
+            summary="Top defect kinds in the window (default: last 24 h)")
+def defect_kinds(request: Request, f: FilterDep, session: SessionDep,
+                 top: Annotated[int, Query(ge=1, le=100)] = 10) -> list[KindOut]:
+    window = f.window(request.app.state.clock(), timedelta(hours=24))
+    return [KindOut(**k.__dict__) for k in history.defect_kinds(session, window, top=top)]
+
+
+@router.get("/aggregates/trend", response_model=TrendOut, tags=["aggregates"],
+            summary="This window against the previous one of the same length")
+def trend(request: Request, f: FilterDep, session: SessionDep,
+          top: Annotated[int, Query(ge=1, le=100)] = 10) -> TrendOut:
+    window = f.window(request.app.state.clock(), timedelta(hours=24))
+    t = history.trend(session, window, now=request.app.state.clock(), top=top)
+    assert window.since is not None and window.until is not None
+    return TrendOut(since=window.since, until=window.until, current=_rate(t.current),
+                    previous=_rate(t.previous), rate_change=t.rate_change,
+                    kinds=[{**k.__dict__, "change": k.change} for k in t.kinds])

@@ -1,0 +1,111 @@
+"""Response bodies (they are also the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class VerdictSummary(BaseModel):
+    id: int
+    frame_id: uuid.UUID
+    camera_id: str
+    line_id: str
+    product: str
+    captured_at: datetime
+    model_version: str
+    score: float
+    threshold: float
+    label: str
+    latency_ms: float | None
+    defects: list[str] = Field(default_factory=list, description="Region descriptions.")
+
+
+class VerdictPage(BaseModel):
+    items: list[VerdictSummary]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class RegionOut(BaseModel):
+    id: int
+    index: int
+    bbox: tuple[int, int, int, int] = Field(description="x, y, width, height in pixels.")
+    area: int
+    peak_score: float
+    mean_score: float
+    description: str | None
+    confidence: float | None
+    runner_up: str | None
+    runner_up_confidence: float | None
+
+
+class LabelOut(BaseModel):
+    id: int
+    verdict_id: int
+    region_id: int | None
+    label: str
+    description: str | None
+    mask_rle: dict[str, Any] | None
+    author: str
+    created_at: datetime
+
+
+class VerdictDetail(VerdictSummary):
+    width: int
+    height: int
+    heatmap_max: float | None
+    regions: list[RegionOut]
+    labels: list[LabelOut]
+    links: dict[str, str]
+
+
+class LabelIn(BaseModel):
+    label: Literal["anomalous", "normal", "description", "missing_region"]
+    region_id: int | None = None
+    description: str | None = Field(None, max_length=200)
+    mask_rle: dict[str, Any] | None = Field(
+        None, description="COCO uncompressed RLE {size: [h, w], counts: [...]}, "
+                          "column-major, starting with background.")
+
+
+class RateOut(BaseModel):
+    key: str
+    total: int
+    anomalous: int
+    rate: float
+
+
+class KindOut(BaseModel):
+    description: str
+    verdicts: int
+    regions: int
+    rate: float
+
+
+class KindTrendOut(BaseModel):
+    description: str
+    current: int
+    previous: int
+    change: int
+
+
+class TrendOut(BaseModel):
+    since: datetime
+    until: datetime
+    current: RateOut
+    previous: RateOut
+    rate_change: float
+    kinds: list[KindTrendOut]
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    product: str
+    status: str
+    threshold: float | None
+    metrics: dict[str, Any]
+    created_at: datetime
+    promoted_at: datetime | None

@@ -1,0 +1,82 @@
+// The console's only script: sign in/out, drop empty filters, label buttons, live polling.
+"use strict";
+
+async function send(url, body) {
+  // Same-origin cookie auth; the header marks the request as the console's own.
+  const response = await fetch(url, {
+    method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-Clad-Console": "1"},
+    body: JSON.stringify(body || {}),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error((data.error && data.error.message) || response.statusText);
+  return data;
+}
+
+function onLogin(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = document.getElementById("login-error");
+    try {
+      await send("/console/session", {token: form.token.value});
+      window.location = form.dataset.next || "/";
+    } catch (e) { error.textContent = e.message; error.hidden = false; }
+  });
+}
+
+function onFilters(form) {
+  // Empty fields would reach the API as malformed values (since=, min_score=).
+  form.addEventListener("submit", () => {
+    for (const el of form.elements) if (el.name && !el.value) el.disabled = true;
+  });
+}
+
+function addLabelLine(text) {
+  const list = document.getElementById("labels");
+  const empty = list.querySelector("[data-empty]");
+  if (empty) empty.remove();
+  const li = document.createElement("li");
+  li.textContent = text;
+  list.appendChild(li);
+}
+
+function onLabels(box) {
+  const url = `/api/v1/verdicts/${box.dataset.verdict}/labels`;
+  const status = document.getElementById("label-status");
+  const post = async (body) => {
+    try {
+      const row = await send(url, body);
+      status.textContent = `Saved: ${row.label} by ${row.author}`;
+      addLabelLine(`${row.label}${row.description ? ": " + row.description : ""} by ${row.author}`);
+    } catch (e) { status.textContent = `Not saved: ${e.message}`; }
+  };
+  box.querySelectorAll("[data-label]").forEach((b) =>
+    b.addEventListener("click", () => post({label: b.dataset.label})));
+  document.querySelectorAll("[data-fix-region]").forEach((b) =>
+    b.addEventListener("click", () => {
+      const text = window.prompt("Correct description of this region:");
+      if (text) post({label: "description", region_id: Number(b.dataset.fixRegion), description: text});
+    }));
+}
+
+function pollLive(grid) {
+  // A full reload every few seconds keeps the page server-rendered and simple.
+  const stamp = document.getElementById("live-updated");
+  stamp.textContent = `updated ${new Date().toLocaleTimeString()}`;
+  setTimeout(() => window.location.reload(), 5000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const login = document.getElementById("login-form");
+  if (login) onLogin(login);
+  const filters = document.getElementById("filters");
+  if (filters) onFilters(filters);
+  const labels = document.querySelector(".label-buttons");
+  if (labels) onLabels(labels);
+  const live = document.getElementById("live");
+  if (live) pollLive(live);
+  document.querySelectorAll("[data-logout]").forEach((b) => b.addEventListener("click", async () => {
+    await send("/console/logout");
+    window.location = "/login";
+  }));
+});
