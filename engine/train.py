@@ -187,7 +187,7 @@ def _pass(
             losses["total"].backward()
             opt.step()
         for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / n
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx) / n
     return sums
 
 
@@ -209,7 +209,8 @@ def train_heads(
     hist, start = History(), 0
     if resume and ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["config"] != asdict(cfg):
+        # a longer run (--epochs) may resume; any other change would mix two trainings
+        if {**state["config"], "epochs": cfg.epochs} != asdict(cfg):
             raise ValueError(f"checkpoint {ckpt} was written with another training config")
         branch.load_state_dict(state["branch"])
         dec.load_state_dict(state["decoders"])
