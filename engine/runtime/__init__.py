@@ -1,0 +1,16 @@
+"""Runtime backends for the exported CLAD scoring model: torch, onnxruntime, tensorrt.
+
+Light on import: backends (and tensorrt/pycuda) are imported when one is made.
+"""
+
+from engine.runtime.protocol import BackendUnavailableError, InferenceBackend, pipelined
+from engine.runtime.select import BackendKind, make_backend, resolve_kind
+
+__all__ = [
+    "BackendKind",
+    "BackendUnavailableError",
+    "InferenceBackend",
+    "make_backend",
+    "pipelined",
+    "resolve_kind",
+]
