@@ -1,0 +1,129 @@
+"""Build a CladRuntime from K reference images of one product (k-shot memory bank)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from engine.memory_bank import Metric, greedy_coreset
+from engine.runtime_model import CladRuntime, patch_embeddings
+from engine.visual_encoder import Backbone, VisualEncoder
+
+
+class ScoringConfig(BaseModel):
+    """Everything that decides a score; stored with the model, never read from env."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backbone: Backbone = "efficientnet-lite0"
+    input_size: int = 320
+    stages: tuple[int, ...] = (2, 4)  # block groups: stride 8 and stride 16
+    pool: int = 3
+    metric: Metric = "cosine"
+    topk_ratio: float = 0.01  # image score = mean of the top 1% map pixels
+    sigma: float = 4.0  # Gaussian smoothing of the map, pixels at input_size
+    # reference augmentation: sub-patch shifts (pixels at input_size) and small
+    # rotations cover the pose/print jitter one reference cannot show
+    aug_shifts: tuple[int, ...] = (-4, 4)
+    aug_rotations: tuple[float, ...] = ()
+    aug_flips: bool = False
+    max_bank: int = 20000  # above this the bank is reduced by greedy core-set
+    coreset_ratio: float = 0.25
+    w_visual: float = 1.0
+    w_text_pixel: float = 0.0
+    w_text_image: float = 0.0
+    batch_size: int = 8
+    seed: int = 0
+
+
+def augment_views(img: np.ndarray, cfg: ScoringConfig) -> list[np.ndarray]:
+    """The reference itself plus its shifted, rotated and flipped copies (uint8 HWC)."""
+    h, w = img.shape[:2]
+    views = [img]
+    params = [(dx, dy, 0.0) for dx in (0, *cfg.aug_shifts) for dy in (0, *cfg.aug_shifts)]
+    params = params[1:] + [(0, 0, a) for a in cfg.aug_rotations]
+    for dx, dy, ang in params:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
+        m[:, 2] += (dx, dy)
+        views.append(cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT_101))
+    if cfg.aug_flips:
+        views += [np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(img[::-1])]
+    return views
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[:2] == (size, size):
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@torch.no_grad()
+def _embed(rt: CladRuntime, views: list[np.ndarray], batch: int) -> torch.Tensor:
+    out = []
+    for i in range(0, len(views), batch):
+        x = torch.from_numpy(np.stack(views[i : i + batch]))
+        feats = rt.encoder.forward_features(rt.preprocess(x))
+        emb = patch_embeddings(feats, rt.pool)
+        out.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
+    return torch.cat(out)
+
+
+def build_runtime(
+    reference_images: list[np.ndarray],
+    config: ScoringConfig | None = None,
+    text_branch: torch.nn.Module | None = None,
+    encoder: VisualEncoder | None = None,
+) -> CladRuntime:
+    """k-shot runtime: memory bank from the (augmented) references, score scale from
+    held-out views of them. No references -> text-only model (needs `text_branch`)."""
+    cfg = config or ScoringConfig()
+    enc = encoder or VisualEncoder(cfg.backbone, cfg.stages)
+    dim = sum(enc.channels)
+    kwargs = dict(
+        input_size=cfg.input_size, pool=cfg.pool, metric=cfg.metric, topk_ratio=cfg.topk_ratio,
+        sigma=cfg.sigma, text_branch=text_branch, w_visual=cfg.w_visual,
+        w_text_pixel=cfg.w_text_pixel, w_text_image=cfg.w_text_image,
+    )  # fmt: skip
+    if not reference_images:
+        if text_branch is None:
+            raise ValueError("0 references and no text branch: needs a trained model")
+        return CladRuntime(enc, torch.zeros(0, dim), 1.0, **kwargs)
+    refs = [_resize(r, cfg.input_size) for r in reference_images]
+    rt = CladRuntime(enc, torch.zeros(1, dim), 1.0, **kwargs)
+    views = [v for r in refs for v in augment_views(r, cfg)]
+    bank = _embed(rt, views, cfg.batch_size)
+    if bank.shape[0] > cfg.max_bank:
+        keep = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * bank.shape[0])))
+        bank = bank[greedy_coreset(bank, keep, seed=cfg.seed)]
+    rt.bank = bank.contiguous()
+    rt.scale.fill_(reference_scale(rt, refs, cfg))
+    return rt
+
+
+@torch.no_grad()
+def reference_scale(rt: CladRuntime, refs: list[np.ndarray], cfg: ScoringConfig) -> float:
+    """Mean image score of held-out views of the references against the bank.
+
+    The views use shifts/rotations not in the bank (half a shift step, 2 degrees), so
+    this is the score a normal frame gets; dividing by it makes ~1 mean "as normal as
+    the references" on every product. Visual term only: the text term is absolute.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    held = []
+    for r in refs:
+        h, w = r.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.choice([-2.0, 2.0])), 1.0)
+        m[:, 2] += rng.choice([-2, 2], size=2)
+        held.append(cv2.warpAffine(r, m, (w, h), borderMode=cv2.BORDER_REFLECT_101))
+    text, rt.text_branch = rt.text_branch, None
+    try:
+        rt.scale.fill_(1.0)
+        scores = torch.cat([rt(torch.from_numpy(np.stack(held[i : i + 8]))).scores
+                            for i in range(0, len(held), 8)])  # fmt: skip
+    finally:
+        rt.text_branch = text
+    return max(float(scores.mean()) / max(cfg.w_visual, 1e-6), 1e-6)
