@@ -1,0 +1,116 @@
+"""The web console in headless Debian chromium: filter, open an anomalous verdict, label it.
+
+Needs the system chromium (`apt-get install -y chromium`) and the `playwright`
+Python package (dev extra); Playwright drives that binary, no browser download.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from pipeline.settings import Settings
+from pipeline.storage.models import OperatorLabel
+from tests.integration.operator_data import T0, Seeded, seed, truncate
+from workers.api import create_app
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.fail(f"Debian chromium is missing at {CHROMIUM}: install it with "
+                    "`apt-get update && apt-get install -y chromium`", pytrace=False)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install -e '.[dev]'", pytrace=False)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def seeded(pg_engine: Engine, shared_data: Path) -> Iterator[Seeded]:
+    data = seed(pg_engine, frame_image=shared_data / "mvtec-sample" / "bottle" / "test" /
+                "broken_large" / "006.png")
+    yield data
+    truncate(pg_engine)
+
+
+@pytest.fixture(scope="module")
+def base_url(pg_engine: Engine, seeded: Seeded) -> Iterator[str]:
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(Settings(), pg_engine, clock=lambda: T0 + timedelta(hours=4))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not started.wait(0.05):  # uvicorn flips `started` once it listens
+        if server.started or not thread.is_alive():
+            started.set()
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join()
+
+
+def test_filter_open_anomalous_verdict_see_overlay_and_label(
+        chromium: Path, base_url: str, seeded: Seeded, pg_engine: Engine) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(f"{base_url}/history")  # redirected to sign in first
+        page.fill("#token", seeded.tokens["operator"])
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url(f"{base_url}/history")
+
+        page.select_option("select[name=verdict]", "anomalous")
+        page.select_option("select[name=defect]", "contamination")
+        page.click("#filters button[type=submit]")
+        page.wait_for_url("**/history?verdict=anomalous&defect=contamination")
+        rows = page.locator("table.history tbody tr")
+        expect(rows).to_have_count(3)  # verdicts 12, 16, 20 carry contamination
+        for i in range(3):
+            expect(rows.nth(i).locator(".badge")).to_have_text("anomalous")
+        page.screenshot(path=str(ARTIFACTS / "console_history.png"))
+
+        rows.first.locator("a", has_text="open").click()
+        page.wait_for_url("**/verdicts/*")
+        overlay = page.locator("#overlay")
+        expect(overlay).to_be_visible()
+        page.wait_for_function(
+            "() => { const i = document.getElementById('overlay');"
+            " return i.complete && i.naturalWidth === 256; }")
+        expect(page.locator(".regions li")).to_have_count(2)
+
+        page.click("button[data-label=anomalous]")
+        expect(page.locator("#label-status")).to_have_text(
+            "Saved: anomalous by operator-tester")
+        expect(page.locator("#labels li").last).to_contain_text("anomalous by operator-tester")
+        page.screenshot(path=str(ARTIFACTS / "console_verdict.png"))
+        verdict_id = int(page.url.rsplit("/", 1)[1])
+        browser.close()
+
+    assert verdict_id == seeded.verdict_ids[20]  # newest contamination verdict
+    with Session(pg_engine) as session:
+        labels = session.scalars(select(OperatorLabel).where(
+            OperatorLabel.verdict_id == verdict_id)).all()
+    assert [(x.label, x.author) for x in labels] == [("anomalous", "operator-tester")]
