@@ -119,7 +119,12 @@ def parse_frame(headers: Sequence[tuple[str, bytes | None]] | None, value: bytes
     if len(value) > max_frame_bytes:
         raise FrameRejectedError(RejectReason.OVERSIZE,
                             f"{len(value)} bytes > limit {max_frame_bytes}")
-    fields = {field: text[name] for name, field in _FIELD_BY_HEADER.items() if name in text}
+    # Every header is required on the wire: a defaulted frame id would give each
+    # redelivery a new id and break the one-verdict-per-frame guarantee.
+    missing = [name for name in _FIELD_BY_HEADER if name not in text]
+    if missing:
+        raise FrameRejectedError(RejectReason.INVALID_HEADERS, f"missing headers {missing}")
+    fields = {field: text[name] for name, field in _FIELD_BY_HEADER.items()}
     try:
         header = FrameHeader.model_validate(fields)
     except ValidationError as exc:

@@ -1,0 +1,164 @@
+"""Worker pieces without services: batching, offsets, decode, DLQ records, scoring, reload."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from pipeline.frames import (
+    H_REJECT_REASON,
+    H_SOURCE,
+    FrameRejectedError,
+    RejectReason,
+    make_envelope,
+)
+from workers.batching import collect_batch, next_offsets
+from workers.decode import DecodedFrame, decode_all
+from workers.delivery import Retrier, dlq_message
+from workers.reload import ModelWatcher
+from workers.verdicts import score_product
+
+pytestmark = pytest.mark.unit
+
+
+def _record(offset: int, partition: int = 0, value: bytes = b"v") -> ConsumerRecord:
+    return ConsumerRecord("frames", partition, -1, offset, 0, 0, b"cam", value,
+                          [("a", b"1")], None, 3, len(value), 5)
+
+
+class FakeConsumer:
+    def __init__(self, polls: list[list[ConsumerRecord]]) -> None:
+        self.polls = polls
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict:
+        records = self.polls.pop(0)[:max_records] if self.polls else []
+        return {TopicPartition("frames", 0): records} if records else {}
+
+
+def test_batch_fills_up_to_batch_size_across_polls() -> None:
+    consumer = FakeConsumer([[_record(0), _record(1)], [_record(2), _record(3), _record(4)]])
+    batch = collect_batch(consumer, batch_size=4, max_wait_ms=10_000)
+    assert [r.offset for r in batch] == [0, 1, 2, 3]
+
+
+def test_batch_returns_what_it_has_when_the_wait_ends() -> None:
+    consumer = FakeConsumer([[_record(0)]])
+    assert [r.offset for r in collect_batch(consumer, batch_size=8, max_wait_ms=0)] == [0]
+    assert collect_batch(FakeConsumer([]), batch_size=8, max_wait_ms=0, idle_poll_ms=0) == []
+
+
+def test_offsets_to_commit_are_last_plus_one_per_partition() -> None:
+    offsets = next_offsets([_record(5, 0), _record(7, 0), _record(6, 0), _record(2, 1)])
+    assert {tp.partition: om.offset for tp, om in offsets.items()} == {0: 8, 1: 3}
+
+
+def _png(w: int = 40, h: int = 30) -> bytes:
+    return cv2.imencode(".png", np.zeros((h, w, 3), np.uint8))[1].tobytes()
+
+
+def test_decode_resizes_for_the_model_and_reports_bad_frames() -> None:
+    good = make_envelope(_png(), camera_id="c", line_id="l", product="p")
+    bad = good.model_copy(update={"image": _png()[:30]})
+    lying = good.model_copy(update={"image": _png(20, 20)})
+    with ThreadPoolExecutor(2) as pool:
+        out = decode_all(pool, [(good, 16), (bad, 16), (lying, 16)])
+    assert isinstance(out[0], DecodedFrame)
+    assert out[0].rgb.shape == (30, 40, 3) and out[0].model_input.shape == (16, 16, 3)
+    assert isinstance(out[1], FrameRejectedError) and out[1].reason is RejectReason.UNDECODABLE
+    assert isinstance(out[2], FrameRejectedError) and out[2].reason is RejectReason.SIZE_MISMATCH
+
+
+def test_dlq_record_keeps_original_headers_and_says_why() -> None:
+    msg = dlq_message(_record(9, 2), FrameRejectedError(RejectReason.UNDECODABLE, "bad bytes"))
+    headers = dict(msg["headers"])
+    assert headers["a"] == b"1"
+    assert headers[H_REJECT_REASON] == b"undecodable"
+    assert headers[H_SOURCE] == b"frames/2/9"
+    assert msg["key"] == b"cam" and msg["value"] == b"v"
+
+
+class BrokenOnBright:
+    input_size, threshold, version = 8, 0.5, "t-1"
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if (frames > 200).any():
+            raise RuntimeError("poison")
+        maps = frames.mean(axis=-1) / 255.0
+        return maps.reshape(len(frames), -1).max(axis=1), maps
+
+
+def _decoded(value: int) -> tuple[ConsumerRecord, DecodedFrame]:
+    img = np.full((12, 10, 3), value, np.uint8)
+    env = make_envelope(cv2.imencode(".png", img)[1].tobytes(), camera_id="c", line_id="l",
+                        product="p")
+    return _record(value), DecodedFrame(env, img, np.full((8, 8, 3), value, np.uint8))
+
+
+def test_one_poisonous_frame_is_isolated_and_the_rest_scored() -> None:
+    items = [_decoded(10), _decoded(250), _decoded(140)]
+    verdicts, failed = score_product(BrokenOnBright(), items, chunk=8, min_area=1)
+    assert [v.kafka_offset for v in verdicts] == [10, 140]
+    assert [v.label for v in verdicts] == ["normal", "anomalous"]
+    assert verdicts[1].heatmap.width == 10 and verdicts[1].heatmap.height == 12
+    assert [(r.offset, e.reason) for r, e in failed] == [(250, RejectReason.INFERENCE_FAILED)]
+
+
+def test_retrier_retries_until_success_and_gives_up_only_when_stopped() -> None:
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return "ok"
+
+    stop = threading.Event()
+    assert Retrier(stop, max_backoff_s=0.01).call("db", flaky, (ConnectionError,)) == (True, "ok")
+    stop.set()
+
+    def always_down() -> None:
+        raise ConnectionError("down")
+    assert Retrier(stop, max_backoff_s=0.01).call("db", always_down, (ConnectionError,)) \
+        == (False, None)
+
+
+class FakeSession:
+    def __init__(self, rows: dict) -> None:
+        self.rows = rows
+
+    def __enter__(self) -> FakeSession:
+        return self
+
+    def __exit__(self, *_a: object) -> None:
+        pass
+
+
+def test_model_watcher_swaps_engines_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = {"bottle": SimpleNamespace(version="v2", path="/m/bottle/v2")}
+    monkeypatch.setattr("workers.reload.active_model_version",
+                        lambda session, product: session.rows.get(product))
+    loaded = []
+
+    def loader(path: str, product: str) -> SimpleNamespace:
+        loaded.append((path, product))
+        return SimpleNamespace(version="v2")
+
+    now = [0.0]
+    watcher = ModelWatcher(lambda: FakeSession(rows), loader, interval_s=10, clock=lambda: now[0])
+    old = {"bottle": SimpleNamespace(version="v1"), "cable": SimpleNamespace(version="c1")}
+    worker = SimpleNamespace(engines=old)
+    watcher(worker)
+    assert worker.engines is not old and worker.engines["bottle"].version == "v2"
+    assert worker.engines["cable"] is old["cable"]
+    assert loaded == [("/m/bottle/v2", "bottle")]
+    watcher(worker)  # within the interval: no DB check, nothing reloaded
+    now[0] = 11.0
+    watcher(worker)  # same version already served: no reload
+    assert loaded == [("/m/bottle/v2", "bottle")]
