@@ -1,0 +1,96 @@
+"""What the demo publishes: an MVTec-layout folder, a plain folder, or synthetic parts.
+
+References (k-shot memory bank) are the first K normal images of each product:
+train/good when the category has one, else test/good. They are never published,
+so no frame is scored against itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.producer import IMAGE_SUFFIXES
+
+
+@dataclass
+class DemoProduct:
+    name: str
+    references: list[Path]
+    frames: list[Path] = field(default_factory=list)
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _mvtec_product(category: Path, shots: int) -> DemoProduct | None:
+    test = category / "test"
+    if not test.is_dir():
+        return None
+    normal = _images(category / "train" / "good") or _images(test / "good")
+    refs = normal[:shots]
+    frames = [p for kind in sorted(d for d in test.iterdir() if d.is_dir())
+              for p in _images(kind) if p not in refs]
+    return DemoProduct(category.name, refs, frames) if refs and frames else None
+
+
+def discover(root: Path, shots: int, max_per_product: int | None = None) -> list[DemoProduct]:
+    """MVTec layout (CATEGORY/test/KIND/*.png) or a folder of images (one product)."""
+    products = [p for c in sorted(d for d in root.iterdir() if d.is_dir())
+                if (p := _mvtec_product(c, shots)) is not None]
+    if not products and (p := _mvtec_product(root, shots)) is not None:
+        products = [p]
+    if not products:
+        images = _images(root)
+        if len(images) <= shots:
+            raise ValueError(f"{root}: no MVTec categories and only {len(images)} images "
+                             f"(need more than {shots} references)")
+        products = [DemoProduct(root.name or "product", images[:shots], images[shots:])]
+    if max_per_product:
+        for p in products:
+            p.frames = p.frames[:max_per_product]
+    return products
+
+
+def synthetic_parts(out: Path, shots: int, count: int = 12, size: int = 256,
+                    seed: int = 7) -> list[DemoProduct]:
+    """Washer-like parts on a conveyor background; half of the frames get a drawn
+    scratch or dent. Written as PNG so they go through the same path as real shots."""
+    rng = np.random.default_rng(seed)
+    folder = out / "synthetic-part"
+    (folder / "good").mkdir(parents=True, exist_ok=True)
+    (folder / "defect").mkdir(parents=True, exist_ok=True)
+    refs, frames = [], []
+    for i in range(shots + count):
+        img = np.full((size, size, 3), 60, np.uint8)
+        img += rng.integers(0, 8, img.shape, dtype=np.uint8)  # sensor noise
+        c = size // 2 + int(rng.integers(-3, 4))
+        cv2.circle(img, (c, c), size * 3 // 8, (170, 175, 180), -1, cv2.LINE_AA)
+        cv2.circle(img, (c, c), size // 8, (60, 60, 60), -1, cv2.LINE_AA)
+        defect = i >= shots and (i - shots) % 2 == 1
+        if defect:
+            angle = rng.uniform(0, 2 * np.pi)
+            r = size * 0.25
+            x, y = int(c + r * np.cos(angle)), int(c + r * np.sin(angle))
+            if (i - shots) % 4 == 1:
+                dx, dy = int(rng.integers(15, 35)), int(rng.integers(-20, 20))
+                cv2.line(img, (x - dx, y - dy), (x + dx, y + dy), (30, 30, 30), 3, cv2.LINE_AA)
+            else:
+                cv2.circle(img, (x, y), int(rng.integers(6, 12)), (90, 60, 40), -1, cv2.LINE_AA)
+        path = folder / ("defect" if defect else "good") / f"{i:03d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        (refs if i < shots else frames).append(path)
+    return [DemoProduct("synthetic-part", refs, frames)]
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
