@@ -22,6 +22,8 @@ import onnx
 import torch
 from torch import nn
 
+from engine.runtime.onnx_passes import fold_static_ifs
+
 log = logging.getLogger(__name__)
 
 OPSET = 17  # pinned: TensorRT 10 and onnxruntime >= 1.16 both implement it fully
@@ -91,6 +93,7 @@ def export_onnx(
             dynamo=False,  # the TorchScript tracer: no onnxscript dependency, stable graphs
         )  # fmt: skip
     model = onnx.load(str(tmp))
+    folded = fold_static_ifs(model)
     _check_signature(model, size)
     onnx.helper.set_model_props(model, {
         "clad.model_hash": digest, "clad.opset": str(opset),
@@ -99,7 +102,8 @@ def export_onnx(
     onnx.checker.check_model(model, full_check=True)  # full_check: also runs shape inference
     onnx.save(model, str(tmp))
     tmp.replace(path)  # atomic: a reader never sees a half-written file
-    log.info("exported ONNX %s (opset %d, %dx%d, hash %s)", path, opset, *size, digest)
+    log.info("exported ONNX %s (opset %d, %dx%d, hash %s, %d static If folded)",
+             path, opset, *size, digest, folded)  # fmt: skip
     return OnnxExport(path=path, model_hash=digest, opset=opset, frame_size=size)
 
 

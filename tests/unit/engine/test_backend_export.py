@@ -112,3 +112,9 @@ def test_export_other_frame_size(runtime: torch.nn.Module, tmp_path: Path) -> No
         ref = runtime(torch.from_numpy(x))
     assert maps.shape == (2, 48, 80)
     np.testing.assert_allclose(maps, ref.maps.numpy(), rtol=0, atol=1e-3)
+
+
+def test_no_control_flow_left(exported: Path) -> None:
+    # squeeze(1) after a Resize traces to If(dim == 1); folded for TensorRT (onnx_passes)
+    ops = {n.op_type for n in onnx.load(str(exported)).graph.node}
+    assert "If" not in ops and "Loop" not in ops, ops
