@@ -19,7 +19,7 @@ from engine.visual_encoder import IMAGENET_MEAN, IMAGENET_STD, VisualEncoder
 
 
 class AnomalyOutput(NamedTuple):
-    scores: torch.Tensor  # [N] float, higher = more anomalous; ~1 on normal frames
+    scores: torch.Tensor  # [N] float, higher = more anomalous, in reference-score units
     maps: torch.Tensor  # [N, H, W] float at the input frame's size
 
 
