@@ -1,0 +1,86 @@
+"""Describer artefact, saved inside a model's version directory (or any directory):
+    describer.pt      state dict (vocabulary phrasing embeddings included as buffers)
+    describer.json    constructor config, feature settings, vocabulary keys, metrics
+    vocabulary.json   the vocabulary it was trained with (operators may edit it)
+Loading needs no text encoder unless the vocabulary on disk differs from the one
+whose embeddings are stored; then the new phrasings are encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.describer import RegionDescriber
+from engine.errors import ModelArtifactError
+from engine.vocabulary import Vocabulary, load_vocabulary, save_vocabulary
+
+WEIGHTS, CONFIG = "describer.pt", "describer.json"
+
+
+@dataclass(frozen=True)
+class LoadedDescriber:
+    describer: RegionDescriber
+    vocabulary: Vocabulary
+    features: dict[str, Any]  # backbone, stages, input_size, pool the embeddings expect
+    metadata: dict[str, Any]
+
+
+def init_from_clad(describer: RegionDescriber, branch: torch.nn.Module | None) -> bool:
+    """Copy a trained CLAD text branch's image/text projections (the 'pretrained' group)."""
+    if branch is None:
+        return False
+    try:
+        describer.image_proj.load_state_dict(branch.image_proj.state_dict())
+        describer.text_proj.load_state_dict(branch.text_proj.state_dict())
+    except (AttributeError, RuntimeError):
+        return False  # other shapes (another joint dim): keep the seeded initialisation
+    return True
+
+
+def save_describer(
+    directory: str | Path, describer: RegionDescriber, vocab: Vocabulary,
+    features: dict[str, Any], metrics: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"config": describer.config(), "features": features, "category": vocab.category,
+            "kinds": vocab.keys, "phrases": vocab.phrases()[0], "metrics": metrics or {}}
+    # temp names then rename: a worker reloading the directory never sees half a file
+    tmp_w, tmp_c = out / f".{WEIGHTS}.tmp", out / f".{CONFIG}.tmp"
+    torch.save(describer.state_dict(), tmp_w)
+    tmp_c.write_text(json.dumps(meta, indent=2) + "\n")
+    save_vocabulary(vocab, out)
+    tmp_w.rename(out / WEIGHTS)
+    tmp_c.rename(out / CONFIG)
+    return out
+
+
+def load_describer(
+    directory: str | Path, vocabulary_path: str | Path | None = None,
+    text_encoder: Any | None = None,
+) -> LoadedDescriber:  # fmt: skip
+    vdir = Path(directory)
+    if not (vdir / WEIGHTS).is_file() or not (vdir / CONFIG).is_file():
+        raise ModelArtifactError(f"no describer in {vdir} (train one: clad train-describer)")
+    meta = json.loads((vdir / CONFIG).read_text())
+    cfg = dict(meta["config"])
+    n_phrases = int(cfg.pop("n_phrases"))
+    stored = torch.load(vdir / WEIGHTS, map_location="cpu", weights_only=True)
+    describer = RegionDescriber(vocab_text=torch.zeros(n_phrases, int(cfg["text_dim"])),
+                                vocab_owner=stored["vocab_owner"].tolist(), **cfg)  # fmt: skip
+    describer.load_state_dict(stored)
+    describer.eval()
+    vocab = load_vocabulary(meta["category"], path=vocabulary_path, model_dir=vdir)
+    phrases, owner = vocab.phrases()
+    if phrases != meta["phrases"] or vocab.keys != meta["kinds"]:
+        if text_encoder is None:
+            from engine.text_encoder import load_text_encoder  # only for an edited vocabulary
+
+            text_encoder = load_text_encoder()
+        describer.set_vocabulary(text_encoder.encode(phrases), owner)
+    return LoadedDescriber(describer, vocab, dict(meta["features"]), dict(meta["metrics"]))

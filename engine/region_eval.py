@@ -1,0 +1,170 @@
+"""Description accuracy (before vs after fine-tuning) and region IoU per category.
+
+Accuracy: every ground-truth region (GT masks split as in the paper) of a held-out
+image is described; correct when the predicted kind is the image's defect folder.
+Splits are by IMAGE, so no region of a test image is ever trained on:
+  - "half": per defect kind, a seeded half of the images trains, the rest tests;
+  - "loio": leave-one-image-out (every image tested by a describer trained on
+    all the others) for categories with a handful of images.
+Region IoU: anomaly maps of a k-shot runtime, thresholded at a pixel threshold
+calibrated on normal images that are not references, split into regions, each
+GT region matched to its best predicted region.
+
+Run: python -m engine.region_eval --data DIR [--split half|loio] (see NOTES-regions.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.builder import ScoringConfig, build_runtime
+from engine.datasets import load_rgb, split_category
+from engine.describer import RegionDescriber
+from engine.describer_train import (
+    DescriberTrainConfig,
+    FeatureCache,
+    RegionSet,
+    build_region_set,
+    gt_regions,
+    predict_kinds,
+    train_describer,
+)
+from engine.regions import extract_regions, mask_iou
+from engine.vocabulary import Vocabulary, load_vocabulary
+
+
+def new_describer(vocab_text: torch.Tensor, owner: list[int], in_channels: int,
+                  seed: int) -> RegionDescriber:  # fmt: skip
+    torch.manual_seed(seed)
+    return RegionDescriber(in_channels, int(vocab_text.shape[1]), vocab_text, owner)
+
+
+def image_folds(data: RegionSet, split: str, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train image rows, test image rows) per fold."""
+    n = len(data.images)
+    if split == "loio":
+        return [(np.setdiff1d(np.arange(n), [i]), np.array([i])) for i in range(n)]
+    first_label = {int(data.image_of[j]): int(data.labels[j]) for j in range(len(data.labels))}
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for k in sorted(set(first_label.values())):
+        rows = rng.permutation([i for i in range(n) if first_label[i] == k])
+        cut = (len(rows) + 1) // 2
+        train += rows[:cut].tolist()
+        test += rows[cut:].tolist()
+    return [(np.array(sorted(train)), np.array(sorted(test)))]
+
+
+def regions_of(data: RegionSet, image_rows: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.isin(data.image_of.numpy(), image_rows))
+
+
+def description_accuracy(
+    data: RegionSet, vocab_text: torch.Tensor, owner: list[int], split: str,
+    cfg: DescriberTrainConfig, progress: bool = True,
+) -> dict[str, float | int]:  # fmt: skip
+    """Held-out accuracy of the untuned describer and of the fine-tuned one."""
+    c = int(data.features.shape[1])
+    before, after, n_train = [], [], []
+    for train_rows, test_rows in image_folds(data, split, cfg.seed):
+        test_set = data.subset(regions_of(data, test_rows))
+        truth = test_set.labels.numpy()
+        desc = new_describer(vocab_text, owner, c, cfg.seed)
+        before.append(predict_kinds(desc, test_set) == truth)
+        train_set = data.subset(regions_of(data, train_rows))
+        n_train.append(len(train_set.labels))
+        train_describer(desc, train_set, owner, cfg, progress=progress)
+        after.append(predict_kinds(desc, test_set) == truth)
+    b, a = np.concatenate(before), np.concatenate(after)
+    return {"n_images": len(data.images), "n_regions_tested": int(b.size),
+            "n_train_regions_per_fold": int(np.mean(n_train)), "folds": len(n_train),
+            "acc_before": 100 * float(b.mean()), "acc_after": 100 * float(a.mean())}  # fmt: skip
+
+
+@torch.no_grad()
+def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
+               size: int, min_area: int, quantile: float = 0.999) -> dict[str, float]:  # fmt: skip
+    """GT regions vs regions of the k-shot runtime's thresholded maps."""
+    split = split_category(cat, shots)
+    pool = sorted({s.path for s in split.evaluated if s.label == 0} - set(data.images))
+    train_good = sorted((cat / "train" / "good").glob("*.png"))[shots : shots + 10]
+    calib = train_good or pool[:10]  # normal, never a reference
+    refs = [load_rgb(p, size) for p in split.references]
+    rt = build_runtime(refs, ScoringConfig(input_size=size))
+    normal_maps = np.stack([rt(torch.from_numpy(load_rgb(p, size)[None])).maps[0].numpy()
+                            for p in calib])  # fmt: skip
+    thr = float(np.quantile(normal_maps, quantile))
+    by_path = {s.path: s for s in split.evaluated}
+    best, hits, img_iou, n_pred, pred_ok = [], [], [], 0, 0
+    for row in image_rows:
+        path = data.images[int(row)]
+        amap = rt(torch.from_numpy(load_rgb(path, size)[None])).maps[0].numpy()
+        preds = [r.mask for r in extract_regions(amap, thr, min_area)]
+        gts = gt_regions(by_path[path], size, 4)
+        for g in gts:
+            iou = max((mask_iou(g, p) for p in preds), default=0.0)
+            best.append(iou)
+            hits.append(iou >= 0.5)
+        for p in preds:
+            n_pred += 1
+            pred_ok += max((mask_iou(g, p) for g in gts), default=0.0) >= 0.5
+        union_p = np.any(preds, axis=0) if preds else np.zeros((size, size), bool)
+        img_iou.append(mask_iou(np.any(gts, axis=0), union_p))
+    return {"threshold": thr, "calib_images": len(calib), "gt_regions": len(best),
+            "region_iou": float(np.mean(best)), "recall_at_0.5": float(np.mean(hits)),
+            "precision_at_0.5": pred_ok / max(n_pred, 1), "pred_regions": n_pred,
+            "image_iou": float(np.mean(img_iou))}  # fmt: skip
+
+
+def evaluate_category(cat: Path, split: str, cfg: DescriberTrainConfig, cache: FeatureCache,
+                      text_encoder: object, shots: int, iou: bool,
+                      progress: bool = True) -> dict[str, object]:  # fmt: skip
+    vocab: Vocabulary = load_vocabulary(cat.name)
+    phrases, owner = vocab.phrases()
+    vocab_text = text_encoder.encode(phrases)  # type: ignore[attr-defined]
+    samples = split_category(cat, 0).evaluated
+    data = build_region_set(samples, vocab.keys, cache, progress=progress)
+    out: dict[str, object] = {"category": cat.name, "split": split}
+    out.update(description_accuracy(data, vocab_text, owner, split, cfg, progress))
+    if iou:
+        rows = image_folds(data, "half", cfg.seed)[0][1] if split == "half" else \
+            np.arange(len(data.images))  # fmt: skip
+        out["iou"] = region_iou(cat, data, rows, shots, cache.size, min_area=16)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="a category or a folder of them")
+    ap.add_argument("--split", choices=("half", "loio"), default="half")
+    ap.add_argument("--steps", type=int, default=DescriberTrainConfig.steps)
+    ap.add_argument("--shots", type=int, default=4)
+    ap.add_argument("--no-iou", action="store_true")
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = ap.parse_args(argv)
+    from engine.datasets import find_categories
+    from engine.describer_train import make_feature_cache
+    from engine.text_encoder import load_text_encoder
+
+    torch.set_num_threads(2)
+    cfg = DescriberTrainConfig(steps=args.steps)
+    cache = make_feature_cache(cache_dir=args.cache_dir)
+    text_encoder = load_text_encoder()
+    results = []
+    for cat in find_categories(args.data):
+        r = evaluate_category(cat, args.split, cfg, cache, text_encoder, args.shots,
+                              not args.no_iou)  # fmt: skip
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
