@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from engine.runtime.onnx_passes import fold_static_ifs
+from engine.runtime.onnx_passes import cast_input_first, fold_static_ifs
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def export_onnx(
         )  # fmt: skip
     model = onnx.load(str(tmp))
     folded = fold_static_ifs(model)
+    cast_input_first(model, INPUT_NAME)
     _check_signature(model, size)
     onnx.helper.set_model_props(model, {
         "clad.model_hash": digest, "clad.opset": str(opset),

@@ -101,3 +101,26 @@ def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto
                 if attr.g.node:
                     needed.update(i for n in attr.g.node for i in n.input)
     return keep[::-1]
+
+
+def cast_input_first(model: onnx.ModelProto, name: str) -> bool:
+    """Make a uint8 graph input feed one Cast to float32 and nothing else.
+
+    The tracer emits Transpose(uint8) -> Cast, and Shape ops on the raw input.
+    TensorRT takes UINT8 network inputs only as the input of a cast, so the cast is
+    moved to the front; uint8 -> float32 is exact, so the outputs do not change.
+    """
+    graph = model.graph
+    (inp,) = [i for i in graph.input if i.name == name]
+    if inp.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        return False
+    users = [n for n in graph.node if name in n.input]
+    if len(users) == 1 and users[0].op_type == "Cast":
+        return False
+    cast_out = f"{name}_float"
+    for node in users:
+        node.input[:] = [cast_out if i == name else i for i in node.input]
+    cast = helper.make_node("Cast", [name], [cast_out], name=f"/{name}/Cast",
+                            to=onnx.TensorProto.FLOAT)  # fmt: skip
+    graph.node.insert(0, cast)
+    return True

@@ -118,3 +118,9 @@ def test_no_control_flow_left(exported: Path) -> None:
     # squeeze(1) after a Resize traces to If(dim == 1); folded for TensorRT (onnx_passes)
     ops = {n.op_type for n in onnx.load(str(exported)).graph.node}
     assert "If" not in ops and "Loop" not in ops, ops
+
+
+def test_uint8_input_only_feeds_a_cast(exported: Path) -> None:
+    # TensorRT accepts a UINT8 network input only as the input of a cast (onnx_passes)
+    users = [n for n in onnx.load(str(exported)).graph.node if "frames" in n.input]
+    assert [n.op_type for n in users] == ["Cast"]
