@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +38,8 @@ def eval_command(
     from engine.visual_encoder import VisualEncoder
 
     torch.set_num_threads(threads)
-    console = Console()
+    # a fixed width when piped, so logs keep the full table instead of wrapped cells
+    console = Console(width=None if sys.stdout.isatty() else 130)
     cats = find_categories(data)
     if category:
         cats = [c for c in cats if c.name in set(category)]
