@@ -4,13 +4,15 @@ Accuracy: every ground-truth region (GT masks split as in the paper) of a held-o
 image is described; correct when the predicted kind is the image's defect folder.
 Splits are by IMAGE, so no region of a test image is ever trained on:
   - "half": per defect kind, a seeded half of the images trains, the rest tests;
+  - "kfold": 4 folds by image (each kind spread over the folds), every image
+    tested once by a describer trained on the other three folds;
   - "loio": leave-one-image-out (every image tested by a describer trained on
     all the others) for categories with a handful of images.
 Region IoU: anomaly maps of a k-shot runtime, thresholded at a pixel threshold
 calibrated on normal images that are not references, split into regions, each
 GT region matched to its best predicted region.
 
-Run: python -m engine.region_eval --data DIR [--split half|loio] (see NOTES-regions.md).
+Run: python -m engine.region_eval --data DIR [--split half|kfold|loio] (NOTES-regions.md).
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def image_folds(data: RegionSet, split: str, seed: int) -> list[tuple[np.ndarray
         return [(np.setdiff1d(np.arange(n), [i]), np.array([i])) for i in range(n)]
     first_label = {int(data.image_of[j]): int(data.labels[j]) for j in range(len(data.labels))}
     rng = np.random.default_rng(seed)
+    if split == "kfold":  # 4 folds, each kind's images dealt round-robin after a shuffle
+        fold_of = {}
+        for k in sorted(set(first_label.values())):
+            rows = rng.permutation([i for i in range(n) if first_label[i] == k])
+            fold_of.update({int(r): j % 4 for j, r in enumerate(rows)})
+        tests = [np.array([i for i in range(n) if fold_of[i] == f]) for f in range(4)]
+        return [(np.setdiff1d(np.arange(n), t), t) for t in tests if len(t)]
     train, test = [], []
     for k in sorted(set(first_label.values())):
         rows = rng.permutation([i for i in range(n) if first_label[i] == k])
@@ -141,7 +150,8 @@ def evaluate_category(cat: Path, split: str, cfg: DescriberTrainConfig, cache: F
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="a category or a folder of them")
-    ap.add_argument("--split", choices=("half", "loio"), default="half")
+    ap.add_argument("--split", choices=("half", "kfold", "loio"), default="half")
+    ap.add_argument("--batch-size", type=int, default=DescriberTrainConfig.batch_size)
     ap.add_argument("--steps", type=int, default=DescriberTrainConfig.steps)
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--no-iou", action="store_true")
@@ -153,11 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     from engine.text_encoder import load_text_encoder
 
     torch.set_num_threads(2)
-    cfg = DescriberTrainConfig(steps=args.steps)
+    cfg = DescriberTrainConfig(steps=args.steps, batch_size=args.batch_size)
     cache = make_feature_cache(cache_dir=args.cache_dir)
     text_encoder = load_text_encoder()
     results = []
     for cat in find_categories(args.data):
+        print(f"category {cat.name}", flush=True)
         r = evaluate_category(cat, args.split, cfg, cache, text_encoder, args.shots,
                               not args.no_iou)  # fmt: skip
         print(json.dumps(r), flush=True)
