@@ -1,6 +1,6 @@
 """Engine-only throughput per runtime backend and batch size.
 
-    .venv/bin/python bench/backends.py [--size 320] [--batches 1 8 32] [--threads 2]
+    .venv/bin/python -m bench.backends [--size 320] [--batches 1 8 32] [--threads 2]
         [--backends torch onnxruntime] [--seconds 4] [--json bench/results/backends.json]
 
 Builds a production-default model (1 reference of mvtec-sample/bottle, shifted
