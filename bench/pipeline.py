@@ -1,6 +1,8 @@
 """End-to-end pipeline throughput and latency vs engine-only throughput.
 
-    .venv/bin/python bench/pipeline.py [--frames 64] [--batch-sizes 1,8,32]
+    .venv/bin/python -m bench.pipeline [--frames 64] [--batch-sizes 1,8,32]
+
+(as a module: run as a file, bench/ would shadow the `pipeline` package.)
 
 Same machine, same run, real CLAD engine (k-shot bank from mvtec-sample/bottle),
 embedded Tansu broker (unless CLAD_BOOTSTRAP_SERVERS names one), fresh SQLite.

@@ -29,14 +29,17 @@ from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdict_counts, verdicts_for
 from workers.demo_data import DemoProduct, discover, load_rgb, synthetic_parts
 from workers.runner import build_worker
-from workers.scoring import CladRuntimeEngine, ScoringEngine
+from workers.scoring import CladRuntimeEngine, ScoringEngine, load_trained
 
 log = logging.getLogger(__name__)
 # Scores are scaled so a normal frame scores ~1 (engine.builder.reference_scale).
 DEMO_THRESHOLD = 1.3
 
 
-def build_engines(products: list[DemoProduct], threshold: float) -> dict[str, ScoringEngine]:
+def build_engines(products: list[DemoProduct], threshold: float,
+                  model_dir: Path | None = None) -> dict[str, ScoringEngine]:
+    """A trained model from model_dir when the product has one (calibrated threshold),
+    else a k-shot model from its references with the fixed demo threshold."""
     from engine.builder import ScoringConfig, build_runtime
     from engine.visual_encoder import VisualEncoder
 
@@ -46,6 +49,9 @@ def build_engines(products: list[DemoProduct], threshold: float) -> dict[str, Sc
     encoder = VisualEncoder(config.backbone, config.stages)  # one pretrained load for all
     engines: dict[str, ScoringEngine] = {}
     for p in products:
+        if model_dir is not None and (model_dir / p.name).is_dir():
+            engines[p.name] = load_trained(model_dir, p.name)[1]
+            continue
         runtime = build_runtime([load_rgb(r) for r in p.references], config, encoder=encoder)
         engines[p.name] = CladRuntimeEngine(runtime, threshold=threshold,
                                             version=f"demo-{p.name}-{len(p.references)}shot")
@@ -88,7 +94,7 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
         console.print(f"database {engine.url.render_as_string(hide_password=True)} migrated")
         threshold = settings.model.anomaly_threshold or DEMO_THRESHOLD
         console.print("building a k-shot CLAD model per product ...")
-        engines = build_engines(products, threshold)
+        engines = build_engines(products, threshold, settings.model.model_dir)
         ensure_topics(demo.kafka)
         stop = threading.Event()
         worker = build_worker(demo, engines, stop=stop)
