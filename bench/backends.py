@@ -27,8 +27,7 @@ from engine.builder import ScoringConfig, build_runtime
 from engine.datasets import load_rgb, split_category
 from engine.runtime import make_backend
 from engine.runtime.protocol import InferenceBackend
-from engine.runtime.select import cuda_gpu_present
-from engine.runtime.tensorrt_build import gpu_packages_present
+from engine.runtime.select import tensorrt_usable
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -67,6 +66,15 @@ def gpu_memory_mb(backend: InferenceBackend) -> float | None:
     return None
 
 
+def gpu_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import pycuda.driver as cuda  # tensorrt without a CUDA build of torch
+
+    cuda.init()
+    return str(cuda.Device(0).name())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=SHARED)
@@ -84,12 +92,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "backends.json")
     args = ap.parse_args()
 
-    gpu = cuda_gpu_present()
+    torch_cuda, trt = torch.cuda.is_available(), tensorrt_usable()
+    gpu = torch_cuda or trt
     batches = args.batches or ([1, 8, 32, 128] if gpu else [1, 8, 32])
     kinds = args.backends or (
         ["torch", "onnxruntime"]
-        + (["torch-cuda"] if gpu else [])
-        + (["tensorrt"] if gpu and gpu_packages_present() else [])
+        + (["torch-cuda"] if torch_cuda else [])
+        + (["tensorrt"] if trt else [])
     )
     torch.set_num_threads(args.threads)
     cfg = ScoringConfig(input_size=args.size)
@@ -131,7 +140,7 @@ def main() -> None:
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
         "threads": args.threads,
-        "gpu": torch.cuda.get_device_name(0) if gpu else None,
+        "gpu": gpu_name() if gpu else None,
         "size": args.size,
         "category": args.category,
         "bank_rows": int(runtime.bank.shape[0]),

@@ -21,20 +21,17 @@ log = logging.getLogger(__name__)
 BackendKind = Literal["auto", "tensorrt", "onnxruntime", "torch"]
 
 
-def cuda_gpu_present() -> bool:
-    import torch
+def tensorrt_usable() -> bool:
+    """tensorrt and pycuda installed and the CUDA driver sees a GPU."""
+    from engine.runtime.tensorrt_build import cuda_device_count, gpu_packages_present
 
-    return bool(torch.cuda.is_available())
+    return gpu_packages_present() and cuda_device_count() > 0
 
 
 def resolve_kind(kind: BackendKind) -> Literal["tensorrt", "onnxruntime", "torch"]:
     if kind != "auto":
         return kind
-    from engine.runtime.tensorrt_build import gpu_packages_present
-
-    if cuda_gpu_present() and gpu_packages_present():
-        return "tensorrt"
-    return "onnxruntime"
+    return "tensorrt" if tensorrt_usable() else "onnxruntime"
 
 
 def _runtime_and_dir(model: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:

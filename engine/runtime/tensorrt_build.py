@@ -30,6 +30,23 @@ def gpu_packages_present() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "pycuda"))
 
 
+def cuda_device_count() -> int:
+    """CUDA devices pycuda can see; 0 without pycuda or a working driver.
+
+    Asked of the driver, not of torch: the pinned torch wheel is the CPU build, so
+    torch.cuda says "no GPU" on a GPU worker that has tensorrt and pycuda.
+    """
+    if importlib.util.find_spec("pycuda") is None:
+        return 0
+    import pycuda.driver as cuda
+
+    try:
+        cuda.init()
+        return int(cuda.Device.count())
+    except Exception:  # noqa: BLE001 - any driver failure means "no usable GPU" here
+        return 0
+
+
 def require_gpu() -> tuple[Any, Any]:
     """(tensorrt, pycuda.driver) with CUDA initialised, or a clear BackendUnavailableError."""
     missing = [m for m in ("tensorrt", "pycuda") if importlib.util.find_spec(m) is None]

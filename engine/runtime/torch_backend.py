@@ -5,6 +5,8 @@ Every other backend is tested against this one on CPU in FP32.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -32,7 +34,8 @@ class TorchBackend:
         if threads is not None:
             torch.set_num_threads(threads)  # process-wide in torch: the caller's choice
         self.device, self.fp16, self.max_batch = dev, fp16, int(max_batch)
-        self.runtime = runtime.eval().to(dev)
+        # a copy on the GPU: moving the caller's module would change it under their feet
+        self.runtime = (runtime if dev.type == "cpu" else copy.deepcopy(runtime)).eval().to(dev)
         suffix = "" if dev.type == "cpu" else f"-{dev.type}{'-fp16' if fp16 else ''}"
         self.name = f"torch{suffix}"
 

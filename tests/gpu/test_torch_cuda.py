@@ -1,7 +1,7 @@
 """Torch on CUDA with FP16 autocast vs CPU torch (FP32): identical verdicts.
 
-Skips with "no CUDA GPU" where torch sees none (this repository pins the CPU build
-of torch; a GPU worker installs a CUDA build).
+Skips with "no CUDA GPU (or torch is the CPU build)" where torch sees none: this
+repository pins the CPU build of torch; a GPU worker installs a CUDA build.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from tests.backend_parity_data import operating_threshold, parity_case, verdicts
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA GPU (or torch is the CPU build)"
+    ),
 ]
 
 

@@ -95,10 +95,13 @@ def test_check_frames_makes_contiguous() -> None:
     assert check_frames(view, (SIZE, SIZE)).flags.c_contiguous
 
 
-def test_auto_is_onnxruntime_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("engine.runtime.select.cuda_gpu_present", lambda: False)
+def test_auto_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engine.runtime.select.tensorrt_usable", lambda: False)
     assert resolve_kind("auto") == "onnxruntime"
     assert resolve_kind("torch") == "torch"
+    monkeypatch.setattr("engine.runtime.select.tensorrt_usable", lambda: True)
+    assert resolve_kind("auto") == "tensorrt"
+    assert resolve_kind("onnxruntime") == "onnxruntime"
 
 
 def test_tensorrt_without_packages_names_them(

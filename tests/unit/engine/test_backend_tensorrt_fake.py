@@ -251,8 +251,9 @@ def runtime() -> torch.nn.Module:
 def test_build_cache_and_double_buffered_run(
     fake_gpu: dict, runtime: torch.nn.Module, tmp_path: Path
 ) -> None:
-    from engine.runtime import make_backend
+    from engine.runtime import make_backend, resolve_kind
 
+    assert resolve_kind("auto") == "tensorrt"  # packages present and the driver sees a GPU
     messages: list[str] = []
     backend = make_backend("tensorrt", runtime, version_dir=tmp_path, max_batch=4,
                            precision="fp16", progress=messages.append)  # fmt: skip
