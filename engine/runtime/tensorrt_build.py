@@ -102,11 +102,38 @@ def _pin_fp32(trt: Any, network: Any) -> int:
     return pinned
 
 
+TRT_MAX_TOPK = 3840  # ITopKLayer: k <= 3840 (TensorRT operator reference, TopK)
+
+
+def check_tensorrt_limits(onnx_bytes: bytes) -> None:
+    """Fail before a minutes-long build on what TensorRT is documented not to support.
+
+    CladRuntime takes the top 1 % of the map pixels at its processing size, so k grows
+    with input_size squared: 320 px -> 1024, 448 -> 2007, but 640 -> 4096 > 3840.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    consts = {t.name: t for t in graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in graph.node if n.op_type == "Constant"})
+    for node in graph.node:
+        if node.op_type != "TopK" or node.input[1] not in consts:
+            continue
+        k = int(numpy_helper.to_array(consts[node.input[1]]).reshape(-1)[0])
+        if k > TRT_MAX_TOPK:
+            raise ValueError(
+                f"TopK {node.name} takes k={k}, TensorRT supports k <= {TRT_MAX_TOPK}: use a "
+                "smaller input_size or topk_ratio for this model, or the onnxruntime backend"
+            )
+
+
 def build_engine(onnx_bytes: bytes, frame_size: tuple[int, int], precision: Precision,
                  max_batch: int, opt_batch: int, workspace_bytes: int = 2 << 30,
                  progress: ProgressFn | None = None) -> bytes:  # fmt: skip
     """Serialized engine from an ONNX export (minutes on a large model; cache it)."""
     trt, _ = require_gpu()
+    check_tensorrt_limits(onnx_bytes)
     say = progress or (lambda msg: log.info("%s", msg))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

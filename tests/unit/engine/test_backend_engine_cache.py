@@ -1,6 +1,7 @@
 """TensorRT engine cache: keyed by GPU, compute capability, TRT version, precision, batch.
 
-Pure Python: the build is a stand-in function, so these run without tensorrt.
+Pure Python: the build is a stand-in function, so these run without tensorrt; also
+the pre-build check of documented TensorRT limits.
 """
 
 from __future__ import annotations
@@ -84,3 +85,25 @@ def test_slug_is_a_safe_file_name() -> None:
     slug = KEY.slug()
     assert "/" not in slug and " " not in slug
     assert slug == "abc123-nvidia-h100-80gb-hbm3-sm90-trt10.3.0-fp16-b8of32-320x320"
+
+
+def _topk_graph(k: int) -> bytes:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], name="/TopK")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5000])],
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, k]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [1, k])],
+        initializer=[numpy_helper.from_array(np.array([k], np.int64), "k")],
+    )  # fmt: skip
+    return helper.make_model(graph).SerializeToString()
+
+
+def test_topk_beyond_tensorrt_limit_is_refused_before_building() -> None:
+    from engine.runtime.tensorrt_build import check_tensorrt_limits
+
+    check_tensorrt_limits(_topk_graph(1024))  # 1 % of 320 x 320: fine
+    with pytest.raises(ValueError, match=r"k=4096, TensorRT supports k <= 3840"):
+        check_tensorrt_limits(_topk_graph(4096))  # 1 % of 640 x 640
