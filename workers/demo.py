@@ -33,7 +33,7 @@ from workers.scoring import CladRuntimeEngine, ScoringEngine, load_trained
 
 log = logging.getLogger(__name__)
 # Scores are scaled so a normal frame scores ~1 (engine.builder.reference_scale).
-DEMO_THRESHOLD = 1.3
+DEMO_THRESHOLD = 1.5
 
 
 def build_engines(products: list[DemoProduct], threshold: float,
