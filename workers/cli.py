@@ -70,7 +70,8 @@ def _register_subcommands() -> None:
     import importlib
 
     for name in ("workers.cli_engine", "workers.cli_train", "workers.cli_pipeline",
-                 "workers.cli_runtime", "workers.cli_regions", "workers.cli_operators"):
+                 "workers.cli_runtime", "workers.cli_regions", "workers.cli_operators",
+                 "workers.cli_retrain", "workers.cli_models"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
