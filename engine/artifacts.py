@@ -125,7 +125,7 @@ def load_model(
         encoder, torch.zeros(*config["bank_shape"]), 1.0, input_size=cfg.input_size,
         pool=cfg.pool, metric=cfg.metric, topk_ratio=cfg.topk_ratio, sigma=cfg.sigma,
         text_branch=branch, w_visual=cfg.w_visual, w_text_pixel=cfg.w_text_pixel,
-        w_text_image=cfg.w_text_image,
+        w_text_image=cfg.w_text_image, pixel_pool=cfg.pixel_pool,
     )  # fmt: skip
     state = torch.load(vdir / "model.pt", map_location="cpu", weights_only=True)
     runtime.load_state_dict(state)

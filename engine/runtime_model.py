@@ -79,11 +79,17 @@ class CladRuntime(nn.Module):
         w_text_pixel: float = 0.0,
         w_text_image: float = 0.0,
         chunk: int = 8192,
+        pixel_pool: int | None = None,
+        pixel_bank: torch.Tensor | None = None,
+        pixel_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.encoder = encoder.eval()
         self.text_branch = text_branch
         self.input_size, self.pool, self.metric, self.chunk = input_size, pool, metric, chunk
+        # the pixel map may come from its own (finer, e.g. unpooled) embeddings and bank:
+        # pooling steadies the image score, but blurs small defects out of the map
+        self.pixel_pool = pool if pixel_pool is None else pixel_pool
         self.w_visual, self.w_text_pixel, self.w_text_image = w_visual, w_text_pixel, w_text_image
         # fixed top-k over the map at processing resolution: constant k keeps ONNX simple
         self.topk = max(1, int(round(topk_ratio * input_size * input_size)))
@@ -91,10 +97,32 @@ class CladRuntime(nn.Module):
         # distances are divided by the references' own leave-one-out statistic so a
         # normal frame scores ~1 whatever the product: one threshold scale per line
         self.register_buffer("scale", torch.tensor(float(scale)))
+        # empty pixel bank = the pixel map is the image map (no second search)
+        pb = torch.zeros(0, bank.shape[1]) if pixel_bank is None else pixel_bank
+        self.register_buffer("pixel_bank", pb.float().contiguous())
+        self.register_buffer("pixel_scale", torch.tensor(float(pixel_scale)))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.register_buffer("gauss", gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1))
         self.eval()
+
+    @property
+    def split_maps(self) -> bool:
+        """True when the pixel map has its own embeddings and bank."""
+        return self.pixel_bank.shape[0] > 0 and self.bank.shape[0] > 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        # banks are sized by the references: take the saved shapes; models saved before
+        # the pixel bank existed load with an empty one (pixel map = image map)
+        for name in ("bank", "pixel_bank"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key]))
+            elif name == "pixel_bank":
+                state_dict[key] = torch.zeros(0, self.bank.shape[1])
+        if prefix + "pixel_scale" not in state_dict:
+            state_dict[prefix + "pixel_scale"] = torch.tensor(1.0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> CladRuntime:
         # never trained: BatchNorm must keep its running statistics even if a caller
@@ -113,13 +141,21 @@ class CladRuntime(nn.Module):
         x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std
 
-    def visual_map(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Nearest-neighbour distance map [N, h, w] on the finest feature grid, / scale."""
-        emb = patch_embeddings(feats, self.pool)
+    def visual_map(self, feats: list[torch.Tensor], pixel: bool = False) -> torch.Tensor:
+        """Nearest-neighbour distance map [N, h, w] on the finest feature grid, / scale.
+
+        pixel=True: the pixel map's embeddings (pixel_pool) against the pixel bank.
+        """
+        pool, bank, scale = (
+            (self.pixel_pool, self.pixel_bank, self.pixel_scale)
+            if pixel
+            else (self.pool, self.bank, self.scale)
+        )
+        emb = patch_embeddings(feats, pool)
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(-1, c)
-        d = nearest_distance(q, self.bank, self.metric, self.chunk)
-        return d.reshape(n, h, w) / self.scale
+        d = nearest_distance(q, bank, self.metric, self.chunk)
+        return d.reshape(n, h, w) / scale
 
     def smooth(self, maps: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian as two fixed convolutions (exports as plain Conv)."""
@@ -136,20 +172,27 @@ class CladRuntime(nn.Module):
         n, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
         feats = self.encoder.forward_features(self.preprocess(frames))
         amap = self.w_visual * self.visual_map(feats) if self.bank.shape[0] > 0 else None
+        pmap = self.w_visual * self.visual_map(feats, pixel=True) if self.split_maps else None
         img_text = None
         if self.text_branch is not None:
             img_text, patch_text = self.text_branch(feats)
             tmap = self.w_text_pixel * patch_text
             amap = tmap if amap is None else amap + tmap
+            pmap = None if pmap is None else pmap + tmap
         if amap is None:
             raise RuntimeError("no memory bank and no text branch: nothing to score with")
-        s = self.input_size
-        amap = F.interpolate(amap.unsqueeze(1), size=(s, s), mode="bilinear", align_corners=False)
-        amap = self.smooth(amap.squeeze(1))
+        amap = self._upsmooth(amap)
         scores = amap.reshape(n, -1).topk(self.topk, dim=1).values.mean(dim=1)
         if img_text is not None:
             scores = scores + self.w_text_image * img_text
+        pmap = amap if pmap is None else self._upsmooth(pmap)
         maps = F.interpolate(
-            amap.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
+            pmap.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
         ).squeeze(1)
         return AnomalyOutput(scores=scores, maps=maps)
+
+    def _upsmooth(self, amap: torch.Tensor) -> torch.Tensor:
+        """Feature-grid map [N, h, w] -> smoothed map at the processing size."""
+        s = self.input_size
+        amap = F.interpolate(amap.unsqueeze(1), size=(s, s), mode="bilinear", align_corners=False)
+        return self.smooth(amap.squeeze(1))

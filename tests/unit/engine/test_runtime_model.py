@@ -57,10 +57,16 @@ def test_pasted_defect_scores_higher(runtime: CladRuntime) -> None:
     assert abs(peak[0] - 40) < 12 and abs(peak[1] - 60) < 12
 
 
+def _like(rt: CladRuntime, scale: float | None = None, **kw: object) -> CladRuntime:
+    """A runtime with `rt`'s encoder and banks (image and pixel) and other options."""
+    return CladRuntime(rt.encoder, rt.bank, float(rt.scale) if scale is None else scale,
+                       input_size=96, sigma=2.0, pixel_pool=rt.pixel_pool,
+                       pixel_bank=rt.pixel_bank, pixel_scale=float(rt.pixel_scale), **kw)
+
+
 def test_scores_are_divided_by_the_reference_scale(runtime: CladRuntime) -> None:
     frames = torch.from_numpy(np.stack([_texture(7)]))
-    doubled = CladRuntime(runtime.encoder, runtime.bank, 2 * float(runtime.scale),
-                          input_size=96, sigma=2.0)
+    doubled = _like(runtime, 2 * float(runtime.scale))
     assert float(runtime.scale) > 0
     with torch.no_grad():
         torch.testing.assert_close(doubled(frames).scores, runtime(frames).scores / 2)
@@ -76,13 +82,43 @@ def test_text_branch_fusion(runtime: CladRuntime) -> None:
     branch = _ConstText()
     assert isinstance(branch, TextBranch)
     frames = torch.from_numpy(np.stack([_texture(1)]))
-    fused = CladRuntime(runtime.encoder, runtime.bank, float(runtime.scale), input_size=96,
-                        sigma=2.0, text_branch=branch, w_text_pixel=0.5, w_text_image=2.0)
+    fused = _like(runtime, text_branch=branch, w_text_pixel=0.5, w_text_image=2.0)
     with torch.no_grad():
         base, out = runtime(frames), fused(frames)
     # constant text map adds 0.5 everywhere, the image term adds 2.0 * 0.5
     torch.testing.assert_close(out.maps, base.maps + 0.5, atol=1e-4, rtol=0)
     torch.testing.assert_close(out.scores, base.scores + 1.5, atol=1e-4, rtol=0)
+
+
+def test_pixel_map_from_its_own_unpooled_bank(runtime: CladRuntime) -> None:
+    # default config: image score from 3x3-pooled embeddings, pixel map from unpooled ones
+    assert runtime.split_maps and runtime.pool == 3 and runtime.pixel_pool == 1
+    assert runtime.pixel_bank.shape == runtime.bank.shape and float(runtime.pixel_scale) > 0
+    frames = torch.from_numpy(np.stack([_texture(4), _texture(6)]))
+    one_map = CladRuntime(runtime.encoder, runtime.bank, float(runtime.scale), input_size=96,
+                          sigma=2.0)  # no pixel bank: the map is the image map
+    with torch.no_grad():
+        split, single = runtime(frames), one_map(frames)
+    torch.testing.assert_close(split.scores, single.scores)  # image score unchanged
+    assert split.maps.shape == single.maps.shape == (2, 96, 96)
+    assert not torch.allclose(split.maps, single.maps)
+    # and the single map is the one the image score is the top-k mean of
+    top = single.maps.reshape(2, -1).topk(one_map.topk, dim=1).values.mean(dim=1)
+    torch.testing.assert_close(top, single.scores)
+
+
+def test_no_pixel_pool_builds_one_bank() -> None:
+    rt = build_runtime([_texture(0)], CFG.model_copy(update={"pixel_pool": None}))
+    assert not rt.split_maps and rt.pixel_bank.shape[0] == 0
+
+
+def test_state_dict_without_pixel_bank_loads(runtime: CladRuntime) -> None:
+    # models saved before the pixel bank existed: load with one map for both
+    state = {k: v for k, v in runtime.state_dict().items() if not k.startswith("pixel_")}
+    rt = CladRuntime(runtime.encoder, torch.zeros(1, runtime.bank.shape[1]), 1.0,
+                     input_size=96, sigma=2.0, pixel_pool=1)
+    rt.load_state_dict(state)
+    assert rt.bank.shape == runtime.bank.shape and not rt.split_maps
 
 
 def test_zero_shots_needs_text_branch() -> None:
