@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -21,7 +22,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.frames import H_REJECT_DETAIL, H_REJECT_REASON, H_SOURCE, FrameRejectedError
+from pipeline.settings import ApiSettings
 from pipeline.storage.database import transaction
+from pipeline.storage.frame_store import store_frame
 from pipeline.storage.records import VerdictRecord
 from pipeline.storage.repository import write_verdicts
 
@@ -76,11 +79,24 @@ class TransientDatabaseError(Exception):
     pass
 
 
-def store_verdicts(factory: sessionmaker[Session], records: Sequence[VerdictRecord]) -> int:
-    """One transaction for the whole batch; transient errors re-raised as one type."""
+def store_verdicts(factory: sessionmaker[Session], records: Sequence[VerdictRecord],
+                   frames: Mapping[uuid.UUID, tuple[bytes, str]] | None = None,
+                   frame_settings: ApiSettings | None = None) -> int:
+    """One transaction for the whole batch; transient errors re-raised as one type.
+
+    `frames` (frame id -> (bytes, content type)) are the originals the console and
+    retraining read back; they are kept in the same transaction as the verdicts, so
+    a verdict never exists without its frame (mode: ApiSettings.frame_storage).
+    """
     try:
         with transaction(factory) as session:
-            return write_verdicts(session, records)
+            new = write_verdicts(session, records)
+            if frames and frame_settings is not None:
+                for r in records:
+                    data, content_type = frames[r.frame_id]
+                    store_frame(session, frame_settings, frame_id=r.frame_id, data=data,
+                                content_type=content_type)
+            return new
     except DBAPIError as exc:
         if is_transient_db_error(exc):
             raise TransientDatabaseError(_short(exc)) from exc

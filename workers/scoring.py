@@ -34,9 +34,14 @@ class ScoringEngine(Protocol):
 
 
 class CladRuntimeEngine:
-    """Adapter from engine.runtime_model.CladRuntime (an nn.Module) to ScoringEngine."""
+    """Adapter from engine.runtime_model.CladRuntime (an nn.Module) to ScoringEngine.
 
-    def __init__(self, runtime: object, *, threshold: float, version: str) -> None:
+    `describer` (engine.describer_artifacts.LoadedDescriber) is optional: without
+    one, regions are stored without descriptions.
+    """
+
+    def __init__(self, runtime: object, *, threshold: float, version: str,
+                 describer: object | None = None) -> None:
         import torch
 
         self._torch = torch
@@ -44,6 +49,17 @@ class CladRuntimeEngine:
         self.input_size = int(runtime.input_size)  # type: ignore[attr-defined]
         self.threshold = float(threshold)
         self.version = version
+        self.describer = describer
+
+    def patch_embeddings(self, frames: np.ndarray) -> object:
+        """uint8 NHWC -> the runtime's patch embeddings [N, C, h, w] (describer input).
+        Run only for frames that have regions, so normal frames pay nothing."""
+        from engine.describer import frame_patch_embeddings
+
+        rt = self.runtime
+        return frame_patch_embeddings(rt.encoder, rt.preprocess,
+                                      self._torch.from_numpy(np.ascontiguousarray(frames)),
+                                      rt.pool)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.inference_mode():
@@ -64,12 +80,33 @@ def import_factory(path: str) -> EngineFactory:
 def load_trained(path: Path, category: str | None = None,
                  threshold_override: float | None = None) -> tuple[str, ScoringEngine]:
     """(product, engine) from a saved model version (engine.artifacts layout)."""
-    from engine.artifacts import load_model
+    from engine.artifacts import load_model, resolve
 
     loaded = load_model(path, category)
     threshold = threshold_override if threshold_override is not None else loaded.threshold
+    describer = load_region_describer(resolve(path, category), loaded.runtime)
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
-                                              version=str(loaded.version))
+                                              version=str(loaded.version), describer=describer)
+
+
+def load_region_describer(version_dir: Path, runtime: object) -> object | None:
+    """The describer saved beside a model, or None (logged): a model without one
+    still scores; its regions just carry no text."""
+    from engine.describer_artifacts import load_describer
+    from engine.errors import ModelArtifactError
+
+    try:
+        loaded = load_describer(version_dir)
+    except (ModelArtifactError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        log.warning("regions of %s will have no descriptions: %s", version_dir, exc)
+        return None
+    # The describer pools the runtime's patch embeddings: their width must match.
+    channels = sum(runtime.encoder.channels)  # type: ignore[attr-defined]
+    if loaded.describer.in_channels != channels:
+        log.warning("describer in %s expects %s channels, the model gives %s; regions will "
+                    "have no descriptions", version_dir, loaded.describer.in_channels, channels)
+        return None
+    return loaded
 
 
 def load_engines(settings: Settings) -> dict[str, ScoringEngine]:

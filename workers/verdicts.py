@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 
 import cv2
@@ -20,14 +22,31 @@ from workers.scoring import ScoringEngine
 log = logging.getLogger(__name__)
 
 
+# Heatmaps and region masks are kept at most this long on their long side: a map
+# upsampled from the engine's 320 px grid holds no more detail at 900 px, and PNG
+# encoding + region extraction scale with the pixel count (see NOTES-pipeline.md).
+MAP_LONG_SIDE = 512
+
+
+def map_size(width: int, height: int, long_side: int = MAP_LONG_SIDE) -> tuple[int, int]:
+    """(w, h) of the stored map: the frame's own size, shrunk to `long_side` if larger."""
+    scale = min(1.0, long_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def to_verdict(record: ConsumerRecord, frame: DecodedFrame, score: float,
                small_map: np.ndarray, engine: ScoringEngine, min_area: int) -> VerdictRecord:
-    """Upsample the map to the frame's own size so heatmap and regions are in its pixels."""
+    """Map resized to the frame's aspect at a bounded size (recorded in the heatmap);
+    region boxes and areas are scaled back to frame pixels, masks keep map size."""
     h = frame.envelope.header
-    full = cv2.resize(small_map.astype(np.float32), (h.width, h.height),
-                      interpolation=cv2.INTER_LINEAR)
-    png, max_value = encode_heatmap(full)
-    regions = find_regions(full, engine.threshold, min_area)
+    mw, mh = map_size(h.width, h.height)
+    amap = cv2.resize(small_map.astype(np.float32), (mw, mh), interpolation=cv2.INTER_LINEAR)
+    png, max_value = encode_heatmap(amap)
+    sx, sy = h.width / mw, h.height / mh
+    regions = [dataclasses.replace(
+        r, bbox=(int(r.bbox[0] * sx), int(r.bbox[1] * sy), max(1, round(r.bbox[2] * sx)),
+                 max(1, round(r.bbox[3] * sy))), area=max(1, round(r.area * sx * sy)))
+        for r in find_regions(amap, engine.threshold, max(1, round(min_area / (sx * sy))))]
     latency_ms = (datetime.now(UTC) - h.captured_at).total_seconds() * 1000.0
     return VerdictRecord(
         frame_id=h.frame_id, camera_id=h.camera_id, line_id=h.line_id, product=h.product,
@@ -37,12 +56,12 @@ def to_verdict(record: ConsumerRecord, frame: DecodedFrame, score: float,
         label="anomalous" if score > engine.threshold else "normal",
         latency_ms=latency_ms, kafka_topic=record.topic, kafka_partition=record.partition,
         kafka_offset=record.offset,
-        heatmap=HeatmapRecord(png=png, width=h.width, height=h.height, max_value=max_value),
+        heatmap=HeatmapRecord(png=png, width=mw, height=mh, max_value=max_value),
         regions=tuple(regions))
 
 
 def score_product(engine: ScoringEngine, items: Sequence[tuple[ConsumerRecord, DecodedFrame]],
-                  *, chunk: int, min_area: int
+                  *, chunk: int, min_area: int, pool: Executor | None = None
                   ) -> tuple[list[VerdictRecord], list[tuple[ConsumerRecord, FrameRejectedError]]]:
     """Infer in chunks of at most `chunk` frames. A chunk whose inference raises is
     retried frame by frame, so one poisonous frame goes to the DLQ instead of
@@ -65,5 +84,9 @@ def score_product(engine: ScoringEngine, items: Sequence[tuple[ConsumerRecord, D
                 except Exception as exc:  # noqa: BLE001
                     failed.append((r, FrameRejectedError(RejectReason.INFERENCE_FAILED,
                                                          f"{type(exc).__name__}: {exc}")))
-        verdicts.extend(to_verdict(r, f, s, m, engine, min_area) for r, f, s, m in outputs)
+        # Heatmap PNG + region extraction per frame in the pool: OpenCV releases the GIL.
+        if pool is None:
+            verdicts.extend(to_verdict(r, f, s, m, engine, min_area) for r, f, s, m in outputs)
+        else:
+            verdicts.extend(pool.map(lambda o: to_verdict(*o, engine, min_area), outputs))
     return verdicts, failed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +36,7 @@ from workers.delivery import (
     store_verdicts,
     verdict_event,
 )
+from workers.descriptions import describe_batch
 from workers.metrics import WorkerMetrics
 from workers.scoring import ScoringEngine
 from workers.verdicts import score_product
@@ -106,25 +108,33 @@ class InferenceWorker:
             else:
                 decoded.setdefault(item.envelope.header.product, []).append((record, item))
         verdicts: list[VerdictRecord] = []
-        masks: dict[str, list[dict]] = {}
         with self.metrics.stage_seconds.labels("infer").time():
             for product, items in decoded.items():
                 scored, failed = score_product(
                     engines[product], items, chunk=self.settings.worker.batch_size,
-                    min_area=self.settings.model.min_region_area_px)
+                    min_area=self.settings.model.min_region_area_px, pool=self.pool)
                 verdicts.extend(scored)
                 rejected.extend(failed)
-        for v in verdicts:
-            masks[str(v.frame_id)] = [{"index": r.index, "bbox": list(r.bbox),
-                                       "mask_rle": r.mask_rle, "area": r.area,
-                                       "description": r.description} for r in v.regions]
-        if not self._deliver(verdicts, rejected):
+        frames = {item.envelope.header.frame_id: item
+                  for items in decoded.values() for _r, item in items}
+        with self.metrics.stage_seconds.labels("describe").time():
+            described = describe_batch(engines, verdicts, frames, self.cache)
+        verdicts = described.verdicts
+        originals = {fid: (f.envelope.image, f.envelope.header.content_type)
+                     for fid, f in frames.items()}
+        if not self._deliver(verdicts, rejected, originals):
             return False
         decided_at = now_utc()
-        self.cache.store_batch(descriptions={}, masks_by_frame=masks, latest_by_camera={
-            v.camera_id: {"frame_id": str(v.frame_id), "score": v.score, "label": v.label,
-                          "decided_at": decided_at.isoformat()} for v in verdicts})
+        # One cache round trip per batch: new descriptions, region masks, latest verdicts.
+        self.cache.store_batch(descriptions=described.fresh, masks_by_frame={
+            str(v.frame_id): [{"index": r.index, "bbox": list(r.bbox), "mask_rle": r.mask_rle,
+                               "area": r.area, "description": r.description}
+                              for r in v.regions] for v in verdicts},
+            latest_by_camera={
+                v.camera_id: {"frame_id": str(v.frame_id), "score": v.score, "label": v.label,
+                              "decided_at": decided_at.isoformat()} for v in verdicts})
         committed = self._commit(records)
+        self._record_lag()
         self.batches += 1
         for v in verdicts:
             self.metrics.frame_latency.observe(
@@ -157,12 +167,14 @@ class InferenceWorker:
         return accepted, rejected
 
     def _deliver(self, verdicts: list[VerdictRecord],
-                 rejected: list[tuple[ConsumerRecord, FrameRejectedError]]) -> bool:
+                 rejected: list[tuple[ConsumerRecord, FrameRejectedError]],
+                 originals: dict[uuid.UUID, tuple[bytes, str]]) -> bool:
         """Verdicts durable, then events and DLQ records acknowledged; False = stopped first."""
         kafka = self.settings.kafka
         with self.metrics.stage_seconds.labels("write").time():
             ok, new = self.retrier.call(
-                "database", lambda: store_verdicts(self.session_factory, verdicts),
+                "database", lambda: store_verdicts(self.session_factory, verdicts, originals,
+                                      self.settings.api),
                 (TransientDatabaseError,))
         if not ok:
             return False
@@ -196,6 +208,25 @@ class InferenceWorker:
 
         ok, committed = self.retrier.call("offset commit", commit, (KafkaError,))
         return ok and bool(committed)
+
+    def _record_lag(self) -> None:
+        """clad_consumer_lag per partition: end offset - position, after each batch.
+
+        Right on Apache Kafka. On Tansu, end_offsets() returns the last record batch's
+        base offset + 1 when a batch holds several records, so the gauge reads low
+        there (shared/notes/kafka-broker.md); tests count records instead.
+        """
+        try:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return
+            ends = self.consumer.end_offsets(list(assigned))
+            for tp, end in ends.items():
+                position = self.consumer.position(tp)
+                if end is not None and position is not None:
+                    self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))
+        except (KafkaError, AssertionError) as exc:  # a metric never stops scoring
+            log.debug("consumer lag not updated: %s", exc)
 
     def _keep_membership(self) -> None:
         # While a dependency is down, poll with every partition paused so the group

@@ -6,9 +6,12 @@ import signal
 import uuid
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from pipeline.storage.models import Frame
 from tests.integration.pipeline_support import (
     kafka_settings,
     publish,
@@ -47,6 +50,14 @@ def test_two_workers_score_every_frame_exactly_once(
     assert set(by_frame) == set(ids)
     assert set(by_frame.values()) == {1}
     assert codes == [0, 0], "SIGTERM must end a worker cleanly"
+    # The original bytes are kept with the verdict (frame_storage "database" by default)
+    # for the operator console and retraining.
+    with clean_db.connect() as connection:
+        stored = dict(connection.execute(select(Frame.id, Frame.image_bytes)).all())
+    assert set(stored) == set(ids)
+    assert all(data is not None for data in stored.values())
+    sample = cv2.imdecode(np.frombuffer(stored[ids[0]], np.uint8), cv2.IMREAD_COLOR)
+    assert sample is not None and sample.shape == (64, 64, 3)
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert all("batches" in log for log in logs)
 

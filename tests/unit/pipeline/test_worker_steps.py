@@ -162,3 +162,47 @@ def test_model_watcher_swaps_engines_between_batches(monkeypatch: pytest.MonkeyP
     now[0] = 11.0
     watcher(worker)  # same version already served: no reload
     assert loaded == [("/m/bottle/v2", "bottle")]
+
+
+def test_heatmaps_and_regions_are_kept_at_a_bounded_size_in_frame_coordinates() -> None:
+    img = np.full((900, 1200, 3), 10, np.uint8)
+    img[450:600, 600:900] = 200  # a bright block: one region of 150 x 300 frame pixels
+    env = make_envelope(cv2.imencode(".png", img)[1].tobytes(), camera_id="c", line_id="l",
+                        product="p")
+    small = cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA)
+    frame = DecodedFrame(env, img, small)
+    with ThreadPoolExecutor(2) as pool:
+        verdicts, failed = score_product(BrokenOnBright(), [(_record(1), frame)], chunk=8,
+                                         min_area=64, pool=pool)
+    assert not failed
+    heat = verdicts[0].heatmap
+    assert (heat.width, heat.height) == (512, 384)  # long side 512, the frame's aspect
+    (region,) = verdicts[0].regions
+    assert region.mask_rle["size"] == [384, 512]
+    x, y, w, h = region.bbox  # frame pixels, give or take the 8 px map's blur
+    assert 400 <= x <= 700 and 300 <= y <= 500 and x + w <= 1200 and y + h <= 900
+    assert region.area > 64
+
+
+def test_a_model_without_a_describer_serves_with_a_warning(tmp_path, caplog) -> None:  # noqa: ANN001
+    from workers.scoring import load_region_describer
+
+    runtime = SimpleNamespace(encoder=SimpleNamespace(channels=(112,)))
+    with caplog.at_level("WARNING"):
+        assert load_region_describer(tmp_path, runtime) is None
+    assert "no descriptions" in caplog.text
+
+
+def test_consumer_lag_is_end_offset_minus_position_per_partition() -> None:
+    from workers.metrics import WorkerMetrics
+    from workers.worker import InferenceWorker
+
+    tps = [TopicPartition("frames", 0), TopicPartition("frames", 3)]
+    consumer = SimpleNamespace(assignment=lambda: set(tps),
+                               end_offsets=lambda parts: {tp: 100 for tp in parts},
+                               position=lambda tp: 40 if tp.partition == 0 else 100)
+    worker = SimpleNamespace(consumer=consumer, metrics=WorkerMetrics())
+    InferenceWorker._record_lag(worker)  # type: ignore[arg-type]
+    value = worker.metrics.registry.get_sample_value
+    assert value("clad_consumer_lag", {"partition": "0"}) == 60
+    assert value("clad_consumer_lag", {"partition": "3"}) == 0

@@ -1,0 +1,128 @@
+"""Batch region descriptions in the worker against real Redis: a hit skips the
+describer, an outage still describes, one lookup and one write per batch."""
+
+from __future__ import annotations
+
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+import redis
+import torch
+
+import engine.describer as describer_module
+from engine import rle
+from engine.describer import RegionDescriber
+from engine.describer_artifacts import LoadedDescriber
+from engine.vocabulary import Vocabulary
+from pipeline.frames import make_envelope
+from pipeline.region_cache import RedisRegionCache
+from pipeline.storage.records import RegionRecord, VerdictRecord
+from workers.decode import DecodedFrame
+from workers.descriptions import describe_batch
+
+pytestmark = pytest.mark.integration
+
+VOCAB = Vocabulary("widget", "widget", {"crack": ["a crack", "a long crack"],
+                                        "hole": ["a hole", "a small hole"]})
+
+
+class DescribingEngine:
+    input_size, threshold, version = 16, 0.5, "w-1"
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        model = RegionDescriber(6, 10, torch.randn(4, 10), [0, 0, 1, 1], joint_dim=8,
+                                hidden=16, grid=8)
+        self.describer = LoadedDescriber(model, VOCAB, {}, {})
+        self.embedded = 0
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("not used here")
+
+    def patch_embeddings(self, frames: np.ndarray) -> torch.Tensor:
+        self.embedded += len(frames)
+        g = torch.Generator().manual_seed(int(frames.sum()) % 1000)
+        return torch.randn(len(frames), 6, 8, 8, generator=g)
+
+
+def _verdict(seed: int, boxes: list[tuple[int, int, int, int]]) -> tuple[VerdictRecord,
+                                                                            DecodedFrame]:
+    img = np.full((16, 16, 3), seed, np.uint8)
+    env = make_envelope(cv2.imencode(".png", img)[1].tobytes(), camera_id="c", line_id="l",
+                        product="widget")
+    regions = []
+    for i, (x, y, w, h) in enumerate(boxes):
+        m = np.zeros((32, 32), bool)
+        m[y:y + h, x:x + w] = True
+        regions.append(RegionRecord(index=i, mask_rle=rle.encode(m), bbox=(x, y, w, h),
+                                    area=w * h, peak_score=1.0, mean_score=0.9))
+    h = env.header
+    v = VerdictRecord(frame_id=h.frame_id, camera_id="c", line_id="l", product="widget",
+                      captured_at=h.captured_at, width=16, height=16,
+                      content_type="image/png", model_version="w-1", score=1.0,
+                      threshold=0.5, label="anomalous", regions=tuple(regions))
+    return v, DecodedFrame(env, img, img)
+
+
+@pytest.fixture
+def searched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Regions sent to the describer's vocabulary search, per call."""
+    calls: list[int] = []
+    real = describer_module.search_descriptions
+
+    def counting(describer, emb, kinds, phrases):  # noqa: ANN001, ANN202
+        calls.append(int(emb.shape[0]))
+        return real(describer, emb, kinds, phrases)
+
+    monkeypatch.setattr(describer_module, "search_descriptions", counting)
+    return calls
+
+
+def _batch() -> tuple[list[VerdictRecord], dict[uuid.UUID, DecodedFrame]]:
+    pairs = [_verdict(10, [(2, 2, 6, 6), (20, 20, 10, 8)]), _verdict(50, [(4, 10, 12, 3)]),
+             _verdict(90, [])]
+    return [v for v, _f in pairs], {v.frame_id: f for v, f in pairs}
+
+
+def test_miss_describes_and_stores_then_hit_skips_the_describer(
+        redis_client: redis.Redis, searched: list[int]) -> None:
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    engine = DescribingEngine()
+    verdicts, frames = _batch()
+    first = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [3], "one vocabulary search for the whole batch's misses"
+    assert first.computed == 3 and first.cached == 0
+    regions = [r for v in first.verdicts for r in v.regions]
+    assert all(r.description in {"a crack", "a long crack", "a hole", "a small hole"}
+               for r in regions)
+    assert all(0 < r.confidence <= 1 and r.runner_up is not None for r in regions)
+    assert first.verdicts[2].regions == ()
+    cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
+    assert len(redis_client.keys("clad:desc:*")) == 3
+    second = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [3], "every region came from Redis: no new search"
+    assert second.cached == 3 and second.computed == 0 and second.fresh == {}
+    assert [r.description for v in second.verdicts for r in v.regions] == \
+        [r.description for r in regions]
+    assert engine.embedded == 4, "only frames with regions are embedded (2 per batch)"
+
+
+def test_redis_outage_still_describes_every_region(searched: list[int]) -> None:
+    dead = RedisRegionCache.from_url("redis://127.0.0.1:1/0", ttl_s=60)  # nothing listens
+    verdicts, frames = _batch()
+    out = describe_batch({"widget": DescribingEngine()}, verdicts, frames, dead)
+    assert searched == [3]
+    assert all(r.description for v in out.verdicts for r in v.regions)
+    dead.store_batch(descriptions=out.fresh, masks_by_frame={}, latest_by_camera={})  # no raise
+
+
+def test_a_product_without_describer_keeps_regions_without_text(redis_client: redis.Redis,
+                                                                 searched: list[int]) -> None:
+    engine = DescribingEngine()
+    engine.describer = None
+    verdicts, frames = _batch()
+    out = describe_batch({"widget": engine}, verdicts, frames,
+                         RedisRegionCache(redis_client, ttl_s=60))
+    assert searched == [] and out.verdicts == verdicts
