@@ -1,0 +1,188 @@
+"""Retraining end to end on CPU against real Postgres, with real labelled frames
+(magnetic tile) seeded into the store: a better challenger is promoted, one
+trained on flipped labels is not, and two runs never overlap."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sqlalchemy import Engine, select
+
+from engine import rle
+from engine.builder import ScoringConfig
+from engine.datasets import split_category
+from engine.train import TrainConfig
+from engine.train_run import train_product
+from pipeline.settings import ApiSettings
+from pipeline.storage.database import make_session_factory, transaction
+from pipeline.storage.frame_store import store_frame
+from pipeline.storage.labels import add_label
+from pipeline.storage.models import ModelVersion
+from pipeline.storage.records import RegionRecord, VerdictRecord
+from pipeline.storage.repository import (
+    activate_model_version,
+    active_model_version,
+    get_verdict,
+    register_model_version,
+    write_verdicts,
+)
+from workers.retrain import RetrainOptions, retrain_product
+from workers.retrain_data import is_held_out
+from workers.retrain_lock import RetrainLockedError, retrain_lock
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PRODUCT = "magnetic_tile"
+SCORING = ScoringConfig(input_size=160, w_text_pixel=0.5, w_text_image=0.5)
+OPTIONS = RetrainOptions(epochs=8, held_out_share=0.35)
+
+
+@pytest.fixture(scope="module")
+def tile_dir(shared_data: Path) -> Path:
+    return shared_data / "magnetic-tile" / PRODUCT
+
+
+@pytest.fixture(scope="module")
+def champion_dir(tile_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-shot model with text heads trained on synthetic defects only."""
+    out = tmp_path_factory.mktemp("models")
+    return train_product(tile_dir.parent, PRODUCT, out, cfg=TrainConfig(epochs=4),
+                         scoring=SCORING, shots=1, max_images=12, progress=False)
+
+
+def _seed(factory, tile_dir: Path, flip_training_labels: bool) -> int:  # noqa: ANN001
+    """Frames of test/ as stored verdicts with their images, each confirmed by an operator."""
+    split = split_category(tile_dir, shots=0)
+    goods = [s for s in split.evaluated if s.label == 0][:40]
+    defects = [s for s in split.evaluated if s.label == 1][::4][:40]
+    seeded = 0
+    with transaction(factory) as session:
+        for sample in goods + defects:
+            data = sample.path.read_bytes()
+            image = cv2.imread(str(sample.path))
+            regions = ()
+            if sample.mask_path is not None:
+                mask = cv2.imread(str(sample.mask_path), cv2.IMREAD_GRAYSCALE) > 0
+                ys, xs = np.nonzero(mask)
+                regions = (RegionRecord(index=0, mask_rle=rle.encode(mask),
+                                        bbox=(int(xs.min()), int(ys.min()),
+                                              int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1),
+                                        area=int(mask.sum()), peak_score=2.0, mean_score=1.5,
+                                        description=sample.kind),)
+            frame_id = uuid.uuid4()
+            write_verdicts(session, [VerdictRecord(
+                frame_id=frame_id, camera_id="cam-1", line_id="line-1", product=PRODUCT,
+                captured_at=datetime.now(UTC), width=image.shape[1], height=image.shape[0],
+                content_type="image/png", model_version="seed", score=0.0, threshold=1.0,
+                label="anomalous" if sample.label else "normal", regions=regions)])
+            store_frame(session, ApiSettings(frame_storage="database"), frame_id=frame_id,
+                        data=data, content_type="image/png")
+            verdict = get_verdict(session, frame_id)
+            truth = "anomalous" if sample.label else "normal"
+            add_label(session, verdict_id=verdict.id, label=truth, author="qa")
+            if flip_training_labels and not is_held_out(frame_id, OPTIONS.held_out_share):
+                flipped = "normal" if sample.label else "anomalous"
+                add_label(session, verdict_id=verdict.id, label=flipped, author="saboteur")
+            seeded += 1
+    return seeded
+
+
+def _register_champion(factory, champion_dir: Path) -> str:  # noqa: ANN001
+    with transaction(factory) as session:
+        register_model_version(session, version=champion_dir.name, product=PRODUCT,
+                               path=str(champion_dir), threshold=None, metrics={})
+        activate_model_version(session, champion_dir.name)
+    return champion_dir.name
+
+
+def test_better_challenger_is_promoted(clean_db: Engine, tile_dir: Path, champion_dir: Path,
+                                       tmp_path: Path) -> None:
+    factory = make_session_factory(clean_db)
+    champion = _register_champion(factory, champion_dir)
+    assert _seed(factory, tile_dir, flip_training_labels=False) == 80
+    result = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                             options=OPTIONS, progress=False)
+    old = result.champion_metrics["image_auroc"]
+    new = result.challenger_metrics["image_auroc"]
+    print(f"held-out image AUROC champion {old:.3f} -> challenger {new:.3f}; "
+          f"pixel {result.champion_metrics['pixel_auroc']:.3f} -> "
+          f"{result.challenger_metrics['pixel_auroc']:.3f}; counts {result.counts}")
+    assert result.status == "promoted", result.reason
+    assert new > old
+    with factory() as session:
+        active = active_model_version(session, PRODUCT)
+        assert active is not None and active.version == result.challenger_version
+        previous = session.scalars(select(ModelVersion).where(
+            ModelVersion.version == champion)).one()
+        assert previous.status == "retired"
+        assert previous.metrics["held_out"]["image_auroc"] == pytest.approx(old)
+        assert active.metrics["tensorrt_engine"] == "pending"
+    assert list(Path(active.path).glob("*.onnx")) or list(Path(active.path).rglob("*.onnx"))
+
+
+def test_flipped_labels_are_not_promoted(clean_db: Engine, tile_dir: Path, champion_dir: Path,
+                                         tmp_path: Path) -> None:
+    factory = make_session_factory(clean_db)
+    champion = _register_champion(factory, champion_dir)
+    _seed(factory, tile_dir, flip_training_labels=True)
+    result = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                             options=OPTIONS, progress=False)
+    print(f"corrupted: champion {result.champion_metrics['image_auroc']:.3f} -> challenger "
+          f"{result.challenger_metrics['image_auroc']:.3f}: {result.reason}")
+    assert result.status == "rejected"
+    with factory() as session:
+        assert active_model_version(session, PRODUCT).version == champion
+        rejected = session.scalars(select(ModelVersion).where(
+            ModelVersion.version == result.challenger_version)).one()
+        assert rejected.status == "rejected" and rejected.reason == result.reason
+
+
+def test_dry_run_reports_and_changes_nothing(clean_db: Engine, tile_dir: Path,
+                                             champion_dir: Path, tmp_path: Path) -> None:
+    factory = make_session_factory(clean_db)
+    _register_champion(factory, champion_dir)
+    _seed(factory, tile_dir, flip_training_labels=False)
+    result = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                             options=RetrainOptions(dry_run=True), progress=False)
+    assert result.status == "dry-run"
+    counts = result.counts
+    assert counts["train_normal"] + counts["held_out_normal"] == 40
+    assert counts["train_anomalous"] + counts["held_out_anomalous"] == 40
+    with factory() as session:
+        assert len(session.scalars(select(ModelVersion)).all()) == 1
+
+
+def test_second_run_waits_then_gives_up_with_a_clear_error(pg_engine: Engine) -> None:
+    holding, release = threading.Event(), threading.Event()
+
+    def first_run() -> None:
+        with retrain_lock(pg_engine):
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    assert holding.wait(30)
+    try:
+        with pytest.raises(RetrainLockedError, match="another retraining run"), \
+                retrain_lock(pg_engine, wait_s=1.5):
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with retrain_lock(pg_engine):  # released: the next run goes ahead
+        pass
+
+
+def test_file_lock_on_sqlite(tmp_path: Path) -> None:
+    from pipeline.storage.database import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'clad.db'}")
+    with retrain_lock(engine), pytest.raises(RetrainLockedError), retrain_lock(engine):
+        pass
