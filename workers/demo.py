@@ -32,16 +32,16 @@ from workers.runner import build_worker
 from workers.scoring import CladRuntimeEngine, ScoringEngine, load_trained
 
 log = logging.getLogger(__name__)
-# Scores are scaled so a normal frame scores ~1 (engine.builder.reference_scale).
-DEMO_THRESHOLD = 1.5
 
 
-def build_engines(products: list[DemoProduct], threshold: float,
+def build_engines(products: list[DemoProduct], threshold: float | None = None,
                   model_dir: Path | None = None) -> dict[str, ScoringEngine]:
-    """A trained model from model_dir when the product has one (calibrated threshold),
-    else a k-shot model from its references with the fixed demo threshold."""
-    from engine.builder import ScoringConfig, build_runtime
+    """A trained model from model_dir when the product has one, else a k-shot model
+    from its references. Thresholds are calibrated per product (with the model, or
+    from the references by workers.demo_calibration); `threshold` overrides both."""
+    from engine.builder import ScoringConfig
     from engine.visual_encoder import VisualEncoder
+    from workers.demo_calibration import calibrated_runtime
 
     # No shifted copies of the references: the bank stays under max_bank, so no
     # greedy core-set (minutes on 2 busy cores) and nearest-neighbour search stays cheap.
@@ -50,11 +50,13 @@ def build_engines(products: list[DemoProduct], threshold: float,
     engines: dict[str, ScoringEngine] = {}
     for p in products:
         if model_dir is not None and (model_dir / p.name).is_dir():
-            engines[p.name] = load_trained(model_dir, p.name)[1]
+            engines[p.name] = load_trained(model_dir, p.name, threshold)[1]
             continue
-        runtime = build_runtime([load_rgb(r) for r in p.references], config, encoder=encoder)
-        engines[p.name] = CladRuntimeEngine(runtime, threshold=threshold,
-                                            version=f"demo-{p.name}-{len(p.references)}shot")
+        runtime, calibrated = calibrated_runtime([load_rgb(r) for r in p.references], config,
+                                                 encoder)
+        engines[p.name] = CladRuntimeEngine(
+            runtime, threshold=calibrated.value if threshold is None else threshold,
+            version=f"demo-{p.name}-{len(p.references)}shot")
     return engines
 
 
@@ -92,9 +94,12 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
         upgrade(engine)
         factory = make_session_factory(engine)
         console.print(f"database {engine.url.render_as_string(hide_password=True)} migrated")
-        threshold = settings.model.anomaly_threshold or DEMO_THRESHOLD
-        console.print("building a k-shot CLAD model per product ...")
-        engines = build_engines(products, threshold, settings.model.model_dir)
+        console.print("building a k-shot CLAD model per product, threshold calibrated on "
+                      "its references ...")
+        engines = build_engines(products, settings.model.anomaly_threshold,
+                                settings.model.model_dir)
+        console.print("thresholds: " + ", ".join(f"{name} {e.threshold:.3f}"
+                                                 for name, e in engines.items()))
         ensure_topics(demo.kafka)
         stop = threading.Event()
         worker = build_worker(demo, engines, stop=stop)

@@ -39,4 +39,7 @@ def test_demo_scores_every_frame_once_and_writes_overlays(tmp_path: Path) -> Non
     goods = [float(r[2]) for r in rows if "/good" in r[1]]
     assert len(defects) == 6 and len(goods) == 6
     assert all("anomalous" in r[4] for r in rows if "/defect" in r[1])
+    # ... and no plain part is, with the threshold calibrated from the references alone.
+    assert all("normal" in r[4] and "anomalous" not in r[4] for r in rows if "/good" in r[1])
+    assert "threshold calibrated on its references" in result.stdout
     assert min(defects) > max(goods)
