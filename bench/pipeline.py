@@ -119,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     base = load_settings()
     product = discover(DATA / "bottle", shots=4)[0]
-    engines = build_engines([product], threshold=1.3)
+    engines = build_engines([product])  # threshold calibrated from the references
     paths = (product.frames * (args.frames // len(product.frames) + 1))[:args.frames]
     images = [(f"{i}:{p}", p.read_bytes()) for i, p in enumerate(paths)]
     rgb = [load_rgb(p) for p in paths]

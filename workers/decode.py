@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -38,15 +38,24 @@ def decode_frame(envelope: FrameEnvelope, input_size: int) -> DecodedFrame:
     return DecodedFrame(envelope=envelope, rgb=rgb, model_input=resized)
 
 
+def _decode_one(item: tuple[FrameEnvelope, int]) -> DecodedFrame | FrameRejectedError:
+    try:
+        return decode_frame(*item)
+    except FrameRejectedError as exc:
+        return exc
+    except cv2.error as exc:
+        return FrameRejectedError(RejectReason.UNDECODABLE, f"OpenCV error: {exc}")
+
+
+def start_decode(pool: ThreadPoolExecutor, items: Sequence[tuple[FrameEnvelope, int]]
+                 ) -> Callable[[], list[DecodedFrame | FrameRejectedError]]:
+    """Queue the decodes now; the returned call waits for them (in order). The worker
+    starts the next batch's decode before inferring the current one."""
+    futures = [pool.submit(_decode_one, item) for item in items]
+    return lambda: [f.result() for f in futures]
+
+
 def decode_all(pool: ThreadPoolExecutor, items: Sequence[tuple[FrameEnvelope, int]]
                ) -> list[DecodedFrame | FrameRejectedError]:
     """Decode (envelope, input_size) pairs in order; a failure is returned, not raised."""
-    def one(item: tuple[FrameEnvelope, int]) -> DecodedFrame | FrameRejectedError:
-        try:
-            return decode_frame(*item)
-        except FrameRejectedError as exc:
-            return exc
-        except cv2.error as exc:
-            return FrameRejectedError(RejectReason.UNDECODABLE, f"OpenCV error: {exc}")
-
-    return list(pool.map(one, items))
+    return start_decode(pool, items)()

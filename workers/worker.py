@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -25,7 +26,7 @@ from pipeline.region_cache import RegionCache
 from pipeline.settings import Settings
 from pipeline.storage.records import VerdictRecord
 from workers.batching import collect_batch, next_offsets
-from workers.decode import DecodedFrame, decode_all
+from workers.decode import DecodedFrame, start_decode
 from workers.delivery import (
     KafkaSendError,
     Retrier,
@@ -42,6 +43,17 @@ from workers.scoring import ScoringEngine
 from workers.verdicts import score_product
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Prepared:
+    """A batch validated, with its decode running in the pool."""
+
+    records: list[ConsumerRecord]
+    engines: Mapping[str, ScoringEngine]  # the ones it was decoded for
+    accepted: list[tuple[ConsumerRecord, FrameEnvelope]]
+    rejected: list[tuple[ConsumerRecord, FrameRejectedError]]
+    decoding: Callable[[], list[DecodedFrame | FrameRejectedError]]
 
 
 class InferenceWorker:
@@ -71,15 +83,26 @@ class InferenceWorker:
         log.info("worker consuming %s as group %s (batch %s, max wait %s ms)",
                  self.settings.kafka.topic_frames, self.settings.kafka.consumer_group,
                  ws.batch_size, ws.max_wait_ms)
+        following: _Prepared | None = None
         try:
             while not self.stop.is_set():
-                records = collect_batch(self.consumer, batch_size=ws.batch_size,
-                                        max_wait_ms=ws.max_wait_ms)
-                if records:
-                    self.process(records)
+                current, following = following, None
+                if current is None:
+                    records = collect_batch(self.consumer, batch_size=ws.batch_size,
+                                            max_wait_ms=ws.max_wait_ms)
+                    current = self._prepare(records) if records else None
+                elif current.engines is not self.engines:  # a reload since it was decoded
+                    current = self._prepare(current.records)
+                if current is not None:
+                    # Decode what the consumer already holds (no wait) while this batch
+                    # is inferred: OpenCV works beside torch instead of before it.
+                    polled = self.consumer.poll(timeout_ms=0, max_records=ws.batch_size)
+                    more = [r for rs in polled.values() for r in rs]
+                    following = self._prepare(more) if more else None
+                    self._finish(current)
                 self.between_batches(self)
         finally:
-            self.close()
+            self.close()  # a prefetched batch was never committed: it is redelivered
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -92,15 +115,24 @@ class InferenceWorker:
 
     def process(self, records: list[ConsumerRecord]) -> bool:
         """Handle one batch; True when its offsets were committed."""
-        started = time.perf_counter()
-        self.metrics.frames.inc(len(records))
-        self.metrics.batch_size.observe(len(records))
+        return self._finish(self._prepare(records))
+
+    def _prepare(self, records: list[ConsumerRecord]) -> _Prepared:
+        """Validate and start decoding in the pool; returns at once."""
         engines = self.engines
         accepted, rejected = self._validate(records, engines)
-        with self.metrics.stage_seconds.labels("decode").time():
-            decoded_or_error = decode_all(
-                self.pool, [(env, engines[env.header.product].input_size)
-                            for _r, env in accepted])
+        decoding = start_decode(self.pool, [(env, engines[env.header.product].input_size)
+                                            for _r, env in accepted])
+        return _Prepared(records, engines, accepted, rejected, decoding)
+
+    def _finish(self, batch: _Prepared) -> bool:
+        started = time.perf_counter()
+        records, engines, accepted, rejected = (batch.records, batch.engines, batch.accepted,
+                                                list(batch.rejected))
+        self.metrics.frames.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
+        with self.metrics.stage_seconds.labels("decode").time():  # what is left to wait for
+            decoded_or_error = batch.decoding()
         decoded: dict[str, list[tuple[ConsumerRecord, DecodedFrame]]] = {}
         for (record, _env), item in zip(accepted, decoded_or_error, strict=True):
             if isinstance(item, FrameRejectedError):
