@@ -7,12 +7,15 @@
 Same machine, same run, real CLAD engine (k-shot bank from mvtec-sample/bottle),
 embedded Tansu broker (unless CLAD_BOOTSTRAP_SERVERS names one), fresh SQLite.
 Per batch size:
-  - engine-only frames/s: engine.infer on pre-decoded, pre-resized batches;
+  - engine-only frames/s: engine.infer on pre-decoded, pre-resized batches, measured
+    right before and right after the pipeline run and averaged (load drifts);
   - pipeline frames/s: a backlog of N frames on the topic, one worker draining it,
     from its first consumed frame to the last verdict stored;
   - latency p50/p99 (capture timestamp -> verdict stored) with frames published at
     ~70% of the measured pipeline rate, so it is latency, not queueing;
-  - efficiency = pipeline frames/s / engine-only frames/s.
+  - efficiency = pipeline frames/s / engine-only frames/s; beside it the CPU-time
+    efficiency (engine CPU-s per frame / process CPU-s per frame in the pipeline run),
+    which other processes on a shared machine disturb much less.
 Writes bench/results/pipeline.json.
 """
 
@@ -46,16 +49,18 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mvtec-sample"
 
 
-def engine_only_fps(engine, frames: list[np.ndarray], batch: int) -> float:  # noqa: ANN001
+def engine_only(engine, frames: list[np.ndarray], batch: int) -> tuple[float, float]:  # noqa: ANN001
+    """(frames/s, process CPU seconds per frame) of engine.infer alone."""
     import cv2
 
     s = engine.input_size
     small = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA) for f in frames])
     engine.infer(small[:batch])  # warm-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(small), batch):
         engine.infer(small[i:i + batch])
-    return len(small) / (time.perf_counter() - started)
+    return (len(small) / (time.perf_counter() - started),
+            (time.process_time() - cpu) / len(small))
 
 
 def _settings(base: Settings, bootstrap: str, db_url: str, batch: int, tag: str) -> Settings:
@@ -81,7 +86,7 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
                                        line_id="bench", product="bottle").frame_ids
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    started = None
+    started = cpu_started = None
     if fps is not None:
         time.sleep(settings.kafka.session_timeout_ms / 1000)  # group joined before timing
         with FramePublisher(settings.kafka) as publisher:
@@ -90,12 +95,17 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
     ids = list(published.values())
     while True:
         if started is None and worker.metrics.frames._value.get() > 0:
-            started = time.time()
+            started, cpu_started = time.time(), time.process_time()
         with factory() as session:
             verdicts = verdicts_for(session, ids)
         if len(verdicts) >= len(ids):
             break
         time.sleep(0.02)
+    cpu_s = time.process_time() - cpu_started if cpu_started is not None else None
+    # Where the worker's wall time went, per stage (clad_stage_seconds sums).
+    stages = {s.labels["stage"]: round(s.value, 3) for m in worker.metrics.registry.collect()
+              if m.name == "clad_stage_seconds" for s in m.samples
+              if s.name.endswith("_sum")}
     stop.set()
     thread.join(30)
     decided = [v.decided_at.replace(tzinfo=UTC) if v.decided_at.tzinfo is None else v.decided_at
@@ -107,6 +117,7 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
     end = max(decided).timestamp()
     return {"frames": len(ids),
             "frames_per_s": len(ids) / (end - started) if started else None,
+            "cpu_s_per_frame": cpu_s / len(ids) if cpu_s else None, "stage_seconds": stages,
             "latency_ms_p50": float(np.percentile(latencies, 50)),
             "latency_ms_p99": float(np.percentile(latencies, 99))}
 
@@ -132,22 +143,35 @@ def main() -> None:
         upgrade(db)
         factory = make_session_factory(db)
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            engine_fps = engine_only_fps(engines["bottle"], rgb, batch)
+            # Engine-only right before AND after the pipeline run, averaged: on a
+            # shared machine the load drifts, and a one-sided reference skews the ratio.
+            before = engine_only(engines["bottle"], rgb, batch)
             tag = uuid.uuid4().hex[:8]
             thr = run_pipeline(_settings(base, bootstrap, db_url, batch, tag + "t"), engines,
                                images, factory, fps=None)
+            after = engine_only(engines["bottle"], rgb, batch)
+            engine_fps = (before[0] + after[0]) / 2
+            engine_cpu = (before[1] + after[1]) / 2
             paced = run_pipeline(_settings(base, bootstrap, db_url, batch, tag + "l"), engines,
                                  images[: max(16, args.frames // 2)], factory,
                                  fps=0.7 * (thr["frames_per_s"] or engine_fps))
             row = {"batch_size": batch, "engine_only_frames_per_s": engine_fps,
                    "pipeline_frames_per_s": thr["frames_per_s"],
                    "efficiency": (thr["frames_per_s"] or 0) / engine_fps,
+                   "engine_only_frames_per_s_before_after": [before[0], after[0]],
+                   # CPU-time view, robust to other processes: engine CPU-s per frame
+                   # / whole-process CPU-s per frame while the worker drained the backlog.
+                   "cpu_efficiency": engine_cpu / thr["cpu_s_per_frame"]
+                   if thr["cpu_s_per_frame"] else None,
                    "backlog_latency_ms_p50": thr["latency_ms_p50"],
+                   "backlog_stage_seconds": thr["stage_seconds"],
                    "latency_ms_p50": paced["latency_ms_p50"],
                    "latency_ms_p99": paced["latency_ms_p99"], "frames": thr["frames"]}
             results.append(row)
             print(f"batch {batch:>3}: engine-only {engine_fps:6.1f} f/s | pipeline "
                   f"{row['pipeline_frames_per_s']:6.1f} f/s | efficiency {row['efficiency']:.2f}"
+                  f" (engine before/after {before[0]:.1f}/{after[0]:.1f} f/s; CPU-time "
+                  f"efficiency {row['cpu_efficiency'] or 0:.2f})"
                   f" | latency p50 {row['latency_ms_p50']:7.1f} ms p99 "
                   f"{row['latency_ms_p99']:7.1f} ms", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
