@@ -91,9 +91,16 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
     branch, history = train_heads(data, texts, cfg, checkpoint, resume=False, progress=progress)
     config = ScoringConfig.model_validate(scoring)
     runtime = build_runtime(normals[:max_references], config, text_branch=branch, encoder=encoder)
-    bank = torch.cat([champion.runtime.bank, runtime.bank])
+    # The champion's references stay normal: their patches join the new ones.
+    runtime.bank = _merged_bank(champion.runtime.bank, runtime.bank, config)
+    if runtime.pixel_bank.shape[0] and champion.runtime.pixel_bank.shape[0]:
+        runtime.pixel_bank = _merged_bank(champion.runtime.pixel_bank, runtime.pixel_bank, config)
+    return runtime.eval(), history
+
+
+def _merged_bank(old: torch.Tensor, new: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
+    bank = torch.cat([old, new])
     if bank.shape[0] > config.max_bank:
         keep = min(config.max_bank, max(1, math.ceil(config.coreset_ratio * bank.shape[0])))
         bank = bank[greedy_coreset(bank, keep, seed=config.seed)]
-    runtime.bank = bank.contiguous()
-    return runtime.eval(), history
+    return bank.contiguous()
