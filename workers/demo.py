@@ -35,11 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def build_engines(products: list[DemoProduct], threshold: float | None = None,
-                  model_dir: Path | None = None) -> dict[str, ScoringEngine]:
+                  model_dir: Path | None = None, backend: str = "torch",
+                  max_batch: int = 32) -> dict[str, ScoringEngine]:
     """A trained model from model_dir when the product has one, else a k-shot model
     from its references. Thresholds are calibrated per product (with the model, or
     from the references by workers.demo_calibration); `threshold` overrides both."""
     from engine.builder import ScoringConfig
+    from engine.runtime.select import make_backend
     from engine.visual_encoder import VisualEncoder
     from workers.demo_calibration import calibrated_runtime
 
@@ -50,13 +52,16 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
     engines: dict[str, ScoringEngine] = {}
     for p in products:
         if model_dir is not None and (model_dir / p.name).is_dir():
-            engines[p.name] = load_trained(model_dir, p.name, threshold)[1]
+            engines[p.name] = load_trained(model_dir, p.name, threshold, backend=backend,
+                                           max_batch=max_batch)[1]
             continue
         runtime, calibrated = calibrated_runtime([load_rgb(r) for r in p.references], config,
                                                  encoder)
+        runner = None if backend == "torch" else make_backend(
+            backend, runtime, max_batch=max_batch)  # type: ignore[arg-type]
         engines[p.name] = CladRuntimeEngine(
             runtime, threshold=calibrated.value if threshold is None else threshold,
-            version=f"demo-{p.name}-{len(p.references)}shot")
+            version=f"demo-{p.name}-{len(p.references)}shot", backend=runner)
     return engines
 
 
@@ -97,7 +102,8 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
         console.print("building a k-shot CLAD model per product, threshold calibrated on "
                       "its references ...")
         engines = build_engines(products, settings.model.anomaly_threshold,
-                                settings.model.model_dir)
+                                settings.model.model_dir, backend=settings.model.backend,
+                                max_batch=settings.worker.batch_size)
         console.print("thresholds: " + ", ".join(f"{name} {e.threshold:.3f}"
                                                  for name, e in engines.items()))
         ensure_topics(demo.kafka)

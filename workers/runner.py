@@ -27,9 +27,11 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
         db.database_url, pool_size=db.db_pool_size, connect_timeout_s=db.db_connect_timeout_s))
     watcher = None
     if not settings.worker.engine_factory:
-        override = settings.model.anomaly_threshold
+        override, model = settings.model.anomaly_threshold, settings.model
         watcher = ModelWatcher(
-            factory, lambda path, product: load_trained(path, product, override)[1],
+            factory, lambda path, product: load_trained(
+                path, product, override, backend=model.backend,
+                max_batch=settings.worker.batch_size)[1],
             interval_s=settings.worker.model_check_interval_s)
     metrics = WorkerMetrics()
     metrics.serve(settings.worker.metrics_port)

@@ -41,7 +41,7 @@ class CladRuntimeEngine:
     """
 
     def __init__(self, runtime: object, *, threshold: float, version: str,
-                 describer: object | None = None) -> None:
+                 describer: object | None = None, backend: object | None = None) -> None:
         import torch
 
         self._torch = torch
@@ -50,6 +50,8 @@ class CladRuntimeEngine:
         self.threshold = float(threshold)
         self.version = version
         self.describer = describer
+        # engine.runtime backend (onnxruntime, tensorrt, torch); None = the module itself
+        self.backend = backend
 
     def patch_embeddings(self, frames: np.ndarray) -> object:
         """uint8 NHWC -> the runtime's patch embeddings [N, C, h, w] (describer input).
@@ -62,6 +64,9 @@ class CladRuntimeEngine:
                                       rt.pool)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend is not None:
+            scores, maps = self.backend.infer(np.ascontiguousarray(frames))  # type: ignore[attr-defined]
+            return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
         with self._torch.inference_mode():
             out = self.runtime(self._torch.from_numpy(np.ascontiguousarray(frames)))
         return out.scores.float().numpy(), out.maps.float().numpy()
@@ -78,15 +83,23 @@ def import_factory(path: str) -> EngineFactory:
 
 
 def load_trained(path: Path, category: str | None = None,
-                 threshold_override: float | None = None) -> tuple[str, ScoringEngine]:
-    """(product, engine) from a saved model version (engine.artifacts layout)."""
+                 threshold_override: float | None = None, *, backend: str = "torch",
+                 max_batch: int = 32) -> tuple[str, ScoringEngine]:
+    """(product, engine) from a saved model version (engine.artifacts layout), served
+    by the chosen runtime backend (`ModelSettings.backend`: auto picks TensorRT on a
+    GPU, else onnxruntime). ONNX files and engines are cached in the version dir."""
     from engine.artifacts import load_model, resolve
+    from engine.runtime.select import make_backend
 
-    loaded = load_model(path, category)
+    version_dir = resolve(path, category)
+    loaded = load_model(version_dir)
     threshold = threshold_override if threshold_override is not None else loaded.threshold
-    describer = load_region_describer(resolve(path, category), loaded.runtime)
+    describer = load_region_describer(version_dir, loaded.runtime)
+    runner = None if backend == "torch" else make_backend(
+        backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
-                                              version=str(loaded.version), describer=describer)
+                                              version=str(loaded.version), describer=describer,
+                                              backend=runner)
 
 
 def load_region_describer(version_dir: Path, runtime: object) -> object | None:
@@ -120,7 +133,9 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
                             if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
         engines = {}
         for category in categories:
-            product, engine = load_trained(root, category, settings.model.anomaly_threshold)
+            product, engine = load_trained(root, category, settings.model.anomaly_threshold,
+                                           backend=settings.model.backend,
+                                           max_batch=settings.worker.batch_size)
             engines[product] = engine
     if not engines:
         raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "
