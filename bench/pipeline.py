@@ -127,10 +127,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    parser.add_argument("--backend", default=None,
+                        help="runtime backend (default: CLAD_BACKEND, i.e. auto = the worker's)")
     args = parser.parse_args()
     base = load_settings()
+    backend = args.backend or base.model.backend
     product = discover(DATA / "bottle", shots=4)[0]
-    engines = build_engines([product])  # threshold calibrated from the references
+    # threshold calibrated from the references; the same backend the worker would use
+    engines = build_engines([product], backend=backend, max_batch=32)
     paths = (product.frames * (args.frames // len(product.frames) + 1))[:args.frames]
     images = [(f"{i}:{p}", p.read_bytes()) for i, p in enumerate(paths)]
     rgb = [load_rgb(p) for p in paths]
@@ -178,7 +182,8 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(), "machine": platform.platform(),
         "cpus": os.cpu_count(), "frame": "mvtec-sample/bottle PNG 900x900",
-        "engine": "CLAD k-shot (4 refs) efficientnet-lite0, torch CPU", "results": results,
+        "engine": f"CLAD k-shot (4 refs) efficientnet-lite0, backend {backend}",
+        "load_average": os.getloadavg(), "results": results,
     }, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -22,10 +22,11 @@ from workers.scoring import ScoringEngine
 log = logging.getLogger(__name__)
 
 
-# Heatmaps and region masks are kept at most this long on their long side: a map
-# upsampled from the engine's 320 px grid holds no more detail at 900 px, and PNG
-# encoding + region extraction scale with the pixel count (see NOTES-pipeline.md).
-MAP_LONG_SIDE = 512
+# Heatmaps and region masks are kept at most this long on their long side: the map
+# comes from a stride-16 feature grid smoothed at 320 px, so 256 px holds all its
+# detail, while PNG encoding (16-bit smooth maps compress poorly: ~350 KB at 512 px),
+# region extraction and storage all scale with the pixel count (NOTES-pipeline.md).
+MAP_LONG_SIDE = 256
 
 
 def map_size(width: int, height: int, long_side: int = MAP_LONG_SIDE) -> tuple[int, int]:
