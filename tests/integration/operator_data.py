@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from sqlalchemy import Engine, text, update
 
+from engine import rle
 from pipeline.heatmap_codec import encode_heatmap
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.models import Base, Frame
@@ -25,7 +26,6 @@ from pipeline.storage.repository import (
     write_verdicts,
 )
 from pipeline.storage.tokens import create_token
-from workers.api.images import mask_to_rle
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 CAMERAS = {"cam-a": ("line-1", "bottle"), "cam-b": ("line-1", "bottle"),
@@ -83,8 +83,8 @@ def record(spec: Spec, heat: np.ndarray, mask: np.ndarray) -> VerdictRecord:
     png, max_value = encode_heatmap(heat)
     ys, xs = np.nonzero(mask)
     bbox = (int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1)
-    rle = mask_to_rle(mask)
-    regions = tuple(RegionRecord(index=k, mask_rle=rle, bbox=bbox, area=int(mask.sum()),
+    mask_rle = rle.encode(mask)
+    regions = tuple(RegionRecord(index=k, mask_rle=mask_rle, bbox=bbox, area=int(mask.sum()),
                                  peak_score=1.0, mean_score=0.7, description=d, confidence=0.8)
                     for k, d in enumerate(spec.defects))
     return VerdictRecord(

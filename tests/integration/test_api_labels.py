@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from engine import rle
 from pipeline.settings import Settings
 from pipeline.storage.labels import training_examples
 from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
 from workers.api import create_app
-from workers.api.images import mask_to_rle, rle_to_mask
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_label_round_trip_reaches_the_retraining_read(
         (wrong, {"label": "normal"}),  # changed mind: the latest word wins
         (corrected, {"label": "description", "region_id": region["id"],
                      "description": "dent in the shoulder"}),
-        (corrected, {"label": "missing_region", "mask_rle": mask_to_rle(drawn),
+        (corrected, {"label": "missing_region", "mask_rle": rle.encode(drawn),
                      "description": "chip"}),
     ]
     for vid, body in posts:
@@ -96,6 +96,6 @@ def test_label_round_trip_reaches_the_retraining_read(
     assert fixed.label == "anomalous" and fixed.labelled_by == "operator-tester"
     assert [(r.description, r.source) for r in fixed.regions] == [
         ("dent in the shoulder", "model"), ("chip", "operator")]
-    assert (rle_to_mask(fixed.regions[-1].mask_rle) == drawn).all()
+    assert (rle.decode(fixed.regions[-1].mask_rle) == drawn).all()
     with Session(pg_engine) as session:
         assert training_examples(session, product="screw") == []
