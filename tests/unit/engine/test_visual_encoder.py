@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine import visual_encoder
-from engine.visual_encoder import MissingWeightsError, VisualEncoder
+from engine.errors import MissingWeightsError
+from engine.visual_encoder import VisualEncoder
 
 pytestmark = pytest.mark.unit
 
