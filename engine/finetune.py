@@ -69,6 +69,7 @@ def concat_features(a: FeatureSet, b: FeatureSet | None) -> FeatureSet:
 def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
                         anomalies: list[LabelledImage], cfg: TrainConfig, *,
                         max_references: int = 16, work_dir: Path | None = None,
+                        resume: bool = False,
                         text_cfg: TextEncoderConfig | None = None,
                         progress: bool = True) -> tuple[CladRuntime, History]:
     """A challenger runtime from the champion plus confirmed frames (normals required)."""
@@ -88,7 +89,7 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
                                  progress=progress)
     data = concat_features(synthetic, real_anomaly_features(encoder, anomalies, size, cfg))
     checkpoint = work_dir / "checkpoint.pt" if work_dir else None
-    branch, history = train_heads(data, texts, cfg, checkpoint, resume=False, progress=progress)
+    branch, history = train_heads(data, texts, cfg, checkpoint, resume=resume, progress=progress)
     config = ScoringConfig.model_validate(scoring)
     runtime = build_runtime(normals[:max_references], config, text_branch=branch, encoder=encoder)
     # The champion's references stay normal: their patches join the new ones.

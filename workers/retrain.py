@@ -5,12 +5,15 @@ active model, recalibrate its threshold on a calibration share of the training
 frames, evaluate both on the frozen held-out frames, save the challenger as a new
 version and record both sets of figures; promote (export ONNX, flip the active
 version; workers reload between batches) only when the rule in
-workers.retrain_eval.decide says so, else keep it as a rejected candidate.
+workers.retrain_eval.decide says so, else keep it as a rejected candidate. Training
+checkpoints every epoch; a run interrupted over the same frames resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,9 +114,13 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
         return result
     champion = load_model(champion_row.path)
     cfg = TrainConfig(epochs=options.epochs, seed=options.seed)
-    work_dir = model_dir / ".work" / product / "retrain"
+    # Keyed by what is trained on: an interrupted run over the same frames resumes from
+    # its last epoch; any other data gets its own checkpoint and never mixes with it.
+    key = hashlib.sha256("|".join([champion.version, str(options.seed), *sorted(
+        f"{f.frame_id}:{f.label}" for f in fit)]).encode()).hexdigest()[:16]
+    work_dir = model_dir / ".work" / product / f"retrain-{key}"
     runtime, history = finetune_challenger(champion, normals, anomalies, cfg,
-                                           work_dir=work_dir, progress=progress)
+                                           work_dir=work_dir, resume=True, progress=progress)
     threshold = _calibrate(runtime, calib, fit)
     result.champion_metrics = evaluate(champion.runtime, data.held_out, champion.threshold)
     result.challenger_metrics = evaluate(runtime, data.held_out, threshold.value)
@@ -128,6 +135,7 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
                              "text_encoder": champion.metadata["metrics"].get("text_encoder"),
                              "options": asdict(options)}, version=version)
     path = save_model(runtime, model_dir, meta)
+    shutil.rmtree(work_dir, ignore_errors=True)  # saved: the checkpoint has done its job
     result.challenger_version = version
     if decision.promote and options.export_onnx:
         from engine.runtime.export import ensure_onnx
