@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -10,27 +10,10 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 
-from pipeline.settings import Settings
-from tests.integration.operator_data import SPEC, T0, Seeded, Spec, seed, truncate
-from workers.api import create_app
+from tests.integration.operator_data import SPEC, T0, Seeded, Spec
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def seeded(pg_engine: Engine) -> Iterator[Seeded]:
-    data = seed(pg_engine)
-    yield data
-    truncate(pg_engine)
-
-
-@pytest.fixture(scope="module")
-def client(pg_engine: Engine, seeded: Seeded) -> Iterator[TestClient]:
-    app = create_app(Settings(), pg_engine, clock=lambda: T0 + timedelta(hours=4))
-    with TestClient(app) as c:
-        yield c
 
 
 def auth(seeded: Seeded, role: str = "viewer") -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,8 +11,8 @@ from sqlalchemy import Engine
 from pipeline.settings import ApiSettings, Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.tokens import create_token, revoke_tokens
-from tests.integration.operator_data import T0, Seeded, seed, truncate
-from workers.api import create_app
+from tests.integration.conftest import make_client
+from tests.integration.operator_data import Seeded
 
 pytestmark = pytest.mark.integration
 READS = ["/api/v1/verdicts", "/api/v1/verdicts/1", "/api/v1/verdicts/1/overlay.png",
@@ -23,18 +22,9 @@ READS = ["/api/v1/verdicts", "/api/v1/verdicts/1", "/api/v1/verdicts/1/overlay.p
 
 
 @pytest.fixture(scope="module")
-def seeded(pg_engine: Engine) -> Iterator[Seeded]:
-    data = seed(pg_engine)
-    yield data
-    truncate(pg_engine)
-
-
-@pytest.fixture(scope="module")
 def client(pg_engine: Engine, seeded: Seeded) -> Iterator[TestClient]:
     settings = Settings(api=ApiSettings(api_bootstrap_token="bootstrap-admin-secret-123"))
-    app = create_app(settings, pg_engine, clock=lambda: T0 + timedelta(hours=4))
-    with TestClient(app) as c:
-        yield c
+    yield from make_client(settings, pg_engine)
 
 
 def _assert_no_data(r, status: int) -> None:  # noqa: ANN001 - httpx.Response

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import timedelta
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -12,26 +9,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from engine import rle
-from pipeline.settings import Settings
 from pipeline.storage.labels import training_examples
-from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
-from workers.api import create_app
+from tests.integration.operator_data import SPEC, Seeded
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def seeded(pg_engine: Engine) -> Iterator[Seeded]:
-    data = seed(pg_engine)
-    yield data
-    truncate(pg_engine)
-
-
-@pytest.fixture(scope="module")
-def client(pg_engine: Engine, seeded: Seeded) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(), pg_engine,
-                               clock=lambda: T0 + timedelta(hours=4))) as c:
-        yield c
 
 
 @pytest.fixture

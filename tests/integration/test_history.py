@@ -12,16 +12,9 @@ from sqlalchemy.orm import Session
 
 from pipeline.storage import history
 from pipeline.storage.history import HistoryFilter
-from tests.integration.operator_data import SPEC, T0, Seeded, Spec, seed, truncate
+from tests.integration.operator_data import SPEC, T0, Seeded, Spec
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def seeded(pg_engine: Engine) -> Iterator[Seeded]:
-    data = seed(pg_engine)
-    yield data
-    truncate(pg_engine)
 
 
 @pytest.fixture
