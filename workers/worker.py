@@ -110,6 +110,7 @@ class InferenceWorker:
             self.producer.flush(timeout=10)
         except KafkaError as exc:
             log.warning("producer flush at close failed: %s", exc)
+        self.producer.close(timeout=10)
         self.consumer.close(autocommit=False)  # leaves the group: partitions move at once
         log.info("worker stopped after %s batches", self.batches)
 
