@@ -44,17 +44,21 @@ def to_verdict(record: ConsumerRecord, frame: DecodedFrame, score: float,
     amap = cv2.resize(small_map.astype(np.float32), (mw, mh), interpolation=cv2.INTER_LINEAR)
     png, max_value = encode_heatmap(amap)
     sx, sy = h.width / mw, h.height / mh
+    anomalous = score > engine.threshold
+    # Defect regions belong to anomalous verdicts only; on a normal frame they would be
+    # noise an operator has to dismiss (and most frames of a line are normal).
     regions = [dataclasses.replace(
         r, bbox=(int(r.bbox[0] * sx), int(r.bbox[1] * sy), max(1, round(r.bbox[2] * sx)),
                  max(1, round(r.bbox[3] * sy))), area=max(1, round(r.area * sx * sy)))
-        for r in find_regions(amap, engine.threshold, max(1, round(min_area / (sx * sy))))]
+        for r in find_regions(amap, engine.threshold, max(1, round(min_area / (sx * sy))))
+    ] if anomalous else []
     latency_ms = (datetime.now(UTC) - h.captured_at).total_seconds() * 1000.0
     return VerdictRecord(
         frame_id=h.frame_id, camera_id=h.camera_id, line_id=h.line_id, product=h.product,
         captured_at=h.captured_at, width=h.width, height=h.height,
         content_type=h.content_type, model_version=engine.version, score=float(score),
         threshold=engine.threshold,
-        label="anomalous" if score > engine.threshold else "normal",
+        label="anomalous" if anomalous else "normal",
         latency_ms=latency_ms, kafka_topic=record.topic, kafka_partition=record.partition,
         kafka_offset=record.offset,
         heatmap=HeatmapRecord(png=png, width=mw, height=mh, max_value=max_value),

@@ -206,3 +206,31 @@ def test_consumer_lag_is_end_offset_minus_position_per_partition() -> None:
     value = worker.metrics.registry.get_sample_value
     assert value("clad_consumer_lag", {"partition": "0"}) == 60
     assert value("clad_consumer_lag", {"partition": "3"}) == 0
+
+
+class HotSpotBelowThreshold:
+    """A map with a hot spot above the pixel threshold but an image score below it."""
+
+    input_size, threshold, version = 8, 0.5, "t-1"
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps = np.zeros((len(frames), 8, 8), np.float32)
+        maps[:, 2:6, 2:6] = 0.9
+        return np.full(len(frames), 0.4, np.float32), maps
+
+
+def test_normal_verdicts_carry_no_regions_anomalous_ones_do() -> None:
+    items = [_decoded(10), _decoded(20)]
+    normal, _ = score_product(HotSpotBelowThreshold(), items, chunk=8, min_area=1)
+    assert [v.label for v in normal] == ["normal", "normal"]
+    assert all(v.regions == () for v in normal)
+    assert all(v.heatmap is not None for v in normal)  # the map is still kept
+
+    class Anomalous(HotSpotBelowThreshold):
+        def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores, maps = super().infer(frames)
+            return scores + 0.5, maps
+
+    flagged, _ = score_product(Anomalous(), items, chunk=8, min_area=1)
+    assert [v.label for v in flagged] == ["anomalous", "anomalous"]
+    assert all(len(v.regions) == 1 for v in flagged)
