@@ -42,16 +42,8 @@ def test_export_onnx_into_version_dir(version_dir: Path) -> None:
     assert str(onnx_file) in result.output and "check vs torch" in result.output
 
 
-def test_export_tensorrt_without_packages(
-    version_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec",
-        lambda name, *a: None if name in ("tensorrt", "pycuda") else real(name, *a),
-    )  # fmt: skip
+@pytest.mark.usefixtures("without_gpu_packages")
+def test_export_tensorrt_without_packages(version_dir: Path) -> None:
     result = _run("--model", str(version_dir), "--backend", "tensorrt", "--max-batch", "8")
     assert result.exit_code == 2
     assert "pip install 'clad-line[gpu]'" in result.output

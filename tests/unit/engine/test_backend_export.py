@@ -10,7 +10,6 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
 from engine.runtime.export import (
     OPSET,
     OUTPUT_NAMES,
@@ -19,19 +18,9 @@ from engine.runtime.export import (
     model_hash,
     read_model_hash,
 )
-from engine.visual_encoder import VisualEncoder
 
 pytestmark = pytest.mark.unit
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def runtime() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = ScoringConfig(input_size=SIZE, aug_shifts=())
-    enc = VisualEncoder(cfg.backbone, cfg.stages, pretrained=False)
-    ref = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    return build_runtime([ref], cfg, encoder=enc)
+SIZE = 64  # also the side of the shared `runtime` fixture (conftest reads it)
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
 from engine.runtime import BackendUnavailableError, InferenceBackend, make_backend, pipelined
 from engine.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from engine.runtime.protocol import check_frames
 from engine.runtime.select import resolve_kind
 from engine.runtime.torch_backend import TorchBackend
-from engine.visual_encoder import VisualEncoder
 
 pytestmark = pytest.mark.unit
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def runtime() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = ScoringConfig(input_size=SIZE, aug_shifts=())
-    enc = VisualEncoder(cfg.backbone, cfg.stages, pretrained=False)  # random: fast, no weights
-    ref = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    return build_runtime([ref], cfg, encoder=enc)
+SIZE = 64  # also the side of the shared `runtime` fixture (conftest reads it)
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +93,8 @@ def test_auto_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_kind("onnxruntime") == "onnxruntime"
 
 
-def test_tensorrt_without_packages_names_them(
-    runtime: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec",
-        lambda name, *a: None if name in ("tensorrt", "pycuda") else real(name, *a),
-    )  # fmt: skip
+@pytest.mark.usefixtures("without_gpu_packages")
+def test_tensorrt_without_packages_names_them(runtime: torch.nn.Module) -> None:
     with pytest.raises(BackendUnavailableError, match=r"pip install 'clad-line\[gpu\]'"):
         make_backend("tensorrt", runtime)
 

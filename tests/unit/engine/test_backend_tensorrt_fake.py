@@ -21,12 +21,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
 from engine.runtime.protocol import InferenceBackend, pipelined
-from engine.visual_encoder import VisualEncoder
 
 pytestmark = pytest.mark.unit
-SIZE = 64
+SIZE = 64  # also the side of the shared `runtime` fixture (conftest reads it)
 _MEM: dict[int, bytearray] = {}
 _STREAMS: dict[int, FakeStream] = {}
 
@@ -237,15 +235,6 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> dict:
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         monkeypatch.setitem(sys.modules, name, module)
     return calls
-
-
-@pytest.fixture(scope="module")
-def runtime() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = ScoringConfig(input_size=SIZE, aug_shifts=())
-    enc = VisualEncoder(cfg.backbone, cfg.stages, pretrained=False)
-    ref = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    return build_runtime([ref], cfg, encoder=enc)
 
 
 def test_build_cache_and_double_buffered_run(
