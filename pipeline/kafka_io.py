@@ -54,6 +54,7 @@ def build_consumer(settings: KafkaSettings, *, max_poll_records: int,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_poll_records,
+        max_partition_fetch_bytes=settings.fetch_partition_bytes,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
     )

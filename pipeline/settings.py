@@ -33,6 +33,9 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
     max_frame_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # Bytes a consumer fetch may bring per partition: the client's 1 MiB default holds
+    # about one 900 px PNG frame, so a worker made several round trips per micro-batch.
+    fetch_partition_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
     compression: Literal["none", "gzip"] = "none"
 
 

@@ -15,27 +15,52 @@ from pipeline.frames import FrameEnvelope, FrameRejectedError, RejectReason
 @dataclass(frozen=True)
 class DecodedFrame:
     envelope: FrameEnvelope
-    rgb: np.ndarray  # original size, uint8 [H, W, 3]
-    model_input: np.ndarray  # resized to the engine's input size, uint8 [s, s, 3]
+    model_input: np.ndarray  # RGB resized to the engine's input size, uint8 [s, s, 3]
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def jpeg_reduction(width: int, height: int, input_size: int) -> tuple[int, int]:
+    """(factor, imread flag) for decoding a JPEG straight at 1/2, 1/4 or 1/8 size.
+
+    libjpeg scales in the DCT while decoding, several times cheaper than a full decode
+    followed by a resize (900 px frame: ~1.7 vs ~4.7 ms CPU). The largest factor that
+    keeps both sides at least `input_size` is used, so the model never sees an
+    upsampled frame; (1, IMREAD_COLOR) when no factor fits."""
+    for factor, flag in _REDUCED:
+        if min(width, height) // factor >= input_size:
+            return factor, flag
+    return 1, cv2.IMREAD_COLOR
 
 
 def decode_frame(envelope: FrameEnvelope, input_size: int) -> DecodedFrame:
-    """Decode, check against the header's width/height, resize for the model."""
-    bgr = cv2.imdecode(np.frombuffer(envelope.image, np.uint8), cv2.IMREAD_COLOR)
+    """Decode, check against the header's width/height, resize for the model.
+
+    Only the model's input is kept: heatmaps and regions are sized from the header."""
+    header = envelope.header
+    factor, flag = 1, cv2.IMREAD_COLOR
+    if envelope.image[:3] == _JPEG_MAGIC:  # the bytes decide, not the content-type header
+        factor, flag = jpeg_reduction(header.width, header.height, input_size)
+    bgr = cv2.imdecode(np.frombuffer(envelope.image, np.uint8), flag)
     if bgr is None:
         raise FrameRejectedError(RejectReason.UNDECODABLE,
                             f"OpenCV cannot decode {len(envelope.image)} bytes as "
-                            f"{envelope.header.content_type}")
+                            f"{header.content_type}")
     h, w = bgr.shape[:2]
-    header = envelope.header
-    if (w, h) != (header.width, header.height):
+    # A reduced JPEG decode is ceil(size / factor) on each side.
+    expected = (-(-header.width // factor), -(-header.height // factor))
+    if (w, h) != expected:
+        got = f"{w}x{h} at 1/{factor} scale" if factor > 1 else f"{w}x{h}"
         raise FrameRejectedError(RejectReason.SIZE_MISMATCH,
-                            f"decoded {w}x{h}, headers say {header.width}x{header.height}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                            f"decoded {got}, headers say {header.width}x{header.height}")
     # INTER_AREA when shrinking keeps fine textures from aliasing at the model's size.
     interp = cv2.INTER_AREA if max(h, w) > input_size else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (input_size, input_size), interpolation=interp)
-    return DecodedFrame(envelope=envelope, rgb=rgb, model_input=resized)
+    resized = cv2.resize(bgr, (input_size, input_size), interpolation=interp)
+    return DecodedFrame(envelope=envelope,
+                        model_input=cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
 
 
 def _decode_one(item: tuple[FrameEnvelope, int]) -> DecodedFrame | FrameRejectedError:

@@ -1,8 +1,8 @@
 """Prometheus metrics of one inference worker, on its own registry.
 
-Consumer lag is end offset - position per partition. It is right on Apache
-Kafka; on the Tansu test broker end_offsets() points at the last batch's base
-offset, so the lag reads low there (see shared/notes/kafka-broker.md).
+Consumer lag is high watermark - position per partition, the watermark taken
+from fetch responses (no extra round trip; also right on the Tansu test broker,
+whose end_offsets() is not: tests/integration/test_kafka_broker.py).
 """
 
 from __future__ import annotations

@@ -88,8 +88,9 @@ class InferenceWorker:
             while not self.stop.is_set():
                 current, following = following, None
                 if current is None:
-                    records = collect_batch(self.consumer, batch_size=ws.batch_size,
-                                            max_wait_ms=ws.max_wait_ms)
+                    with self.metrics.stage_seconds.labels("poll").time():
+                        records = collect_batch(self.consumer, batch_size=ws.batch_size,
+                                                max_wait_ms=ws.max_wait_ms)
                     current = self._prepare(records) if records else None
                 elif current.engines is not self.engines:  # a reload since it was decoded
                     current = self._prepare(current.records)
@@ -159,15 +160,19 @@ class InferenceWorker:
             return False
         decided_at = now_utc()
         # One cache round trip per batch: new descriptions, region masks, latest verdicts.
-        self.cache.store_batch(descriptions=described.fresh, masks_by_frame={
-            str(v.frame_id): [{"index": r.index, "bbox": list(r.bbox), "mask_rle": r.mask_rle,
-                               "area": r.area, "description": r.description}
-                              for r in v.regions] for v in verdicts},
-            latest_by_camera={
-                v.camera_id: {"frame_id": str(v.frame_id), "score": v.score, "label": v.label,
-                              "decided_at": decided_at.isoformat()} for v in verdicts})
-        committed = self._commit(records)
-        self._record_lag()
+        with self.metrics.stage_seconds.labels("cache").time():
+            self.cache.store_batch(descriptions=described.fresh, masks_by_frame={
+                str(v.frame_id): [{"index": r.index, "bbox": list(r.bbox),
+                                   "mask_rle": r.mask_rle, "area": r.area,
+                                   "description": r.description}
+                                  for r in v.regions] for v in verdicts},
+                latest_by_camera={
+                    v.camera_id: {"frame_id": str(v.frame_id), "score": v.score,
+                                  "label": v.label, "decided_at": decided_at.isoformat()}
+                    for v in verdicts})
+        with self.metrics.stage_seconds.labels("commit").time():
+            committed = self._commit(records)
+            self._record_lag()
         self.batches += 1
         for v in verdicts:
             self.metrics.frame_latency.observe(
@@ -243,19 +248,15 @@ class InferenceWorker:
         return ok and bool(committed)
 
     def _record_lag(self) -> None:
-        """clad_consumer_lag per partition: end offset - position, after each batch.
+        """clad_consumer_lag per partition: high watermark - position, after each batch.
 
-        Right on Apache Kafka. On Tansu, end_offsets() returns the last record batch's
-        base offset + 1 when a batch holds several records, so the gauge reads low
-        there (shared/notes/kafka-broker.md); tests count records instead.
+        The high watermark comes with every fetch response (`consumer.highwater`), so
+        the gauge costs no broker round trip; end_offsets() did, and under load that
+        round trip took ~70 ms per batch. Partitions not fetched yet are left out.
         """
         try:
-            assigned = self.consumer.assignment()
-            if not assigned:
-                return
-            ends = self.consumer.end_offsets(list(assigned))
-            for tp, end in ends.items():
-                position = self.consumer.position(tp)
+            for tp in self.consumer.assignment():
+                end, position = self.consumer.highwater(tp), self.consumer.position(tp)
                 if end is not None and position is not None:
                     self.metrics.lag.labels(str(tp.partition)).set(max(0, end - position))
         except (KafkaError, AssertionError) as exc:  # a metric never stops scoring

@@ -51,3 +51,36 @@ def test_group_commit_and_resume(kafka_bootstrap: str) -> None:
     committed = sum(check.committed(TopicPartition(topic, p)) or 0 for p in (0, 1))
     check.close()
     assert committed == 40
+
+
+def test_worker_lag_gauge_counts_records_behind_on_the_real_broker(kafka_bootstrap: str) -> None:
+    """The lag gauge reads the high watermark from fetch responses: right on Tansu too,
+    where end_offsets() is not (records batched by the producer's linger)."""
+    from types import SimpleNamespace
+
+    from workers.metrics import WorkerMetrics
+    from workers.worker import InferenceWorker
+
+    topic = f"lag-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=50)
+    for i in range(50):
+        producer.send(topic, value=f"frame-{i}".encode())
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    seen = 0
+    for _ in range(100):
+        seen += sum(len(r) for r in consumer.poll(timeout_ms=200, max_records=10 - seen).values())
+        if seen >= 10:
+            break
+    worker = SimpleNamespace(consumer=consumer, metrics=WorkerMetrics())
+    InferenceWorker._record_lag(worker)  # type: ignore[arg-type]
+    consumer.close()
+    assert seen == 10
+    assert worker.metrics.registry.get_sample_value("clad_consumer_lag", {"partition": "0"}) == 40

@@ -63,7 +63,7 @@ def _verdict(seed: int, boxes: list[tuple[int, int, int, int]]) -> tuple[Verdict
                       captured_at=h.captured_at, width=16, height=16,
                       content_type="image/png", model_version="w-1", score=1.0,
                       threshold=0.5, label="anomalous", regions=tuple(regions))
-    return v, DecodedFrame(env, img, img)
+    return v, DecodedFrame(env, img)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pipeline.frames import (
     make_envelope,
 )
 from workers.batching import collect_batch, next_offsets
-from workers.decode import DecodedFrame, decode_all
+from workers.decode import DecodedFrame, decode_all, decode_frame, jpeg_reduction
 from workers.delivery import Retrier, dlq_message
 from workers.reload import ModelWatcher
 from workers.verdicts import score_product
@@ -70,9 +70,38 @@ def test_decode_resizes_for_the_model_and_reports_bad_frames() -> None:
     with ThreadPoolExecutor(2) as pool:
         out = decode_all(pool, [(good, 16), (bad, 16), (lying, 16)])
     assert isinstance(out[0], DecodedFrame)
-    assert out[0].rgb.shape == (30, 40, 3) and out[0].model_input.shape == (16, 16, 3)
+    assert out[0].model_input.shape == (16, 16, 3)
     assert isinstance(out[1], FrameRejectedError) and out[1].reason is RejectReason.UNDECODABLE
     assert isinstance(out[2], FrameRejectedError) and out[2].reason is RejectReason.SIZE_MISMATCH
+
+
+def test_reduction_keeps_both_sides_at_least_the_model_input() -> None:
+    assert jpeg_reduction(900, 900, 320)[0] == 2
+    assert jpeg_reduction(2600, 1300, 320)[0] == 4
+    assert jpeg_reduction(5200, 2600, 320)[0] == 8
+    assert jpeg_reduction(639, 2000, 320)[0] == 1  # 639 / 2 < 320: full decode
+
+
+def test_jpeg_decoded_at_reduced_size_matches_full_decode_and_checks_size() -> None:
+    rng = np.random.default_rng(0)
+    # A smooth image with an edge, as a camera frame (noise would not survive JPEG alike).
+    img = cv2.GaussianBlur(rng.integers(0, 255, (901, 1203, 3), dtype=np.uint8), (0, 0), 6)
+    img[300:500, 400:800] = (30, 200, 90)  # BGR, as OpenCV encodes it
+    jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    env = make_envelope(jpeg, camera_id="c", line_id="l", product="p")
+    assert (env.header.width, env.header.height) == (1203, 901)
+    out = decode_frame(env, 320)  # 1/2 scale: 602 x 451
+    full = cv2.resize(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR),
+                      (320, 320), interpolation=cv2.INTER_AREA)[..., ::-1]
+    diff = np.abs(out.model_input.astype(int) - full.astype(int))
+    assert out.model_input.shape == (320, 320, 3)
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 6
+    assert out.model_input[400 * 320 // 901, 600 * 320 // 1203].tolist() == \
+        pytest.approx((90, 200, 30), abs=6)  # RGB order, inside the block
+    wrong = env.model_copy(update={"header": env.header.model_copy(update={"width": 1100})})
+    with pytest.raises(FrameRejectedError, match="at 1/2 scale") as info:
+        decode_frame(wrong, 320)
+    assert info.value.reason is RejectReason.SIZE_MISMATCH
 
 
 def test_dlq_record_keeps_original_headers_and_says_why() -> None:
@@ -98,7 +127,7 @@ def _decoded(value: int) -> tuple[ConsumerRecord, DecodedFrame]:
     img = np.full((12, 10, 3), value, np.uint8)
     env = make_envelope(cv2.imencode(".png", img)[1].tobytes(), camera_id="c", line_id="l",
                         product="p")
-    return _record(value), DecodedFrame(env, img, np.full((8, 8, 3), value, np.uint8))
+    return _record(value), DecodedFrame(env, np.full((8, 8, 3), value, np.uint8))
 
 
 def test_one_poisonous_frame_is_isolated_and_the_rest_scored() -> None:
@@ -170,7 +199,7 @@ def test_heatmaps_and_regions_are_kept_at_a_bounded_size_in_frame_coordinates() 
     env = make_envelope(cv2.imencode(".png", img)[1].tobytes(), camera_id="c", line_id="l",
                         product="p")
     small = cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA)
-    frame = DecodedFrame(env, img, small)
+    frame = DecodedFrame(env, small)
     with ThreadPoolExecutor(2) as pool:
         verdicts, failed = score_product(BrokenOnBright(), [(_record(1), frame)], chunk=8,
                                          min_area=64, pool=pool)
@@ -193,19 +222,20 @@ def test_a_model_without_a_describer_serves_with_a_warning(tmp_path, caplog) -> 
     assert "no descriptions" in caplog.text
 
 
-def test_consumer_lag_is_end_offset_minus_position_per_partition() -> None:
+def test_consumer_lag_is_high_watermark_minus_position_per_partition() -> None:
     from workers.metrics import WorkerMetrics
     from workers.worker import InferenceWorker
 
-    tps = [TopicPartition("frames", 0), TopicPartition("frames", 3)]
+    tps = [TopicPartition("frames", 0), TopicPartition("frames", 3), TopicPartition("frames", 5)]
     consumer = SimpleNamespace(assignment=lambda: set(tps),
-                               end_offsets=lambda parts: {tp: 100 for tp in parts},
+                               highwater=lambda tp: None if tp.partition == 5 else 100,
                                position=lambda tp: 40 if tp.partition == 0 else 100)
     worker = SimpleNamespace(consumer=consumer, metrics=WorkerMetrics())
     InferenceWorker._record_lag(worker)  # type: ignore[arg-type]
     value = worker.metrics.registry.get_sample_value
     assert value("clad_consumer_lag", {"partition": "0"}) == 60
     assert value("clad_consumer_lag", {"partition": "3"}) == 0
+    assert value("clad_consumer_lag", {"partition": "5"}) is None  # not fetched yet: no guess
 
 
 class HotSpotBelowThreshold:
