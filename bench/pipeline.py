@@ -185,6 +185,8 @@ def main() -> None:
                    # / whole-process CPU-s per frame while the worker drained the backlog.
                    "cpu_efficiency": engine_cpu / thr["cpu_s_per_frame"]
                    if thr["cpu_s_per_frame"] else None,
+                   "engine_only_cpu_ms_per_frame": engine_cpu * 1000,
+                   "pipeline_cpu_ms_per_frame": (thr["cpu_s_per_frame"] or 0) * 1000,
                    "backlog_latency_ms_p50": thr["latency_ms_p50"],
                    "backlog_stage_seconds": thr["stage_seconds"],
                    "backlog_batches": thr["batches"],

@@ -7,6 +7,8 @@ import signal
 import threading
 from collections.abc import Mapping
 
+import cv2
+
 from pipeline.kafka_io import build_consumer, build_producer, ensure_topics
 from pipeline.region_cache import make_region_cache
 from pipeline.settings import Settings
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 
 def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None = None,
                  stop: threading.Event | None = None) -> InferenceWorker:
+    # Decode and heatmap work is spread over the worker's own thread pool; OpenCV's
+    # internal threads on top of it only oversubscribe the cores the engine needs.
+    cv2.setNumThreads(1)
     engines = dict(engines) if engines is not None else load_engines(settings)
     db = settings.database
     factory = make_session_factory(make_engine(

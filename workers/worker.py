@@ -1,9 +1,11 @@
 """The inference worker: Kafka frames -> verdicts in the database, exactly once in effect.
 
-Per micro-batch: poll -> validate -> decode (thread pool) -> infer per product ->
-regions + heatmaps -> ONE DB transaction -> verdict events + DLQ records acked
--> commit offsets. Offsets move only after the verdicts are durable; the store
-is idempotent on frame id, so a crash at any point redelivers, never loses.
+Per micro-batch: poll -> validate -> decode (thread pool) -> infer per product;
+then, on the delivery thread while the next batch is inferred: regions +
+heatmaps -> ONE DB transaction -> verdict events + DLQ records acked; then back
+here, in batch order: commit offsets. Offsets move only after the verdicts are
+durable; the store is idempotent on frame id, so a crash at any point
+redelivers, never loses.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -40,7 +43,7 @@ from workers.delivery import (
 from workers.descriptions import describe_batch
 from workers.metrics import WorkerMetrics
 from workers.scoring import ScoringEngine
-from workers.verdicts import score_product
+from workers.verdicts import Scored, infer_product, to_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,29 @@ class _Prepared:
     decoding: Callable[[], list[DecodedFrame | FrameRejectedError]]
 
 
+@dataclass
+class _Inferred:
+    """A batch past the engine: what the delivery thread turns into stored verdicts."""
+
+    records: list[ConsumerRecord]
+    engines: Mapping[str, ScoringEngine]
+    outputs: dict[str, list[Scored]]  # per product
+    frames: dict[uuid.UUID, DecodedFrame]
+    rejected: list[tuple[ConsumerRecord, FrameRejectedError]]
+
+
+@dataclass
+class _InFlight:
+    records: list[ConsumerRecord]
+    delivered: Future[bool]
+
+
 class InferenceWorker:
+    """Two stages: this thread polls, decodes (pool) and infers batch N+1 while one
+    delivery thread builds heatmaps/regions for batch N and stores and publishes it.
+    Offsets are committed here, in batch order, only once a batch's delivery is done;
+    at most one batch is in delivery, so a stop or crash redelivers at most two."""
+
     def __init__(self, settings: Settings, engines: Mapping[str, ScoringEngine], *,
                  consumer: KafkaConsumer, producer: KafkaProducer,
                  session_factory: sessionmaker[Session], cache: RegionCache,
@@ -71,9 +96,15 @@ class InferenceWorker:
         self.between_batches = between_batches or (lambda _w: None)
         self.pool = ThreadPoolExecutor(settings.worker.decode_threads,
                                        thread_name_prefix="decode")
+        self.delivery = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+        self.in_flight: _InFlight | None = None
+        on_retry = lambda name: self.metrics.retries.labels(name).inc()  # noqa: E731
+        # The consumer is not thread-safe: only this thread's retrier keeps the group
+        # membership alive; the delivery thread's waits are covered by _settle.
         self.retrier = Retrier(self.stop, max_backoff_s=settings.worker.max_backoff_s,
-                               on_retry=lambda name: self.metrics.retries.labels(name).inc(),
-                               while_waiting=self._keep_membership)
+                               on_retry=on_retry, while_waiting=self._keep_membership)
+        self.delivery_retrier = Retrier(self.stop, max_backoff_s=settings.worker.max_backoff_s,
+                                        on_retry=on_retry)
         self.batches = 0
 
     def run(self) -> None:
@@ -86,6 +117,8 @@ class InferenceWorker:
         following: _Prepared | None = None
         try:
             while not self.stop.is_set():
+                if self.in_flight is not None and self.in_flight.delivered.done():
+                    self._settle()
                 current, following = following, None
                 if current is None:
                     with self.metrics.stage_seconds.labels("poll").time():
@@ -96,16 +129,20 @@ class InferenceWorker:
                     current = self._prepare(current.records)
                 if current is not None:
                     # Decode what the consumer already holds (no wait) while this batch
-                    # is inferred: OpenCV works beside torch instead of before it.
+                    # is inferred: OpenCV works beside the engine instead of before it.
                     polled = self.consumer.poll(timeout_ms=0, max_records=ws.batch_size)
                     more = [r for rs in polled.values() for r in rs]
                     following = self._prepare(more) if more else None
-                    self._finish(current)
+                    self._hand_off(self._infer(current))
+                else:
+                    self._settle()  # an idle line: commit the last batch now
                 self.between_batches(self)
+            self._settle()  # stop: the batch in delivery is finished and committed
         finally:
             self.close()  # a prefetched batch was never committed: it is redelivered
 
     def close(self) -> None:
+        self.delivery.shutdown(wait=True)
         self.pool.shutdown(wait=True)
         try:
             self.producer.flush(timeout=10)
@@ -116,8 +153,9 @@ class InferenceWorker:
         log.info("worker stopped after %s batches", self.batches)
 
     def process(self, records: list[ConsumerRecord]) -> bool:
-        """Handle one batch; True when its offsets were committed."""
-        return self._finish(self._prepare(records))
+        """Handle one batch to the end; True when its offsets were committed."""
+        self._hand_off(self._infer(self._prepare(records)))
+        return self._settle()
 
     def _prepare(self, records: list[ConsumerRecord]) -> _Prepared:
         """Validate and start decoding in the pool; returns at once."""
@@ -127,8 +165,7 @@ class InferenceWorker:
                                             for _r, env in accepted])
         return _Prepared(records, engines, accepted, rejected, decoding)
 
-    def _finish(self, batch: _Prepared) -> bool:
-        started = time.perf_counter()
+    def _infer(self, batch: _Prepared) -> _Inferred:
         records, engines, accepted, rejected = (batch.records, batch.engines, batch.accepted,
                                                 list(batch.rejected))
         self.metrics.frames.inc(len(records))
@@ -141,21 +178,57 @@ class InferenceWorker:
                 rejected.append((record, item))
             else:
                 decoded.setdefault(item.envelope.header.product, []).append((record, item))
-        verdicts: list[VerdictRecord] = []
+        outputs: dict[str, list[Scored]] = {}
         with self.metrics.stage_seconds.labels("infer").time():
             for product, items in decoded.items():
-                scored, failed = score_product(
-                    engines[product], items, chunk=self.settings.worker.batch_size,
-                    min_area=self.settings.model.min_region_area_px, pool=self.pool)
-                verdicts.extend(scored)
+                outputs[product], failed = infer_product(
+                    engines[product], items, chunk=self.settings.worker.batch_size)
                 rejected.extend(failed)
         frames = {item.envelope.header.frame_id: item
                   for items in decoded.values() for _r, item in items}
+        return _Inferred(records, engines, outputs, frames, rejected)
+
+    def _hand_off(self, batch: _Inferred) -> None:
+        """Batch N goes to the delivery thread once batch N-1 is delivered and committed."""
+        self._settle()
+        self.in_flight = _InFlight(batch.records, self.delivery.submit(self._deliver_batch,
+                                                                        batch))
+
+    def _settle(self) -> bool:
+        """Wait for the batch in delivery (keeping the group membership), then commit its
+        offsets; True when committed. An error in delivery is raised here."""
+        flight, self.in_flight = self.in_flight, None
+        if flight is None:
+            return False
+        while True:
+            try:
+                delivered = flight.delivered.result(timeout=1.0)
+                break
+            except FutureTimeout:  # an outage being retried over there
+                self._keep_membership()
+        if not delivered:  # stopped before its verdicts were durable: redelivered later
+            return False
+        with self.metrics.stage_seconds.labels("commit").time():
+            committed = self._commit(flight.records)
+            self._record_lag()
+        self.batches += 1
+        return committed
+
+    def _deliver_batch(self, batch: _Inferred) -> bool:
+        """Delivery thread: heatmaps and regions, descriptions, ONE DB transaction,
+        verdict events and DLQ records, the cache; False = stopped before durable."""
+        started = time.perf_counter()
+        rejected = batch.rejected
+        verdicts: list[VerdictRecord] = []
+        with self.metrics.stage_seconds.labels("heatmaps").time():
+            for product, outputs in batch.outputs.items():
+                verdicts.extend(to_verdicts(batch.engines[product], outputs, pool=self.pool,
+                                            min_area=self.settings.model.min_region_area_px))
         with self.metrics.stage_seconds.labels("describe").time():
-            described = describe_batch(engines, verdicts, frames, self.cache)
+            described = describe_batch(batch.engines, verdicts, batch.frames, self.cache)
         verdicts = described.verdicts
         originals = {fid: (f.envelope.image, f.envelope.header.content_type)
-                     for fid, f in frames.items()}
+                     for fid, f in batch.frames.items()}
         if not self._deliver(verdicts, rejected, originals):
             return False
         decided_at = now_utc()
@@ -170,10 +243,6 @@ class InferenceWorker:
                     v.camera_id: {"frame_id": str(v.frame_id), "score": v.score,
                                   "label": v.label, "decided_at": decided_at.isoformat()}
                     for v in verdicts})
-        with self.metrics.stage_seconds.labels("commit").time():
-            committed = self._commit(records)
-            self._record_lag()
-        self.batches += 1
         for v in verdicts:
             self.metrics.frame_latency.observe(
                 max(0.0, (decided_at - v.captured_at).total_seconds()))
@@ -181,9 +250,10 @@ class InferenceWorker:
                 self.metrics.anomalies.labels(v.camera_id).inc()
         for _record, error in rejected:
             self.metrics.dlq.labels(error.reason.value).inc()
-        log.debug("batch of %s: %s verdicts, %s rejected in %.1f ms", len(records),
-                  len(verdicts), len(rejected), (time.perf_counter() - started) * 1000)
-        return committed
+        log.debug("batch of %s: %s verdicts, %s rejected, delivered in %.1f ms",
+                  len(batch.records), len(verdicts), len(rejected),
+                  (time.perf_counter() - started) * 1000)
+        return True
 
     def _validate(self, records: list[ConsumerRecord], engines: Mapping[str, ScoringEngine]
                   ) -> tuple[list[tuple[ConsumerRecord, FrameEnvelope]],
@@ -210,7 +280,7 @@ class InferenceWorker:
         """Verdicts durable, then events and DLQ records acknowledged; False = stopped first."""
         kafka = self.settings.kafka
         with self.metrics.stage_seconds.labels("write").time():
-            ok, new = self.retrier.call(
+            ok, new = self.delivery_retrier.call(
                 "database", lambda: store_verdicts(self.session_factory, verdicts, originals,
                                       self.settings.api),
                 (TransientDatabaseError,))
@@ -224,8 +294,9 @@ class InferenceWorker:
             log.warning("frame %s/%s/%s to DLQ: %s", record.topic, record.partition,
                         record.offset, error)
         with self.metrics.stage_seconds.labels("publish").time():
-            ok, _ = self.retrier.call("kafka publish", lambda: send_all(self.producer, messages),
-                                      (KafkaSendError, KafkaError))
+            ok, _ = self.delivery_retrier.call(
+                "kafka publish", lambda: send_all(self.producer, messages),
+                (KafkaSendError, KafkaError))
         return ok
 
     def _commit(self, records: list[ConsumerRecord]) -> bool:

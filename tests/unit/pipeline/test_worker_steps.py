@@ -205,9 +205,9 @@ def test_heatmaps_and_regions_are_kept_at_a_bounded_size_in_frame_coordinates() 
                                          min_area=64, pool=pool)
     assert not failed
     heat = verdicts[0].heatmap
-    assert (heat.width, heat.height) == (256, 192)  # long side 256, the frame's aspect
+    assert (heat.width, heat.height) == (160, 120)  # long side 160, the frame's aspect
     (region,) = verdicts[0].regions
-    assert region.mask_rle["size"] == [192, 256]
+    assert region.mask_rle["size"] == [120, 160]
     x, y, w, h = region.bbox  # frame pixels, give or take the 8 px map's blur
     assert 400 <= x <= 700 and 300 <= y <= 500 and x + w <= 1200 and y + h <= 900
     assert region.area > 64
