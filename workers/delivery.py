@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.frames import H_REJECT_DETAIL, H_REJECT_REASON, H_SOURCE, FrameRejectedError
 from pipeline.settings import ApiSettings
 from pipeline.storage.database import transaction
-from pipeline.storage.frame_store import store_frame
+from pipeline.storage.frame_store import store_frames
 from pipeline.storage.records import VerdictRecord
 from pipeline.storage.repository import write_verdicts
 
@@ -92,10 +92,8 @@ def store_verdicts(factory: sessionmaker[Session], records: Sequence[VerdictReco
         with transaction(factory) as session:
             new = write_verdicts(session, records)
             if frames and frame_settings is not None:
-                for r in records:
-                    data, content_type = frames[r.frame_id]
-                    store_frame(session, frame_settings, frame_id=r.frame_id, data=data,
-                                content_type=content_type)
+                store_frames(session, frame_settings,
+                             [(r.frame_id, *frames[r.frame_id]) for r in records])
             return new
     except DBAPIError as exc:
         if is_transient_db_error(exc):

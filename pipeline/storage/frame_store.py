@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.settings import ApiSettings
@@ -27,19 +28,31 @@ _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg"}
 def store_frame(session: Session, settings: ApiSettings, *, frame_id: uuid.UUID, data: bytes,
                 content_type: str) -> None:
     """Attach the frame's bytes to its row as configured (the row must exist)."""
-    if settings.frame_storage == "none":
+    store_frames(session, settings, [(frame_id, data, content_type)])
+
+
+def store_frames(session: Session, settings: ApiSettings,
+                 frames: Sequence[tuple[uuid.UUID, bytes, str]]) -> None:
+    """store_frame for a batch: one UPDATE executed with many parameter sets."""
+    if settings.frame_storage == "none" or not frames:
         return
+    table = Frame.__table__
+    by_id = table.c.id == bindparam("frame_id")
     if settings.frame_storage == "database":
-        session.execute(update(Frame).where(Frame.id == frame_id).values(image_bytes=data))
+        session.execute(update(table).where(by_id).values(image_bytes=bindparam("data")),
+                        [{"frame_id": fid, "data": data} for fid, data, _ct in frames])
         return
-    # Two hex levels keep directories small at millions of frames.
-    name = f"{frame_id.hex[:2]}/{frame_id.hex}{_EXTENSIONS.get(content_type, '.bin')}"
-    path = settings.frame_dir / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    session.execute(update(Frame).where(Frame.id == frame_id).values(image_ref=name))
+    refs = []
+    for frame_id, data, content_type in frames:
+        # Two hex levels keep directories small at millions of frames.
+        name = f"{frame_id.hex[:2]}/{frame_id.hex}{_EXTENSIONS.get(content_type, '.bin')}"
+        path = settings.frame_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        refs.append({"frame_id": frame_id, "ref": name})
+    session.execute(update(table).where(by_id).values(image_ref=bindparam("ref")), refs)
 
 
 def load_frame(frame: Frame, frame_dir: Path) -> bytes | None:

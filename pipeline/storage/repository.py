@@ -23,13 +23,17 @@ from pipeline.storage.models import (
 from pipeline.storage.records import VerdictRecord
 
 
-def _insert_ignoring_conflicts(session: Session, table: Table, rows: list[dict[str, Any]],
-                               key: str):  # noqa: ANN202 - dialect-specific Insert
+def _insert_ignoring_conflicts(session: Session, table: Table, key: str):  # noqa: ANN202
+    """INSERT ... ON CONFLICT (key) DO NOTHING, to execute with a list of rows.
+
+    Rows go as executemany parameters, not .values(rows): the statement is then the
+    same for every batch and compiled once (SQLAlchemy's cache), where a multi-VALUES
+    statement built per batch was compiled per batch, under the GIL, in the worker."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(rows)
+        stmt = postgresql.insert(table)
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(rows)
+        stmt = sqlite.insert(table)
     else:
         raise NotImplementedError(f"idempotent insert not supported on {dialect}")
     return stmt.on_conflict_do_nothing(index_elements=[key])
@@ -47,23 +51,26 @@ def write_verdicts(session: Session, records: Sequence[VerdictRecord]) -> int:
     cameras = {r.camera_id: {"id": r.camera_id, "line_id": r.line_id, "name": r.camera_id}
                for r in records}
     now = utcnow()
-    session.execute(_insert_ignoring_conflicts(
-        session, ProductionLine.__table__,
-        [dict(row, created_at=now) for row in lines.values()], "id"))
-    session.execute(_insert_ignoring_conflicts(
-        session, Camera.__table__, [dict(row, created_at=now) for row in cameras.values()], "id"))
-    session.execute(_insert_ignoring_conflicts(session, Frame.__table__, [
+    session.execute(_insert_ignoring_conflicts(session, ProductionLine.__table__, "id"),
+                    [dict(row, created_at=now) for row in lines.values()])
+    session.execute(_insert_ignoring_conflicts(session, Camera.__table__, "id"),
+                    [dict(row, created_at=now) for row in cameras.values()])
+    session.execute(_insert_ignoring_conflicts(session, Frame.__table__, "id"), [
         {"id": r.frame_id, "camera_id": r.camera_id, "product": r.product,
          "captured_at": r.captured_at, "received_at": now, "width": r.width,
          "height": r.height, "content_type": r.content_type, "kafka_topic": r.kafka_topic,
          "kafka_partition": r.kafka_partition, "kafka_offset": r.kafka_offset}
-        for r in records], "id"))
-    inserted = session.execute(_insert_ignoring_conflicts(session, Verdict.__table__, [
-        {"frame_id": r.frame_id, "camera_id": r.camera_id, "line_id": r.line_id,
-         "product": r.product, "captured_at": r.captured_at, "model_version": r.model_version,
-         "score": r.score, "threshold": r.threshold, "label": r.label,
-         "latency_ms": r.latency_ms, "decided_at": now}
-        for r in records], "frame_id").returning(Verdict.id, Verdict.frame_id)).all()
+        for r in records])
+    # Rows skipped as conflicts return nothing; the frame id in each returned row says
+    # which verdict is which, so no parameter-order correlation is needed.
+    inserted = session.execute(
+        _insert_ignoring_conflicts(session, Verdict.__table__, "frame_id")
+        .returning(Verdict.id, Verdict.frame_id), [
+            {"frame_id": r.frame_id, "camera_id": r.camera_id, "line_id": r.line_id,
+             "product": r.product, "captured_at": r.captured_at,
+             "model_version": r.model_version, "score": r.score, "threshold": r.threshold,
+             "label": r.label, "latency_ms": r.latency_ms, "decided_at": now}
+            for r in records]).all()
     by_frame = {r.frame_id: r for r in records}
     heatmaps, regions = [], []
     for verdict_id, frame_id in inserted:
