@@ -80,7 +80,8 @@ class InferenceWorker:
     """Two stages: this thread polls, decodes (pool) and infers batch N+1 while one
     delivery thread builds heatmaps/regions for batch N and stores and publishes it.
     Offsets are committed here, in batch order, only once a batch's delivery is done;
-    at most one batch is in delivery, so a stop or crash redelivers at most two."""
+    at most one batch is in delivery. A crash redelivers what was not committed yet
+    (the batch in delivery, the one being inferred, the prefetched one)."""
 
     def __init__(self, settings: Settings, engines: Mapping[str, ScoringEngine], *,
                  consumer: KafkaConsumer, producer: KafkaProducer,
@@ -142,6 +143,9 @@ class InferenceWorker:
             self.close()  # a prefetched batch was never committed: it is redelivered
 
     def close(self) -> None:
+        # Leaving run() on an error with a delivery retrying against a dead database
+        # must not hang here: a set stop makes that delivery give up, uncommitted.
+        self.stop.set()
         self.delivery.shutdown(wait=True)
         self.pool.shutdown(wait=True)
         try:
