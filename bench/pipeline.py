@@ -1,6 +1,6 @@
 """End-to-end pipeline throughput and latency vs engine-only throughput.
 
-    .venv/bin/python -m bench.pipeline [--frames 64] [--batch-sizes 1,8,32] [--encoding png]
+    .venv/bin/python -m bench.pipeline [--frames 192] [--batch-sizes 1,8,32] [--encoding png]
 
 (as a module: run as a file, bench/ would shadow the `pipeline` package.)
 
@@ -107,9 +107,15 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
     # Wait on the worker's own "verdicts stored" counter, not the database: polling
     # verdict rows (with heatmaps) every few ms took ~40 ms of CPU per frame away from
     # the worker it measures. The rows are read once, at the end.
-    while worker.metrics.verdicts._value.get() < len(ids):
+    progress, last_change = -1, time.monotonic()
+    while (stored := worker.metrics.verdicts._value.get()) < len(ids):
         if started is None and worker.metrics.frames._value.get() > 0:
             started, cpu_started = time.time(), time.process_time()
+        if stored != progress:
+            progress, last_change = stored, time.monotonic()
+        elif time.monotonic() - last_change > 120:
+            raise RuntimeError(f"no new verdict for 120 s: {stored} of {len(ids)} stored "
+                               "(a frame in the dead-letter topic? see the worker's log)")
         time.sleep(0.005)
     cpu_s = time.process_time() - cpu_started if cpu_started is not None else None
     with factory() as session:
@@ -138,7 +144,7 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=192)
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     parser.add_argument("--encoding", choices=("jpeg", "png"), default="jpeg",
