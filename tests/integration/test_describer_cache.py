@@ -11,6 +11,7 @@ import torch
 import workers.region_describer as rd
 from engine.describer import RegionDescriber
 from pipeline.region_cache import RedisRegionCache
+from tests.integration.describer_support import count_description_searches
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +29,7 @@ def describer() -> RegionDescriber:
 @pytest.fixture
 def searches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts text searches (and how many regions each covered)."""
-    calls: list[int] = []
-    real = rd.search_descriptions
-
-    def counting(describer, emb, kinds, phrases):  # noqa: ANN001, ANN202
-        calls.append(int(emb.shape[0]))
-        return real(describer, emb, kinds, phrases)
-
-    monkeypatch.setattr(rd, "search_descriptions", counting)
-    return calls
+    return count_description_searches(monkeypatch, rd)
 
 
 def _frame() -> tuple[torch.Tensor, np.ndarray]:

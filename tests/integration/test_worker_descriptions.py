@@ -19,6 +19,7 @@ from engine.vocabulary import Vocabulary
 from pipeline.frames import make_envelope
 from pipeline.region_cache import RedisRegionCache
 from pipeline.storage.records import RegionRecord, VerdictRecord
+from tests.integration.describer_support import count_description_searches
 from workers.decode import DecodedFrame
 from workers.descriptions import describe_batch
 
@@ -69,15 +70,7 @@ def _verdict(seed: int, boxes: list[tuple[int, int, int, int]]) -> tuple[Verdict
 @pytest.fixture
 def searched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Regions sent to the describer's vocabulary search, per call."""
-    calls: list[int] = []
-    real = describer_module.search_descriptions
-
-    def counting(describer, emb, kinds, phrases):  # noqa: ANN001, ANN202
-        calls.append(int(emb.shape[0]))
-        return real(describer, emb, kinds, phrases)
-
-    monkeypatch.setattr(describer_module, "search_descriptions", counting)
-    return calls
+    return count_description_searches(monkeypatch, describer_module)
 
 
 def _batch() -> tuple[list[VerdictRecord], dict[uuid.UUID, DecodedFrame]]:
