@@ -101,11 +101,3 @@ def to_verdicts(engine: ScoringEngine, outputs: Sequence[Scored], *, min_area: i
     if pool is None:
         return [to_verdict(r, f, s, m, engine, min_area) for r, f, s, m in outputs]
     return list(pool.map(lambda o: to_verdict(*o, engine, min_area), outputs))
-
-
-def score_product(engine: ScoringEngine, items: Sequence[tuple[ConsumerRecord, DecodedFrame]],
-                  *, chunk: int, min_area: int, pool: Executor | None = None
-                  ) -> tuple[list[VerdictRecord], list[tuple[ConsumerRecord, FrameRejectedError]]]:
-    """infer_product then to_verdicts: one product's frames to verdict records."""
-    outputs, failed = infer_product(engine, items, chunk=chunk)
-    return to_verdicts(engine, outputs, min_area=min_area, pool=pool), failed

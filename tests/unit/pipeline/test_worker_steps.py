@@ -23,7 +23,7 @@ from workers.batching import collect_batch, next_offsets
 from workers.decode import DecodedFrame, decode_all, decode_frame, jpeg_reduction
 from workers.delivery import Retrier, dlq_message
 from workers.reload import ModelWatcher
-from workers.verdicts import score_product
+from workers.verdicts import infer_product, to_verdicts
 
 pytestmark = pytest.mark.unit
 
@@ -52,6 +52,14 @@ def test_batch_returns_what_it_has_when_the_wait_ends() -> None:
     consumer = FakeConsumer([[_record(0)]])
     assert [r.offset for r in collect_batch(consumer, batch_size=8, max_wait_ms=0)] == [0]
     assert collect_batch(FakeConsumer([]), batch_size=8, max_wait_ms=0, idle_poll_ms=0) == []
+
+
+def score_product(engine, items, *, chunk: int, min_area: int,  # noqa: ANN001, ANN201
+                  pool: ThreadPoolExecutor | None = None):
+    """What the worker does to one product's frames, in one call: infer_product on the
+    consumer thread, then to_verdicts on the delivery thread."""
+    outputs, failed = infer_product(engine, items, chunk=chunk)
+    return to_verdicts(engine, outputs, min_area=min_area, pool=pool), failed
 
 
 def test_offsets_to_commit_are_last_plus_one_per_partition() -> None:
