@@ -89,6 +89,12 @@ class WorkerSettings(BaseSettings):
     model_check_interval_s: float = Field(10.0, gt=0)
     # Longest wait between retries while Postgres or Kafka is unreachable.
     max_backoff_s: float = Field(10.0, gt=0, le=300)
+    # Attempts at an offset commit on broker errors before it is given up (the next
+    # batch's commit covers it; a crash redelivers, idempotently).
+    commit_attempts: int = Field(5, ge=1, le=100)
+    # Poll timeout while waiting on a dependency: long enough for a rebalance that starts
+    # meanwhile to finish its join (with 0 it never does and the group stalls).
+    membership_poll_ms: int = Field(200, ge=10, le=10_000)
     # "module:callable" building {product: ScoringEngine} from Settings; overrides
     # model_dir (custom backends, and the deterministic engine of the pipeline tests).
     engine_factory: str | None = None

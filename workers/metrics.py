@@ -35,6 +35,9 @@ class WorkerMetrics:
                          ["partition"], registry=r)
         self.retries = Counter("clad_retries", "Retries after an unavailable dependency",
                                ["dependency"], registry=r)
+        self.commits_abandoned = Counter(
+            "clad_commits_abandoned", "Offset commits given up (group rebalancing or broker "
+            "errors); the frames are redone idempotently", registry=r)
         self.model_reloads = Counter("clad_model_reloads", "Engines swapped", ["product"],
                                      registry=r)
 

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    FencedInstanceIdError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.frames import FrameEnvelope, FrameRejectedError, RejectReason, parse_frame
@@ -46,6 +53,10 @@ from workers.scoring import ScoringEngine
 from workers.verdicts import Scored, infer_product, to_verdicts
 
 log = logging.getLogger(__name__)
+
+# A commit refused for one of these only succeeds after the next poll() rejoins the group.
+MEMBERSHIP_ERRORS = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError,
+                     UnknownMemberIdError, FencedInstanceIdError)
 
 
 @dataclass
@@ -304,20 +315,41 @@ class InferenceWorker:
         return ok
 
     def _commit(self, records: list[ConsumerRecord]) -> bool:
+        """Commit a delivered batch's offsets; False when the group took them away.
+
+        A commit refused because the group is rebalancing (or already rebalanced, or
+        fenced this member's generation) is given up, never retried here: only the
+        next poll() completes the rejoin, and retrying before it livelocks the whole
+        group (every member waits for this one). The batch is already stored
+        idempotently, so whoever owns the partition next redoes it harmlessly.
+        Transient broker errors are retried a bounded number of times.
+        """
         assigned = self.consumer.assignment()
         # Partitions revoked meanwhile belong to another worker now; it redoes them (idempotent).
         offsets = {tp: om for tp, om in next_offsets(records).items() if tp in assigned}
         if not offsets:
             return False
+        attempts = 0
 
         def commit() -> bool:
+            nonlocal attempts
+            attempts += 1
             try:
                 self.consumer.commit(offsets)
                 return True
-            except CommitFailedError as exc:
-                # A rebalance completed first: the new owner redoes those frames (idempotent).
-                log.warning("offset commit rejected after a rebalance: %s", exc)
+            except MEMBERSHIP_ERRORS as exc:
+                log.warning("offset commit given up, the group is rebalancing (%s): "
+                            "back to polling; these frames may be redone, idempotently",
+                            type(exc).__name__)
+                self.metrics.commits_abandoned.inc()
                 return False
+            except KafkaError:
+                if attempts >= self.settings.worker.commit_attempts:
+                    log.warning("offset commit failed %s times: given up, back to "
+                                "polling", attempts)
+                    self.metrics.commits_abandoned.inc()
+                    return False
+                raise
 
         ok, committed = self.retrier.call("offset commit", commit, (KafkaError,))
         return ok and bool(committed)
@@ -340,10 +372,17 @@ class InferenceWorker:
     def _keep_membership(self) -> None:
         # While a dependency is down, poll with every partition paused so the group
         # does not evict this worker (max.poll.interval) and hand its frames around.
+        # A non-zero timeout lets a rebalance that starts meanwhile finish its join and
+        # sync here: with timeout 0 the rejoin never completes and the whole group waits.
         try:
             self.consumer.pause(*self.consumer.assignment())
-            self.consumer.poll(timeout_ms=0)
+            polled = self.consumer.poll(timeout_ms=self.settings.worker.membership_poll_ms)
+            # A partition assigned during this poll is not paused and may return records:
+            # seek back so they are fetched again, never skipped past uncommitted.
+            for tp, records in polled.items():
+                if records:
+                    self.consumer.seek(tp, min(r.offset for r in records))
         except KafkaError as exc:
             log.debug("keep-alive poll failed: %s", exc)
         finally:
-            self.consumer.resume(*self.consumer.paused())
+            self.consumer.resume(*self.consumer.assignment())

@@ -9,6 +9,14 @@ from types import SimpleNamespace
 import pytest
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 from pipeline.settings import load_settings
 from workers.worker import InferenceWorker, _InFlight
@@ -27,11 +35,19 @@ class FakeConsumer:
         self.commits: list[dict[TopicPartition, int]] = []
         self.pauses = 0
         self.on_pause = lambda: None
+        self.commit_errors: list[Exception] = []  # raised by the next commits, in order
+        self.commit_calls = 0
+        self.poll_timeouts: list[int] = []
+        self.poll_returns: dict = {}
+        self.seeks: list[tuple[TopicPartition, int]] = []
 
     def assignment(self) -> set[TopicPartition]:
         return {TP}
 
     def commit(self, offsets: dict) -> None:
+        self.commit_calls += 1
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
         self.commits.append({tp: om.offset for tp, om in offsets.items()})
 
     def pause(self, *_tps: TopicPartition) -> None:
@@ -45,7 +61,12 @@ class FakeConsumer:
         pass
 
     def poll(self, timeout_ms: int = 0) -> dict:
-        return {}
+        self.poll_timeouts.append(timeout_ms)
+        returned, self.poll_returns = self.poll_returns, {}
+        return returned
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
 
     def highwater(self, _tp: TopicPartition) -> int:
         return 10
@@ -123,3 +144,47 @@ def test_hand_off_settles_the_previous_batch_before_submitting(worker: Inference
     worker._hand_off(SimpleNamespace(name="B", records=[_record(2)]))  # type: ignore[arg-type]
     assert worker._settle() is True
     assert order == ["deliver A", "commit 2", "deliver B", "commit 3"]
+
+
+@pytest.mark.parametrize("error", [RebalanceInProgressError(), CommitFailedError(),
+                                   IllegalGenerationError(), UnknownMemberIdError()])
+def test_a_commit_refused_by_a_rebalance_is_given_up_not_retried(worker: InferenceWorker,
+                                                                 error: Exception) -> None:
+    # Retrying before the next poll() rejoins the group livelocks every member (issue 19).
+    worker.consumer.commit_errors = [error, error, error]
+    delivered: Future[bool] = Future()
+    delivered.set_result(True)
+    worker.in_flight = _InFlight([_record(5)], delivered)
+    assert worker._settle() is False
+    assert worker.consumer.commit_calls == 1 and worker.consumer.commits == []
+    assert worker.metrics.commits_abandoned._value.get() == 1
+    # The next batch's commit goes through and covers the partition.
+    delivered2: Future[bool] = Future()
+    delivered2.set_result(True)
+    worker.consumer.commit_errors = []
+    worker.in_flight = _InFlight([_record(6)], delivered2)
+    assert worker._settle() is True and worker.consumer.commits == [{TP: 7}]
+
+
+def test_transient_commit_errors_are_retried_a_bounded_number_of_times(
+        worker: InferenceWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker.retrier.stop, "wait", lambda _s: False)  # no real sleeping
+    worker.consumer.commit_errors = [NodeNotReadyError()]
+    assert worker._commit([_record(1)]) is True  # one transient failure: retried
+    assert worker.consumer.commits == [{TP: 2}]
+    attempts = worker.settings.worker.commit_attempts
+    worker.consumer.commit_errors = [KafkaTimeoutError()] * (attempts + 3)
+    calls = worker.consumer.commit_calls
+    assert worker._commit([_record(2)]) is False
+    assert worker.consumer.commit_calls - calls == attempts  # then given up: back to polling
+
+
+def test_keep_alive_poll_lets_a_rejoin_finish_and_never_skips_records(
+        worker: InferenceWorker) -> None:
+    other = TopicPartition("frames", 1)
+    # A partition assigned during the keep-alive poll is not paused and returns records:
+    # the worker must seek back to them, or the next commit would move past them unread.
+    worker.consumer.poll_returns = {other: [_record(40), _record(41)]}
+    worker._keep_membership()
+    assert worker.consumer.poll_timeouts[-1] >= 10  # timeout 0 never completes a rejoin
+    assert worker.consumer.seeks == [(other, 40)]
