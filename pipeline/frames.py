@@ -54,6 +54,7 @@ class RejectReason(StrEnum):
     SIZE_MISMATCH = "size_mismatch"  # decoded size differs from width/height headers
     UNKNOWN_PRODUCT = "unknown_product"  # no model serves this product
     INFERENCE_FAILED = "inference_failed"  # the engine raised on this frame alone
+    PIXEL_BUDGET = "pixel_budget"  # declared width x height above max_frame_pixels
 
 
 class FrameRejectedError(ValueError):
@@ -107,8 +108,12 @@ def headers_dict(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str
 
 
 def parse_frame(headers: Sequence[tuple[str, bytes | None]] | None, value: bytes | None,
-                *, max_frame_bytes: int) -> FrameEnvelope:
-    """Validate one Kafka record against the contract; raise FrameRejectedError with a reason."""
+                *, max_frame_bytes: int, max_frame_pixels: int | None = None) -> FrameEnvelope:
+    """Validate one Kafka record against the contract; raise FrameRejectedError with a reason.
+
+    With max_frame_pixels, the image's own header is read too (no decode): a frame whose
+    file declares another size than its Kafka headers, or more pixels than the budget, is
+    rejected before OpenCV allocates anything for it (a 100 KB PNG can declare 1 Gpx)."""
     text = headers_dict(headers)
     version = text.get(H_SCHEMA)
     if version != SCHEMA_VERSION:
@@ -130,12 +135,37 @@ def parse_frame(headers: Sequence[tuple[str, bytes | None]] | None, value: bytes
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise FrameRejectedError(RejectReason.INVALID_HEADERS, problems) from None
+    if max_frame_pixels is not None:
+        check_declared_size(header, value, max_frame_pixels)
     return FrameEnvelope(header=header, image=value)
+
+
+def check_declared_size(header: FrameHeader, image: bytes, max_pixels: int) -> None:
+    """Reject by the sizes the headers and the file itself declare, before any decode."""
+    if header.width * header.height > max_pixels:
+        raise FrameRejectedError(RejectReason.PIXEL_BUDGET,
+                                 f"headers declare {header.width}x{header.height} = "
+                                 f"{header.width * header.height} px > budget {max_pixels}")
+    try:
+        _type, width, height = sniff_image(image)
+    except (ValueError, struct.error) as exc:
+        raise FrameRejectedError(RejectReason.UNDECODABLE,
+                                 f"no PNG/JPEG size in the image header: {exc}") from None
+    if width * height > max_pixels:
+        raise FrameRejectedError(RejectReason.PIXEL_BUDGET,
+                                 f"image file declares {width}x{height} = {width * height} px "
+                                 f"> budget {max_pixels}")
+    if (width, height) != (header.width, header.height):
+        raise FrameRejectedError(RejectReason.SIZE_MISMATCH,
+                                 f"image file declares {width}x{height}, headers say "
+                                 f"{header.width}x{header.height}")
 
 
 def sniff_image(data: bytes) -> tuple[ContentType, int, int]:
     """Content type and (width, height) from a PNG or JPEG header, without decoding."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            raise ValueError("PNG without an IHDR chunk first")
         width, height = struct.unpack(">II", data[16:24])
         return "image/png", width, height
     if data[:2] == b"\xff\xd8":

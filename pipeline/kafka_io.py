@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -60,23 +61,47 @@ def build_consumer(settings: KafkaSettings, *, max_poll_records: int,
     )
 
 
-def build_admin(settings: KafkaSettings) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="clad-admin")
+def build_admin(settings: KafkaSettings, *, bootstrap_timeout_ms: int = 30_000
+                ) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap(settings), client_id="clad-admin",
+                            bootstrap_timeout_ms=bootstrap_timeout_ms)
 
 
-def ensure_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> None:
-    """Create frames, verdicts and DLQ topics if missing; wait for the broker meanwhile."""
+class BrokerUnavailableError(RuntimeError):
+    """The Kafka bootstrap servers did not answer in time (one line for the operator)."""
+
+
+def ensure_topics(settings: KafkaSettings, *, timeout_s: float = 30.0,
+                  stop: threading.Event | None = None) -> None:
+    """Create frames, verdicts and DLQ topics if missing; wait for the broker meanwhile.
+
+    Raises BrokerUnavailableError after timeout_s; returns early when `stop` is set."""
+    stop = stop or threading.Event()
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            admin = build_admin(settings)
-            break
-        except KafkaError as exc:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"Kafka {settings.bootstrap_servers} not reachable: {exc}") \
-                    from exc
-            log.warning("Kafka not reachable yet (%s); retrying", exc)
-            time.sleep(1.0)
+    warned = False
+    # kafka-python logs each refused connection; while waiting, one line of ours says it.
+    client_log = logging.getLogger("kafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        while True:
+            try:
+                # Short attempts, so a stop request is seen within a couple of seconds.
+                admin = build_admin(settings, bootstrap_timeout_ms=2000)
+                break
+            except KafkaError as exc:
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailableError(
+                        f"Kafka {settings.bootstrap_servers} did not answer within "
+                        f"{timeout_s:.0f} s ({type(exc).__name__})") from None
+                if not warned:
+                    log.warning("Kafka %s not reachable yet (%s); waiting up to %.0f s",
+                                settings.bootstrap_servers, type(exc).__name__, timeout_s)
+                    warned = True
+                if stop.wait(1.0):
+                    return
+    finally:
+        client_log.setLevel(level)
     try:
         existing = set(admin.list_topics())
         wanted = [settings.topic_frames, settings.topic_verdicts, settings.topic_dlq]

@@ -33,6 +33,9 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
     max_frame_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    # Pixels a frame may declare (headers and the image file's own header, checked before
+    # decoding): 50 Mpx is above any line camera; a decompression bomb declares far more.
+    max_frame_pixels: int = Field(50_000_000, ge=1024)
     # Bytes a consumer fetch may bring per partition: the client's 1 MiB default holds
     # about one 900 px PNG frame, so a worker made several round trips per micro-batch.
     fetch_partition_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
@@ -45,6 +48,14 @@ class DatabaseSettings(BaseSettings):
     database_url: str = "sqlite:///clad-line.db"
     db_pool_size: int = Field(5, ge=1, le=100)
     db_connect_timeout_s: int = Field(5, ge=1, le=300)
+    # Bounds on every wait of the worker and the API on PostgreSQL (0 = none): the server
+    # ends a statement or an abandoned transaction; the client cuts a connection checked
+    # out longer than db_checkout_timeout_s (a database that stopped answering) and
+    # retries on a fresh one; the kernel gives up on unacknowledged data.
+    db_statement_timeout_s: float = Field(30.0, ge=0, le=3600)
+    db_idle_in_transaction_timeout_s: float = Field(60.0, ge=0, le=3600)
+    db_checkout_timeout_s: float = Field(30.0, ge=0, le=3600)
+    db_tcp_user_timeout_s: float = Field(20.0, ge=1, le=3600)
 
     @field_validator("database_url")
     @classmethod
@@ -89,6 +100,9 @@ class WorkerSettings(BaseSettings):
     model_check_interval_s: float = Field(10.0, gt=0)
     # Longest wait between retries while Postgres or Kafka is unreachable.
     max_backoff_s: float = Field(10.0, gt=0, le=300)
+    # After SIGTERM the worker finishes its batch and leaves; past this bound it exits
+    # anyway (code 3; what was in flight is redelivered). Below Kubernetes' default 30 s.
+    shutdown_timeout_s: float = Field(25.0, gt=0, le=3600)
     # Attempts at an offset commit on broker errors before it is given up (the next
     # batch's commit covers it; a crash redelivers, idempotently).
     commit_attempts: int = Field(5, ge=1, le=100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import typer
@@ -82,6 +83,9 @@ def _register_subcommands() -> None:
 
 
 def main() -> None:
+    # Until a command installs its own handlers, a SIGTERM (e.g. a pod stopped while
+    # starting) is a clean exit rather than death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _register_subcommands()
     try:
         app()

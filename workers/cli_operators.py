@@ -38,11 +38,9 @@ frames_app = typer.Typer(help="Stored frame bytes: apply the retention setting."
 
 
 def _engine(ctx: typer.Context):  # noqa: ANN202 - sqlalchemy Engine
-    from pipeline.storage.database import make_engine
+    from pipeline.storage.database import engine_from_settings
 
-    db = settings_from(ctx).database
-    return make_engine(db.database_url, pool_size=db.db_pool_size,
-                       connect_timeout_s=db.db_connect_timeout_s)
+    return engine_from_settings(settings_from(ctx).database)
 
 
 def history(

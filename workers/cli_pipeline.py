@@ -63,11 +63,20 @@ def produce(ctx: typer.Context,
 
 def worker(ctx: typer.Context) -> None:
     """Run an inference worker until SIGTERM (finishes its batch, commits, leaves)."""
-    from workers.runner import run_worker
+    from workers.shutdown import install_stop_handlers
 
     settings = settings_from(ctx)
+    # Before the slow imports and model loading: a SIGTERM during start-up exits cleanly.
+    stop = install_stop_handlers(settings.worker.shutdown_timeout_s)
     _need_broker(settings)
-    run_worker(settings)
+    from pipeline.kafka_io import BrokerUnavailableError
+    from workers.runner import run_worker
+
+    try:
+        run_worker(settings, stop=stop)
+    except BrokerUnavailableError as exc:
+        typer.echo(f"error: {exc}; check CLAD_BOOTSTRAP_SERVERS", err=True)
+        raise typer.Exit(1) from None
 
 
 def demo(ctx: typer.Context,

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,8 +17,10 @@ from sqlalchemy import distinct, select
 from pipeline.storage.database import make_engine, make_session_factory, wait_for_database
 from pipeline.storage.models import ModelVersion
 from workers.cron import CronError, CronSchedule
-from workers.retrain import RetrainOptions, RetrainResult, retrain_product
 from workers.retrain_lock import RetrainLockedError, retrain_lock
+
+if TYPE_CHECKING:  # the job itself imports torch: loaded only when a retrain runs
+    from workers.retrain import RetrainResult
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ def register(app: typer.Typer) -> None:
         engine = make_engine(settings.database.database_url)
         wait_for_database(engine, timeout_s=60)
         factory = make_session_factory(engine)
+        from workers.retrain import RetrainOptions, retrain_product
+
         options = RetrainOptions(epochs=epochs, tolerance=tolerance, dry_run=dry_run)
 
         def run_once() -> list[RetrainResult]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Mapping
 
@@ -12,7 +11,7 @@ import cv2
 from pipeline.kafka_io import build_consumer, build_producer, ensure_topics
 from pipeline.region_cache import make_region_cache
 from pipeline.settings import Settings
-from pipeline.storage.database import make_engine, make_session_factory
+from pipeline.storage.database import engine_from_settings, make_session_factory
 from workers.metrics import WorkerMetrics
 from workers.reload import ModelWatcher
 from workers.scoring import ScoringEngine, load_engines, load_trained
@@ -27,9 +26,7 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
     # internal threads on top of it only oversubscribe the cores the engine needs.
     cv2.setNumThreads(1)
     engines = dict(engines) if engines is not None else load_engines(settings)
-    db = settings.database
-    factory = make_session_factory(make_engine(
-        db.database_url, pool_size=db.db_pool_size, connect_timeout_s=db.db_connect_timeout_s))
+    factory = make_session_factory(engine_from_settings(settings.database))
     watcher = None
     if not settings.worker.engine_factory:
         override, model = settings.model.anomaly_threshold, settings.model
@@ -49,17 +46,13 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
         metrics=metrics, stop=stop, between_batches=watcher)
 
 
-def run_worker(settings: Settings) -> None:
-    """Run in the foreground; the first SIGTERM/SIGINT finishes the batch and leaves."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %s: finishing the current batch, then leaving the group", signum)
-        stop.set()
-
+def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Run in the foreground until `stop` (set by SIGTERM/SIGINT: see workers.shutdown)."""
+    stop = stop or threading.Event()
     # kafka-python logs every connection at INFO; its warnings are what an operator needs.
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    ensure_topics(settings.kafka)
+    ensure_topics(settings.kafka, stop=stop)
+    if stop.is_set():
+        log.info("stopped during start-up")
+        return
     build_worker(settings, stop=stop).run()

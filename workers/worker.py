@@ -277,7 +277,8 @@ class InferenceWorker:
         for record in records:
             try:
                 envelope = parse_frame(record.headers, record.value,
-                                       max_frame_bytes=self.settings.kafka.max_frame_bytes)
+                                       max_frame_bytes=self.settings.kafka.max_frame_bytes,
+                                       max_frame_pixels=self.settings.kafka.max_frame_pixels)
                 if envelope.header.product not in engines:
                     raise FrameRejectedError(
                         RejectReason.UNKNOWN_PRODUCT,

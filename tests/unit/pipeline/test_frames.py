@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import struct
 import uuid
+import zlib
 from datetime import UTC, datetime
 
 import cv2
@@ -11,6 +13,7 @@ from pipeline.frames import (
     H_CAPTURED_AT,
     H_SCHEMA,
     H_WIDTH,
+    FrameHeader,
     FrameRejectedError,
     RejectReason,
     make_envelope,
@@ -79,3 +82,44 @@ def test_every_rejection_names_its_reason(mutate, reason: RejectReason) -> None:
 def test_bad_identifiers_are_rejected_at_the_producer() -> None:
     with pytest.raises(ValueError):
         make_envelope(_image(".png"), camera_id="cam 1; drop", line_id="l", product="p")
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR declaring a size, then no pixel data (nothing to decode)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", zlib.crc32(chunk[4:]))
+
+
+def _frame_headers(width: int, height: int) -> list[tuple[str, bytes]]:
+    header = FrameHeader(camera_id="c", line_id="l", product="p", content_type="image/png",
+                         width=width, height=height)
+    return to_kafka_headers(header)
+
+
+@pytest.mark.parametrize(("declared", "headers", "reason"), [
+    ((30000, 30000), (30000, 30000), RejectReason.PIXEL_BUDGET),  # honest bomb
+    ((30000, 30000), (64, 64), RejectReason.PIXEL_BUDGET),  # lying headers
+    ((8000, 8000), (8000, 8000), RejectReason.PIXEL_BUDGET),  # 64 Mpx > 50 Mpx
+    ((640, 480), (480, 640), RejectReason.SIZE_MISMATCH),  # file and headers disagree
+])
+def test_declared_sizes_are_checked_before_any_decode(declared: tuple[int, int],
+                                                      headers: tuple[int, int],
+                                                      reason: RejectReason) -> None:
+    image = _png_declaring(*declared)
+    with pytest.raises(FrameRejectedError) as info:
+        parse_frame(_frame_headers(*headers), image, max_frame_bytes=10_000,
+                    max_frame_pixels=50_000_000)
+    assert info.value.reason is reason
+    assert f"{declared[0]}x{declared[1]}" in info.value.detail
+
+
+def test_a_frame_within_the_budget_and_consistent_passes() -> None:
+    image = _png_declaring(640, 480)
+    env = parse_frame(_frame_headers(640, 480), image, max_frame_bytes=10_000,
+                      max_frame_pixels=50_000_000)
+    assert (env.header.width, env.header.height) == (640, 480)
+    with pytest.raises(FrameRejectedError) as info:  # a PNG signature and garbage after it
+        parse_frame(_frame_headers(640, 480), image[:8] + b"garbage" * 4,
+                    max_frame_bytes=10_000, max_frame_pixels=50_000_000)
+    assert info.value.reason is RejectReason.UNDECODABLE
