@@ -10,13 +10,16 @@ import threading
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to target. cut(): every open connection is closed and
-    new ones are closed on accept (the client sees resets) until restore()."""
+    new ones are closed on accept (the client sees resets) until restore().
+    blackhole(): connections stay open but every byte either way is dropped (a silent
+    network or a frozen host: no reset, no answer) until restore()."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._cut = threading.Event()
+        self._blackhole = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -35,8 +38,12 @@ class TcpProxy:
                 sock.close()
             self._sockets.clear()
 
+    def blackhole(self) -> None:
+        self._blackhole.set()
+
     def restore(self) -> None:
         self._cut.clear()
+        self._blackhole.clear()
 
     def close(self) -> None:
         self._closed.set()
@@ -72,7 +79,8 @@ class TcpProxy:
                     data = key.fileobj.recv(65536)
                     if not data:
                         return
-                    key.data.sendall(data)
+                    if not self._blackhole.is_set():  # else lost, as on a dead link
+                        key.data.sendall(data)
         except (OSError, ValueError):
             return
         finally:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from pipeline.frames import (
     H_REJECT_REASON,
     H_SCHEMA,
     H_WIDTH,
+    FrameHeader,
     RejectReason,
     make_envelope,
     to_kafka_headers,
@@ -151,3 +155,109 @@ def test_database_cut_for_ten_seconds_mid_stream_loses_no_verdict(
     assert set(by_frame.values()) == {1}
     assert code == 0
     assert "database failed" in log_path.read_text(), "the outage was seen and retried"
+
+
+def test_a_database_that_stops_answering_is_survived_and_sigterm_stays_bounded(
+        kafka_bootstrap: str, postgres_url: str, redis_url: str, clean_db: Engine,
+        tmp_path: Path) -> None:
+    """Packets to Postgres dropped (no reset): the stuck delivery is cut by the checkout
+    deadline and retried; after the network returns the worker resumes by itself; a
+    SIGTERM during a second silence ends the worker within its shutdown bound."""
+    url = make_url(postgres_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    kafka = kafka_settings(kafka_bootstrap, uuid.uuid4().hex[:8])
+    ids = publish(kafka, 300)
+    log_path = tmp_path / "worker.log"
+    shutdown_bound_s = 12
+    worker = start_worker(worker_env(kafka, proxied, redis_url, CLAD_BATCH_SIZE="4",
+                                     CLAD_DB_CHECKOUT_TIMEOUT_S="6",
+                                     CLAD_SHUTDOWN_TIMEOUT_S=str(shutdown_bound_s)), log_path)
+
+    def alive() -> None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+    try:
+        wait_until(lambda: verdict_count(clean_db) >= 20, timeout_s=60, what="first verdicts",
+                   alive=alive)
+        proxy.blackhole()  # with pooled connections open and a delivery in progress
+        time.sleep(16)
+        more = publish(kafka, 100, start=300)
+        alive()
+        proxy.restore()
+        wait_until(lambda: verdict_count(clean_db) >= 400, timeout_s=120,
+                   what="all 400 verdicts after the database answered again", alive=alive)
+        by_frame = verdicts_by_frame(clean_db)
+        assert set(by_frame) == set(ids) | set(more)
+        assert set(by_frame.values()) == {1}
+        assert "database did not answer" in log_path.read_text(), "the silence was detected"
+        # A second silence, then SIGTERM: close() must not wait on the stuck delivery.
+        last = publish(kafka, 40, start=400)
+        proxy.blackhole()
+        time.sleep(3)
+        worker.terminate()
+        try:
+            code = worker.wait(shutdown_bound_s + 15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise AssertionError(f"SIGTERM did not end the worker within "
+                                 f"{shutdown_bound_s} s (+15 s slack)") from None
+        assert code in (0, 3), f"unexpected exit code {code}"
+    finally:
+        stop_worker(worker)
+        proxy.close()
+    assert set(verdicts_by_frame(clean_db)) <= set(ids) | set(more) | set(last)
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A real, valid 1-bit grayscale PNG of width x height zeros: ~100 KB on the wire,
+    gigabytes once OpenCV decodes it to 8-bit BGR."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body)
+            + chunk(b"IEND", b""))
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_image_bombs_go_to_the_dlq_undecoded(kafka_bootstrap: str, postgres_url: str,
+                                             redis_url: str, clean_db: Engine,
+                                             tmp_path: Path) -> None:
+    kafka = kafka_settings(kafka_bootstrap, uuid.uuid4().hex[:8])
+    ensure_topics(kafka)
+    bomb = _png_bomb(30000, 30000)
+    assert len(bomb) < 200_000
+    good = make_envelope(png_frame(1), camera_id="cam-0", line_id="line-1",
+                         product=PRODUCTS[0])
+    honest = FrameHeader(camera_id="cam-bomb", line_id="line-1", product=PRODUCTS[0],
+                         content_type="image/png", width=30000, height=30000)
+    lying = honest.model_copy(update={"width": 64, "height": 64})
+    with FramePublisher(kafka) as publisher:
+        publisher.send_raw(b"cam-bomb", bomb, [*to_kafka_headers(honest), ("case", b"honest")])
+        publisher.send_raw(b"cam-bomb", bomb, [*to_kafka_headers(lying), ("case", b"lying")])
+        publisher.publish(good)
+    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log")
+    try:
+        def alive() -> None:
+            assert worker.poll() is None, "worker died on an image bomb"
+        wait_until(lambda: verdict_count(clean_db) >= 1, timeout_s=90, what="the good verdict",
+                   alive=alive)
+        dlq = _read_topic(kafka_bootstrap, kafka.topic_dlq, 2)
+        peak = _peak_rss_bytes(worker.pid)
+    finally:
+        stop_worker(worker)
+    reasons = {dict(r.headers)["case"].decode(): dict(r.headers)[H_REJECT_REASON].decode()
+               for r in dlq}
+    assert reasons == {"honest": RejectReason.PIXEL_BUDGET.value,
+                       "lying": RejectReason.PIXEL_BUDGET.value}
+    assert peak < 1024**3, f"worker peak RSS {peak / 1024**2:.0f} MiB"
