@@ -27,6 +27,7 @@ from pipeline.storage.database import transaction
 from pipeline.storage.frame_store import store_frames
 from pipeline.storage.records import VerdictRecord
 from pipeline.storage.repository import write_verdicts
+from pipeline.verdict_events import H_EVENT_FRAME_ID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,7 +124,10 @@ def verdict_event(record: VerdictRecord, decided_at: datetime) -> dict:
         "model_version": record.model_version, "score": record.score,
         "threshold": record.threshold, "label": record.label, "regions": len(record.regions),
     }
-    return {"key": record.camera_id.encode(), "value": json.dumps(payload).encode()}
+    # Consumers de-duplicate by this header (pipeline.verdict_events): a batch redone
+    # after a crash or a refused commit publishes its events again.
+    return {"key": record.camera_id.encode(), "value": json.dumps(payload).encode(),
+            "headers": [(H_EVENT_FRAME_ID, str(record.frame_id).encode())]}
 
 
 def dlq_message(record: ConsumerRecord, error: FrameRejectedError) -> dict:
