@@ -6,7 +6,6 @@ to start it; nothing is skipped silently. Unit tests use none of these.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from sqlalchemy.orm import Session
 from pipeline.broker import EmbeddedBroker
 from pipeline.broker import tansu_binary as _tansu_binary
 from pipeline.storage.database import make_engine
-from pipeline.storage.migrate import upgrade
 from pipeline.storage.models import Base
+from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 
-POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -46,18 +44,9 @@ def _admin_engine() -> Engine:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database with the schema migrated by Alembic; dropped at the end."""
-    admin = _admin_engine()
-    name = f"clad_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    _admin_engine().dispose()  # fails the session with the command that starts Postgres
+    with fresh_database(POSTGRES_ADMIN_URL) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
