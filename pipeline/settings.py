@@ -32,6 +32,11 @@ class KafkaSettings(BaseSettings):
     # Tansu joins a group in about session_timeout/2; 6 s keeps start-up and rebalances short.
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
+    # A stopping worker sends LeaveGroup (its partitions move at once) only when true;
+    # otherwise the broker evicts it after session_timeout_ms. Off by default: the bundled
+    # broker (Tansu) can lose the group's leader to a LeaveGroup during a rebalance and
+    # then never assign a partition again. True is safe and faster on Apache Kafka.
+    leave_group_on_close: bool = False
     max_frame_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     # Pixels a frame may declare (headers and the image file's own header, checked before
     # decoding): 50 Mpx is above any line camera; a decompression bomb declares far more.

@@ -164,7 +164,16 @@ class InferenceWorker:
         except KafkaError as exc:
             log.warning("producer flush at close failed: %s", exc)
         self.producer.close(timeout=10)
-        self.consumer.close(autocommit=False)  # leaves the group: partitions move at once
+        if not self.settings.kafka.leave_group_on_close:
+            # Forget the membership so close() sends no LeaveGroup: the broker evicts this
+            # member after session_timeout_ms instead. The bundled broker (Tansu) keeps a
+            # leader that leaves by LeaveGroup while the group is re-forming as the leader
+            # of every later generation: no member ever gets a partition again (a worker
+            # stopped during a rebalance froze the group for good in
+            # tests/integration/test_pipeline_rebalance.py). Eviction by timeout clears
+            # that leader. kafka-python (pinned) has no public switch for this.
+            self.consumer._coordinator.reset_generation()  # noqa: SLF001
+        self.consumer.close(autocommit=False)
         log.info("worker stopped after %s batches", self.batches)
 
     def process(self, records: list[ConsumerRecord]) -> bool:
