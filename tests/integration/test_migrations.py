@@ -14,6 +14,7 @@ from pipeline.storage.models import Base
 from tests.conftest import _admin_engine
 
 pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _schema_diff(engine: Engine) -> list:
@@ -57,7 +58,9 @@ def empty_postgres_url() -> str:
 
 def test_cli_db_upgrade_creates_schema_then_is_a_no_op(empty_postgres_url: str,
                                                        tmp_path: Path) -> None:
-    env = {"CLAD_DATABASE_URL": empty_postgres_url, "PATH": "/usr/bin:/bin"}
+    # PYTHONPATH: the checkout under test runs, not whichever copy is installed in the venv.
+    env = {"CLAD_DATABASE_URL": empty_postgres_url, "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "workers.cli", "db", "upgrade"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
                            check=False)

@@ -48,9 +48,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
     secret = presented_secret(request)
-    principal = verify_token(session, secret) if secret else None
+    principal = verify_token(session, secret, now=request.app.state.clock()) if secret else None
     if principal is None:
-        raise ApiError(401, "missing, unknown or revoked token",
+        raise ApiError(401, "missing, unknown, revoked or expired token",
                        headers={"WWW-Authenticate": "Bearer"})
     request.state.principal = principal
     return principal

@@ -6,16 +6,24 @@ or 403 body says only that, never anything about the data asked for.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 _CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 422: "invalid_request",
-          500: "internal_error"}
+          500: "internal_error", 503: "unavailable"}
+# The database cannot be reached, dropped the connection, or the pool is exhausted:
+# the request may succeed later, which is what 503 says (a 500 says it never will).
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 class ApiError(HTTPException):
@@ -58,3 +66,19 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ", ".join(d["loc"] for d in details) or "request"
         return JSONResponse(error_body(422, f"invalid parameters: {where}", details=details),
                             status_code=422)
+
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # The driver's message may name hosts and users: it goes to the log, not the client.
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
+                    getattr(exc, "orig", None) or exc)
+        return JSONResponse(error_body(503, "the database is unavailable; retry later",
+                                       "database_unavailable"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, _database_down)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback; the client gets the same shape as every other error.
+        return JSONResponse(error_body(500, "internal error"), status_code=500)
