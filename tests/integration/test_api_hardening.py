@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from html import unescape
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -24,6 +23,7 @@ from typer.testing import CliRunner, Result
 from pipeline.settings import ApiSettings, Settings
 from pipeline.storage.database import make_engine
 from pipeline.storage.models import ApiToken, OperatorLabel
+from tests.integration.api_support import assert_error_format
 from tests.integration.conftest import make_client
 from tests.integration.operator_data import T0, Seeded
 from tests.integration.tcp_proxy import TcpProxy
@@ -33,19 +33,6 @@ from workers.cli import app as cli_app
 
 pytestmark = pytest.mark.integration
 BIG = "9223372036854775808"  # 2**63: one past BIGINT
-
-
-def assert_error_format(r: httpx.Response, status: int | None = None) -> None:
-    """The body is the API's error shape and nothing else, its status the response's."""
-    assert r.headers["content-type"].startswith("application/json"), r.text[:200]
-    body = r.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"status", "code", "message", "details"}, error
-    assert error["status"] == r.status_code and isinstance(error["code"], str)
-    assert isinstance(error["message"], str) and isinstance(error["details"], list)
-    if status is not None:
-        assert r.status_code == status, body
 
 
 @pytest.fixture(scope="module")
