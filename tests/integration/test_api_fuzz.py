@@ -49,6 +49,7 @@ CONSOLE_ROUTES = [
     ("get", "/login", ["next"], None),
     ("post", "/console/session", [], "login"),
     ("post", "/console/logout", [], None),
+    ("get", "/healthz", [], None),
 ]
 
 

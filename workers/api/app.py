@@ -53,6 +53,12 @@ def create_app(settings: Settings, engine: Engine, *,
     if settings.api.api_docs != "off":
         _add_docs(app, public=settings.api.api_docs == "public")
 
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        # Liveness (deploy/ probes it): the process answers. It does not ask the
+        # database, so an outage gives 503s on data routes, not a restart loop.
+        return {"status": "ok"}
+
     bootstrap = settings.api.api_bootstrap_token
     if bootstrap is not None:
         with transaction(app.state.sessions) as session:
