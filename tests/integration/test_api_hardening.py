@@ -7,14 +7,19 @@ OpenAPI document is served only as CLAD_API_DOCS says.
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -337,3 +342,50 @@ def test_docs_follow_the_setting(pg_engine: Engine, seeded: Seeded, mode: str) -
             assert_error_format(anonymous, 401)
         else:
             assert anonymous.json() == with_token.json()
+
+
+def _app_with_a_bug(pg_engine: Engine) -> FastAPI:
+    app = create_app(Settings(), pg_engine)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    return app
+
+
+def test_unforeseen_error_is_a_json_500_without_its_message(pg_engine: Engine) -> None:
+    with TestClient(_app_with_a_bug(pg_engine), raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+    assert_error_format(r, 500)
+    assert r.json()["error"]["code"] == "internal_error"
+    assert "secret internals" not in r.text
+
+
+def test_a_500_keeps_the_connection_open_under_uvicorn(pg_engine: Engine,
+                                                        seeded: Seeded) -> None:
+    # The fault report: after a 500 uvicorn dropped the connection, so the client's
+    # next request on it failed too.
+    server = uvicorn.Server(uvicorn.Config(_app_with_a_bug(pg_engine), host="127.0.0.1",
+                                           port=_closed_port(), log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started
+        conn = http.client.HTTPConnection("127.0.0.1", server.config.port, timeout=10)
+        conn.request("GET", "/boom")
+        first = conn.getresponse()
+        assert first.status == 500 and json.loads(first.read())["error"]["status"] == 500
+        sock = conn.sock
+        conn.request("GET", "/api/v1/me", headers=_admin(seeded))
+        second = conn.getresponse()
+        assert second.status == 200 and json.loads(second.read())["role"] == "admin"
+        assert conn.sock is sock  # the same connection answered both
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

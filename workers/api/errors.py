@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,36 @@ def install_error_handlers(app: FastAPI) -> None:
     for kind in DATABASE_DOWN:
         app.add_exception_handler(kind, _database_down)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette logs the traceback; the client gets the same shape as every other error.
-        return JSONResponse(error_body(500, "internal error"), status_code=500)
+    app.add_middleware(UnforeseenErrorAsJson)
+
+
+class UnforeseenErrorAsJson:
+    """Any exception no handler took becomes a logged, JSON 500.
+
+    An `Exception` handler would run in Starlette's outermost middleware, which
+    re-raises after answering, and uvicorn then drops the connection: a client's
+    next request on it would fail too. Answering here ends the request cleanly.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:  # half a response is out: nothing sane can follow it
+                raise
+            await JSONResponse(error_body(500, "internal error"), status_code=500)(
+                scope, receive, send)
