@@ -330,6 +330,10 @@ def test_docs_follow_the_setting(pg_engine: Engine, seeded: Seeded, mode: str) -
     for c in make_client(settings, pg_engine):
         anonymous, with_token = c.get("/openapi.json"), c.get("/openapi.json", headers=viewer)
         docs = c.get("/docs")
+        c.cookies.set("clad_token", seeded.tokens["viewer"])
+        console_links_docs = 'href="/docs"' in c.get("/").text
+        c.cookies.clear()
+        assert console_links_docs == (mode != "off")
         if mode == "off":
             assert_error_format(anonymous, 404)
             assert_error_format(with_token, 404)
@@ -340,6 +344,9 @@ def test_docs_follow_the_setting(pg_engine: Engine, seeded: Seeded, mode: str) -
         assert "/api/v1/verdicts" in with_token.json()["paths"]
         if mode == "viewer":
             assert_error_format(anonymous, 401)
+            c.cookies.set("clad_token", seeded.tokens["viewer"])  # /docs in a signed-in browser
+            assert c.get("/openapi.json").json() == with_token.json()
+            c.cookies.clear()
         else:
             assert anonymous.json() == with_token.json()
 

@@ -45,6 +45,8 @@ def create_app(settings: Settings, engine: Engine, *,
     app.state.sessions = make_session_factory(engine)
     app.state.clock = clock
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    # The console links to /docs only where CLAD_API_DOCS serves it.
+    app.state.templates.env.globals["api_docs"] = settings.api.api_docs != "off"
     install_error_handlers(app)
     app.include_router(routes_history.router)
     app.include_router(routes_labels.router)
