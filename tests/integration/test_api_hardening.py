@@ -21,7 +21,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
@@ -396,3 +397,19 @@ def test_a_500_keeps_the_connection_open_under_uvicorn(pg_engine: Engine,
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_commit_that_fails_is_not_reported_as_stored(pg_engine: Engine, seeded: Seeded,
+                                                       ) -> None:
+    app = create_app(Settings(), pg_engine)
+
+    def connection_lost(_session: Session) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    event.listen(app.state.sessions, "before_commit", connection_lost)
+    vid = seeded.verdict_ids[17]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post(f"/api/v1/verdicts/{vid}/labels", json={"label": "normal"},
+                   headers=_admin(seeded))
+    assert_error_format(r, 503)
+    assert _labels(pg_engine, vid) == 0

@@ -28,6 +28,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+# scope="function": the commit runs before the response is sent, so a commit that
+# fails is the client's error (503), never a 201 for a label that was not stored.
+# FastAPI's default scope runs the code after `yield` once the response is out.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
 def presented_secret(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is not None:
@@ -41,9 +47,6 @@ def presented_secret(request: Request) -> str | None:
         raise ApiError(403, "cookie-authenticated changes need the console header",
                        code="csrf")
     return cookie
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
