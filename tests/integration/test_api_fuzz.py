@@ -5,7 +5,7 @@ which it leaves out), so a new route is fuzzed without touching this file.
 Each parameter gets a mix of hostile values (NUL bytes, ids past BIGINT, dates
 at datetime's limits, huge and odd numbers, unicode, long strings), random text
 and values that are valid for the seeded store, so requests reach the queries
-and not only the validation. Examples are bounded to keep the run near 30 s.
+and not only the validation. Examples are bounded to keep the run under a minute.
 """
 
 from __future__ import annotations
