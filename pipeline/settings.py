@@ -126,6 +126,12 @@ class ApiSettings(BaseSettings):
     api_port: int = Field(8080, ge=1, le=65535)
     # Creates the first admin token at start-up; further tokens are made with `clad token`.
     api_bootstrap_token: SecretStr | None = None
+    # Lifetime of tokens made by `clad token create` (unless --expires-days) and of the
+    # bootstrap token; an expired token is refused with 401 like a revoked one.
+    api_token_days: int = Field(90, ge=1, le=3650)
+    # The OpenAPI document (/openapi.json) and its browser (/docs): "off" serves neither,
+    # "viewer" serves them to any valid token (header or console cookie), "public" to all.
+    api_docs: Literal["off", "viewer", "public"] = "off"
     # Where original frame bytes live for the console and retraining: "database"
     # (a bytea column, small deployments), "directory" (files under frame_dir,
     # frames.image_ref holds the relative path) or "none" (not kept).

@@ -121,15 +121,20 @@ def api(ctx: typer.Context,
 @token_app.command("create")
 def token_create(ctx: typer.Context,
                  name: Annotated[str, typer.Argument(help="Who holds it.")],
-                 role: Annotated[Role, typer.Option()] = Role.viewer) -> None:
+                 role: Annotated[Role, typer.Option()] = Role.viewer,
+                 expires_days: Annotated[int | None, typer.Option(
+                     min=1, max=3650, help="Days it stays valid. Default: CLAD_API_TOKEN_DAYS."
+                 )] = None) -> None:
     """Create a token and print it once; only its hash is stored."""
     from pipeline.storage.database import make_session_factory, transaction
     from pipeline.storage.tokens import create_token
 
+    days = expires_days or settings_from(ctx).api.api_token_days
     with transaction(make_session_factory(_engine(ctx))) as session:
-        row, secret = create_token(session, name=name, role=role.value)
-        typer.echo(f"token {row.id} for {row.name} ({row.role}); shown once, keep it safe:",
-                   err=True)
+        row, secret = create_token(session, name=name, role=role.value,
+                                   expires_in=timedelta(days=days))
+        typer.echo(f"token {row.id} for {row.name} ({row.role}), valid until "
+                   f"{row.expires_at:%Y-%m-%d %H:%M} UTC; shown once, keep it safe:", err=True)
     typer.echo(secret)
 
 
@@ -151,15 +156,16 @@ def token_revoke(ctx: typer.Context, name: Annotated[str | None, typer.Option()]
 
 @token_app.command("list")
 def token_list(ctx: typer.Context) -> None:
-    """Tokens by id, name, role and state (never the secrets)."""
+    """Tokens by id, name, role, state and expiry (never the secrets)."""
     from sqlalchemy.orm import Session
 
-    from pipeline.storage.tokens import list_tokens
+    from pipeline.storage.tokens import list_tokens, token_state
 
+    now = datetime.now(UTC)
     with Session(_engine(ctx)) as session:
         for t in list_tokens(session):
-            state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-            typer.echo(f"{t.id}\t{t.name}\t{t.role}\t{state}")
+            typer.echo(f"{t.id}\t{t.name}\t{t.role}\t{token_state(t, now)}"
+                       f"\texpires {t.expires_at:%Y-%m-%d}")
 
 
 @frames_app.command("purge")

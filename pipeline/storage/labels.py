@@ -44,12 +44,25 @@ class TrainingExample:
     labelled_at: datetime | None = None
 
 
-def _check_rle(mask_rle: Any) -> None:
-    if not (isinstance(mask_rle, dict) and isinstance(mask_rle.get("size"), list)
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_rle(mask_rle: Any, frame_height: int, frame_width: int) -> None:
+    """A drawn mask: whole positive sizes no larger than its frame, runs covering it."""
+    if not (isinstance(mask_rle, dict) and isinstance(mask_rle.get("size"), list | tuple)
             and len(mask_rle["size"]) == 2 and isinstance(mask_rle.get("counts"), list)
-            and all(isinstance(c, int) and c >= 0 for c in mask_rle["counts"])):
+            and all(_count(c) for c in mask_rle["counts"])):
         raise LabelError("mask_rle must be {'size': [height, width], 'counts': [run, ...]}")
     height, width = mask_rle["size"]
+    if not (_count(height) and _count(width) and height > 0 and width > 0):
+        raise LabelError("mask_rle size must be two whole numbers above 0")
+    # A mask may be coarser than its frame (it is resized for training), never larger.
+    if height > frame_height or width > frame_width:
+        raise LabelError(f"mask_rle size {height}x{width} is larger than the frame "
+                         f"({frame_height}x{frame_width})")
+    if len(mask_rle["counts"]) > height * width + 1:
+        raise LabelError("mask_rle has more runs than the mask has pixels")
     if sum(mask_rle["counts"]) != height * width:
         raise LabelError(f"mask_rle runs cover {sum(mask_rle['counts'])} pixels, "
                          f"the mask has {height * width}")
@@ -71,7 +84,9 @@ def add_label(session: Session, *, verdict_id: int, label: str, author: str,
     if label == "missing_region":
         if mask_rle is None:
             raise LabelError("a missing region needs mask_rle")
-        _check_rle(mask_rle)
+        frame = session.get(Frame, verdict.frame_id)
+        assert frame is not None  # verdicts.frame_id is a foreign key
+        _check_rle(mask_rle, frame.height, frame.width)
     elif mask_rle is not None:
         raise LabelError("mask_rle is only for label 'missing_region'")
     row = OperatorLabel(verdict_id=verdict_id, region_id=region_id, label=label,

@@ -206,5 +206,7 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # Every token expires: a leaked or forgotten one stops working by itself.
+    expires_at: Mapped[datetime]
 
 

@@ -107,7 +107,8 @@ def seed(engine: Engine, frame_image: Path | None = None) -> Seeded:
         for r in records:
             session.execute(update(Frame).where(Frame.id == r.frame_id)
                             .values(image_bytes=frame_png))
-        tokens = {role: create_token(session, name=f"{role}-tester", role=role)[1]
+        tokens = {role: create_token(session, name=f"{role}-tester", role=role,
+                                           expires_in=timedelta(days=90))[1]
                   for role in ("viewer", "operator", "admin")}
         for version, status in (("bottle-v1", "active"), ("bottle-v2", "candidate"),
                                 ("bottle-v0", "rejected")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,7 +50,8 @@ def test_malformed_params_without_token_are_401_not_422(client: TestClient) -> N
 
 def test_revoked_token_is_refused(client: TestClient, pg_engine: Engine) -> None:
     with transaction(make_session_factory(pg_engine)) as session:
-        _, secret = create_token(session, name="temp", role="admin")
+        _, secret = create_token(session, name="temp", role="admin",
+                                 expires_in=timedelta(days=1))
     headers = {"Authorization": f"Bearer {secret}"}
     assert client.get("/api/v1/live", headers=headers).status_code == 200
     with transaction(make_session_factory(pg_engine)) as session:

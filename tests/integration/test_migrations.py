@@ -1,19 +1,23 @@
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.orm import Session
 
 from pipeline.storage.database import make_engine
 from pipeline.storage.migrate import current_revision, downgrade, head_revision, upgrade
 from pipeline.storage.models import Base
+from pipeline.storage.tokens import hash_token, verify_token
 from tests.conftest import _admin_engine
 
 pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _schema_diff(engine: Engine) -> list:
@@ -57,7 +61,9 @@ def empty_postgres_url() -> str:
 
 def test_cli_db_upgrade_creates_schema_then_is_a_no_op(empty_postgres_url: str,
                                                        tmp_path: Path) -> None:
-    env = {"CLAD_DATABASE_URL": empty_postgres_url, "PATH": "/usr/bin:/bin"}
+    # PYTHONPATH: the checkout under test runs, not whichever copy is installed in the venv.
+    env = {"CLAD_DATABASE_URL": empty_postgres_url, "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "workers.cli", "db", "upgrade"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
                            check=False)
@@ -70,3 +76,27 @@ def test_cli_db_upgrade_creates_schema_then_is_a_no_op(empty_postgres_url: str,
     engine = make_engine(empty_postgres_url)
     assert _schema_diff(engine) == []
     engine.dispose()
+
+
+def test_tokens_issued_before_expiry_existed_get_the_default_lifetime(
+        empty_postgres_url: str) -> None:
+    engine = make_engine(empty_postgres_url)
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO api_tokens (name, token_hash, role, created_at) "
+                "VALUES ('old', :hash, 'admin', now() - interval '400 days')"),
+                {"hash": hash_token("an-old-secret")})
+        start = datetime.now(UTC)
+        upgrade(engine)
+        end = datetime.now(UTC)
+        with engine.connect() as connection:
+            expires = connection.execute(text("SELECT expires_at FROM api_tokens")).scalar_one()
+        assert start + timedelta(days=90) <= expires <= end + timedelta(days=90)
+        with Session(engine) as session:
+            assert verify_token(session, "an-old-secret") is not None
+            assert verify_token(session, "an-old-secret", now=end + timedelta(days=91)) is None
+        assert _schema_diff(engine) == []
+    finally:
+        engine.dispose()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
@@ -16,6 +18,7 @@ from pipeline.settings import Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.tokens import ensure_bootstrap_token
 from workers.api import console, routes_history, routes_labels
+from workers.api.auth import require
 from workers.api.errors import install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -35,20 +38,50 @@ def create_app(settings: Settings, engine: Engine, *,
         description="Defect history, verdicts with heatmaps and regions, operator labels "
                     "and model versions. Authenticate with `Authorization: Bearer <token>`; "
                     "roles: viewer (read) < operator (label) < admin (promote models).",
+        # Served (or not) by _add_docs according to CLAD_API_DOCS.
+        openapi_url=None, docs_url=None, redoc_url=None,
     )
     app.state.settings = settings
     app.state.sessions = make_session_factory(engine)
     app.state.clock = clock
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    # The console links to /docs only where CLAD_API_DOCS serves it.
+    app.state.templates.env.globals["api_docs"] = settings.api.api_docs != "off"
     install_error_handlers(app)
     app.include_router(routes_history.router)
     app.include_router(routes_labels.router)
     app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    if settings.api.api_docs != "off":
+        _add_docs(app, public=settings.api.api_docs == "public")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        # Liveness (deploy/ probes it): the process answers. It does not ask the
+        # database, so an outage gives 503s on data routes, not a restart loop.
+        return {"status": "ok"}
 
     bootstrap = settings.api.api_bootstrap_token
     if bootstrap is not None:
         with transaction(app.state.sessions) as session:
-            if ensure_bootstrap_token(session, bootstrap.get_secret_value()):
+            if ensure_bootstrap_token(session, bootstrap.get_secret_value(),
+                                      expires_in=timedelta(days=settings.api.api_token_days)):
                 log.info("stored the bootstrap admin token (CLAD_API_BOOTSTRAP_TOKEN)")
     return app
+
+
+def _add_docs(app: FastAPI, *, public: bool) -> None:
+    """/openapi.json and /docs; unless public, the document needs a valid token.
+
+    The /docs page itself holds no data; in a browser it fetches the document
+    with the console's session cookie, so signing in to the console first opens it.
+    """
+    guard = [] if public else [Depends(require("viewer"))]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs_page() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} docs")

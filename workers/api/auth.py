@@ -28,6 +28,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+# scope="function": the commit runs before the response is sent, so a commit that
+# fails is the client's error (503), never a 201 for a label that was not stored.
+# FastAPI's default scope runs the code after `yield` once the response is out.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
 def presented_secret(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is not None:
@@ -43,14 +49,11 @@ def presented_secret(request: Request) -> str | None:
     return cookie
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
 def current_principal(request: Request, session: SessionDep) -> Principal:
     secret = presented_secret(request)
-    principal = verify_token(session, secret) if secret else None
+    principal = verify_token(session, secret, now=request.app.state.clock()) if secret else None
     if principal is None:
-        raise ApiError(401, "missing, unknown or revoked token",
+        raise ApiError(401, "missing, unknown, revoked or expired token",
                        headers={"WWW-Authenticate": "Bearer"})
     request.state.principal = principal
     return principal

@@ -7,7 +7,7 @@ valid one they redirect to the login page and render nothing.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -20,7 +20,7 @@ from pipeline.storage.models import Camera, Region
 from pipeline.storage.tokens import Principal, role_allows, verify_token
 from workers.api.auth import COOKIE, SessionDep
 from workers.api.errors import ApiError
-from workers.api.params import CursorDep, FilterDep, LimitDep, encode_cursor
+from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.routes_history import latest_per_camera, summaries, verdict_detail
 
 router = APIRouter(include_in_schema=False)
@@ -32,7 +32,7 @@ class Login(BaseModel):
 
 def _principal(request: Request, session: Session) -> Principal | None:
     secret = request.cookies.get(COOKIE)
-    return verify_token(session, secret) if secret else None
+    return verify_token(session, secret, now=request.app.state.clock()) if secret else None
 
 
 def _to_login(request: Request) -> Response:
@@ -47,18 +47,32 @@ def _render(request: Request, template: str, principal: Principal | None,
         request, template, {"principal": principal, "can_label": can_label, **context})
 
 
+def same_origin_path(target: str) -> str:
+    """`target` if it is a path on this console, else the console home ("/").
+
+    Browsers read a backslash as a slash and drop tabs and newlines from URLs,
+    so a slash followed by a backslash or a tab and a slash reaches another host
+    like "//evil.example" would: backslashes and control characters are refused.
+    """
+    if (not target.startswith("/") or target.startswith("//")
+            or any(c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in target)):
+        return "/"
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else "/"
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/") -> Response:
-    # Only same-site paths: never bounce a fresh login to another host.
-    safe_next = next if next.startswith("/") and not next.startswith("//") else "/"
-    return _render(request, "login.html", None, next=safe_next)
+    # Only paths on this console: never bounce a fresh login to another host.
+    return _render(request, "login.html", None, next=same_origin_path(next))
 
 
 @router.post("/console/session")
-def login(body: Login, response: Response, session: SessionDep) -> dict:
-    principal: Principal | None = verify_token(session, body.token.strip())
+def login(body: Login, request: Request, response: Response, session: SessionDep) -> dict:
+    principal: Principal | None = verify_token(session, body.token.strip(),
+                                               now=request.app.state.clock())
     if principal is None:
-        raise ApiError(401, "unknown or revoked token")
+        raise ApiError(401, "unknown, revoked or expired token")
     response.set_cookie(COOKIE, body.token.strip(), httponly=True, samesite="strict",
                         max_age=12 * 3600, path="/")
     return {"name": principal.name, "role": principal.role}
@@ -97,7 +111,7 @@ def history_page(request: Request, f: FilterDep,
 
 
 @router.get("/verdicts/{verdict_id}", response_class=HTMLResponse)
-def verdict_page(verdict_id: int, request: Request,
+def verdict_page(verdict_id: VerdictId, request: Request,
                  session: SessionDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)

@@ -6,16 +6,25 @@ or 403 body says only that, never anything about the data asked for.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 _CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 422: "invalid_request",
-          500: "internal_error"}
+          500: "internal_error", 503: "unavailable"}
+# The database cannot be reached, dropped the connection, or the pool is exhausted:
+# the request may succeed later, which is what 503 says (a 500 says it never will).
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeoutError)
 
 
 class ApiError(HTTPException):
@@ -58,3 +67,48 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ", ".join(d["loc"] for d in details) or "request"
         return JSONResponse(error_body(422, f"invalid parameters: {where}", details=details),
                             status_code=422)
+
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # The driver's message may name hosts and users: it goes to the log, not the client.
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
+                    getattr(exc, "orig", None) or exc)
+        return JSONResponse(error_body(503, "the database is unavailable; retry later",
+                                       "database_unavailable"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, _database_down)
+
+    app.add_middleware(UnforeseenErrorAsJson)
+
+
+class UnforeseenErrorAsJson:
+    """Any exception no handler took becomes a logged, JSON 500.
+
+    An `Exception` handler would run in Starlette's outermost middleware, which
+    re-raises after answering, and uvicorn then drops the connection: a client's
+    next request on it would fail too. Answering here ends the request cleanly.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:  # half a response is out: nothing sane can follow it
+                raise
+            await JSONResponse(error_body(500, "internal error"), status_code=500)(
+                scope, receive, send)

@@ -10,10 +10,11 @@ import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import Depends, Query
+from fastapi import Depends, Path, Query
 from fastapi.exceptions import RequestValidationError
 
 from pipeline.storage.history import MAX_PAGE, Cursor, HistoryFilter
+from workers.api.values import MAX_DB_ID, Instant, Text, in_range_utc
 
 
 def _invalid(name: str, msg: str, value: object) -> RequestValidationError:
@@ -21,27 +22,19 @@ def _invalid(name: str, msg: str, value: object) -> RequestValidationError:
                                     "msg": msg, "input": value}])
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # A time without an offset is taken as UTC, the zone everything is stored in.
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def history_filter(
-    line: Annotated[str | None, Query(max_length=64, description="Production line id.")] = None,
-    camera: Annotated[str | None, Query(max_length=64, description="Camera id.")] = None,
-    product: Annotated[str | None, Query(max_length=100)] = None,
-    since: Annotated[datetime | None,
-                     Query(description="Captured at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Captured before (ISO 8601).")] = None,
+    line: Annotated[Text | None, Query(max_length=64, description="Production line id.")] = None,
+    camera: Annotated[Text | None, Query(max_length=64, description="Camera id.")] = None,
+    product: Annotated[Text | None, Query(max_length=100)] = None,
+    since: Annotated[Instant | None, Query(
+        description="Captured at or after (ISO 8601; no offset means UTC).")] = None,
+    until: Annotated[Instant | None, Query(description="Captured before (ISO 8601).")] = None,
     verdict: Literal["normal", "anomalous"] | None = None,
-    defect: Annotated[str | None, Query(
+    defect: Annotated[Text | None, Query(
         max_length=200, description="Exact defect kind (region description).")] = None,
     min_score: Annotated[float | None, Query(allow_inf_nan=False)] = None,
     max_score: Annotated[float | None, Query(allow_inf_nan=False)] = None,
 ) -> HistoryFilter:
-    since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
         raise _invalid("until", "must be later than since", until.isoformat())
     if min_score is not None and max_score is not None and min_score > max_score:
@@ -67,7 +60,10 @@ def page_cursor(
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, ident = raw.partition("|")
-        return Cursor(datetime.fromisoformat(when), int(ident))
+        key = int(ident)
+        if not 1 <= key <= MAX_DB_ID:
+            raise ValueError("id out of range")
+        return Cursor(in_range_utc(datetime.fromisoformat(when)), key)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise _invalid("cursor", "not a cursor returned by this API", cursor) from None
 
@@ -76,6 +72,7 @@ def page_limit(limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> int:
     return limit
 
 
+VerdictId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="Verdict id.")]
 FilterDep = Annotated[HistoryFilter, Depends(history_filter)]
 CursorDep = Annotated[Cursor | None, Depends(page_cursor)]
 LimitDep = Annotated[int, Depends(page_limit)]

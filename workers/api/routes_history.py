@@ -16,7 +16,7 @@ from pipeline.storage.labels import labels_for
 from pipeline.storage.models import Camera, Frame, Region, Verdict
 from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
-from workers.api.params import CursorDep, FilterDep, LimitDep, encode_cursor
+from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.schemas import (
     KindOut,
     LabelOut,
@@ -81,7 +81,7 @@ def verdict_detail(session: Session, verdict_id: int) -> VerdictDetail:
 
 @router.get("/verdicts/{verdict_id}", response_model=VerdictDetail,
             summary="One verdict with its regions and labels")
-def get_verdict(verdict_id: int, session: SessionDep) -> VerdictDetail:
+def get_verdict(verdict_id: VerdictId, session: SessionDep) -> VerdictDetail:
     return verdict_detail(session, verdict_id)
 
 
@@ -93,7 +93,7 @@ def _frame(session: Session, verdict: Verdict) -> Frame:
 
 @router.get("/verdicts/{verdict_id}/overlay.png", response_class=Response, responses=PNG,
             summary="Frame with the heatmap and region outlines")
-def overlay(verdict_id: int, request: Request,
+def overlay(verdict_id: VerdictId, request: Request,
             session: SessionDep) -> Response:
     from workers.api.images import overlay_png
 
@@ -106,8 +106,8 @@ def overlay(verdict_id: int, request: Request,
 
 @router.get("/verdicts/{verdict_id}/masks.png", response_class=Response, responses=PNG,
             summary="Region masks: pixel = region index + 1, or 0/255 for ?region=")
-def masks(verdict_id: int, session: SessionDep,
-          region: Annotated[int | None, Query(ge=0)] = None) -> Response:
+def masks(verdict_id: VerdictId, session: SessionDep,
+          region: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> Response:
     from workers.api.images import masks_png
 
     verdict, height, width = load_verdict(session, verdict_id)
@@ -118,7 +118,7 @@ def masks(verdict_id: int, session: SessionDep,
 
 @router.get("/verdicts/{verdict_id}/frame", response_class=Response,
             summary="The original frame bytes, if kept")
-def frame(verdict_id: int, request: Request,
+def frame(verdict_id: VerdictId, request: Request,
           session: SessionDep) -> Response:
     verdict, _, _ = load_verdict(session, verdict_id)
     row = _frame(session, verdict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 
 from pipeline.storage.labels import LabelError, add_label, labels_for
@@ -13,7 +13,9 @@ from pipeline.storage.repository import activate_model_version
 from pipeline.storage.tokens import Principal
 from workers.api.auth import SessionDep, current_principal, require
 from workers.api.errors import ApiError
+from workers.api.params import VerdictId
 from workers.api.schemas import LabelIn, LabelOut, ModelVersionOut
+from workers.api.values import Text
 
 router = APIRouter(prefix="/api/v1")
 
@@ -25,7 +27,7 @@ def me(principal: Annotated[Principal, Depends(current_principal)]) -> dict[str,
 
 @router.get("/verdicts/{verdict_id}/labels", response_model=list[LabelOut], tags=["labels"],
             dependencies=[Depends(require("viewer"))])
-def get_labels(verdict_id: int, session: SessionDep) -> list[LabelOut]:
+def get_labels(verdict_id: VerdictId, session: SessionDep) -> list[LabelOut]:
     if session.get(Verdict, verdict_id) is None:
         raise ApiError(404, f"verdict {verdict_id} not found")
     return [LabelOut.model_validate(x, from_attributes=True)
@@ -34,14 +36,15 @@ def get_labels(verdict_id: int, session: SessionDep) -> list[LabelOut]:
 
 @router.post("/verdicts/{verdict_id}/labels", response_model=LabelOut, status_code=201,
              tags=["labels"], summary="Confirm, reject or correct a verdict")
-def post_label(verdict_id: int, body: LabelIn,
+def post_label(verdict_id: VerdictId, body: LabelIn,
                principal: Annotated[Principal, Depends(require("operator"))],
                session: SessionDep) -> LabelOut:
     try:
         # The author is the token's name: who said it cannot be claimed in the body.
         row = add_label(session, verdict_id=verdict_id, label=body.label,
                         author=principal.name, region_id=body.region_id,
-                        description=body.description, mask_rle=body.mask_rle)
+                        description=body.description,
+                        mask_rle=body.mask_rle.model_dump(mode="json") if body.mask_rle else None)
     except LookupError as exc:
         raise ApiError(404, str(exc)) from None
     except LabelError as exc:
@@ -52,7 +55,7 @@ def post_label(verdict_id: int, body: LabelIn,
 @router.get("/models", response_model=list[ModelVersionOut], tags=["models"],
             dependencies=[Depends(require("viewer"))], summary="Model versions and metrics")
 def list_models(session: SessionDep,
-                product: Annotated[str | None, Query(max_length=100)] = None,
+                product: Annotated[Text | None, Query(max_length=100)] = None,
                 ) -> list[ModelVersionOut]:
     stmt = select(ModelVersion).order_by(ModelVersion.product, ModelVersion.created_at.desc())
     if product:
@@ -64,7 +67,7 @@ def list_models(session: SessionDep,
 @router.post("/models/{version}/promote", response_model=ModelVersionOut, tags=["models"],
              dependencies=[Depends(require("admin"))],
              summary="Make a version the active model of its product")
-def promote(version: str, session: SessionDep) -> ModelVersionOut:
+def promote(version: Annotated[Text, Path(max_length=100)], session: SessionDep) -> ModelVersionOut:
     row = session.scalars(select(ModelVersion).where(ModelVersion.version == version)).first()
     if row is None:
         raise ApiError(404, f"model version {version!r} not found")

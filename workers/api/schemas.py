@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
+
+from workers.api.values import DbId, Text
+
+# A mask is never larger than a frame, and frames stop at 32768 px a side.
+MAX_MASK_SIDE = 32768
+MaskSide = Annotated[StrictInt, Field(ge=1, le=MAX_MASK_SIDE)]
+RunLength = Annotated[StrictInt, Field(ge=0, le=MAX_MASK_SIDE * MAX_MASK_SIDE)]
 
 
 class VerdictSummary(BaseModel):
@@ -62,13 +69,18 @@ class VerdictDetail(VerdictSummary):
     links: dict[str, str]
 
 
+class MaskRle(BaseModel):
+    """COCO uncompressed RLE: column-major runs, starting with background."""
+
+    size: tuple[MaskSide, MaskSide] = Field(description="[height, width] in pixels.")
+    counts: list[RunLength] = Field(description="Run lengths; they sum to height * width.")
+
+
 class LabelIn(BaseModel):
     label: Literal["anomalous", "normal", "description", "missing_region"]
-    region_id: int | None = None
-    description: str | None = Field(None, max_length=200)
-    mask_rle: dict[str, Any] | None = Field(
-        None, description="COCO uncompressed RLE {size: [h, w], counts: [...]}, "
-                          "column-major, starting with background.")
+    region_id: DbId | None = None
+    description: Text | None = Field(None, max_length=200)
+    mask_rle: MaskRle | None = None
 
 
 class RateOut(BaseModel):
