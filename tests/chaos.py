@@ -176,7 +176,8 @@ def _schedule(plan: ChaosPlan, rng: random.Random) -> list[str]:
 
 
 def run_chaos(plan: ChaosPlan, *, bootstrap: str, postgres_url: str, redis_url: str,
-              workdir: Path, say: Callable[[str], None] = print) -> ChaosReport:
+              workdir: Path, say: Callable[[str], None] | None = None) -> ChaosReport:
+    say = say or (lambda line: print(line, flush=True))
     rng = random.Random(plan.seed)
     report = ChaosReport()
     started = time.monotonic()
