@@ -114,3 +114,45 @@ def test_filter_open_anomalous_verdict_see_overlay_and_label(
         labels = session.scalars(select(OperatorLabel).where(
             OperatorLabel.verdict_id == verdict_id)).all()
     assert [(x.label, x.author) for x in labels] == [("anomalous", "operator-tester")]
+
+
+def _signed_in_page(p, chromium: Path, base_url: str, token: str, path: str):  # noqa: ANN001, ANN202
+    browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                args=["--no-sandbox", "--disable-dev-shm-usage"])
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(f"{base_url}{path}")
+    page.fill("#token", token)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(f"{base_url}{path}")
+    return browser, page
+
+
+def test_trends_charts_plot_the_seeded_rates(chromium: Path, base_url: str,
+                                             seeded: Seeded) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser, page = _signed_in_page(p, chromium, base_url, seeded.tokens["viewer"],
+                                        "/trends")
+        page.wait_for_function("() => document.getElementById('trends').dataset.ready === '1'")
+        rate = page.evaluate("""() => { const c = window.cladCharts.rate.data;
+            return {labels: c.labels, sets: c.datasets.map((d) => [d.label, d.data])}; }""")
+        kinds = page.evaluate("""() => window.cladCharts.kinds.data.datasets.map(
+            (d) => [d.label, d.data])""")
+        scores = page.evaluate("""() => window.cladCharts.scores.data.datasets.map(
+            (d) => [d.label, d.data.map((p) => p.y), d.data.map((p) => p.x)])""")
+        drawn = page.evaluate("""() => window.cladCharts.rate.getDatasetMeta(0).data.length""")
+        page.screenshot(path=str(ARTIFACTS / "console_trends.png"), full_page=True)
+        browser.close()
+
+    # Seed: scores i/24 every 10 min from 08:00; anomalous from 0.5 (i >= 12, 10:00 on).
+    assert rate["labels"] == ["2026-11-23 08:00", "2026-11-23 09:00", "2026-11-23 10:00",
+                              "2026-11-23 11:00"]
+    assert rate["sets"] == [["line-1", [0, 0, 100, 100]], ["line-2", [0, 0, 100, 100]]]
+    assert drawn == 4  # a point element per bucket, not just a canvas
+    assert kinds == [["contamination", [0, 0, 2, 1]], ["crack in the body", [0, 0, 3, 3]],
+                     ["scratch on the neck", [0, 0, 3, 3]]]
+    normal, anomalous, threshold = scores
+    assert sum(normal[1]) == 12 and sum(anomalous[1]) == 12
+    assert threshold[0] == "threshold 0.500" and threshold[2] == [0.5, 0.5]

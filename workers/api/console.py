@@ -6,7 +6,7 @@ valid one they redirect to the login page and render nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
@@ -16,12 +16,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipeline.storage import history
-from pipeline.storage.models import Camera, Region
+from pipeline.storage.models import Camera, ProductionLine, Region, Verdict
 from pipeline.storage.tokens import Principal, role_allows, verify_token
 from workers.api.auth import COOKIE, SessionDep
 from workers.api.errors import ApiError
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
-from workers.api.routes_history import latest_per_camera, summaries, verdict_detail
+from workers.api.routes_history import (
+    latest_per_camera,
+    series_window,
+    summaries,
+    verdict_detail,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -116,3 +121,29 @@ def verdict_page(verdict_id: VerdictId, request: Request,
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
     return _render(request, "verdict.html", principal, v=verdict_detail(session, verdict_id))
+
+
+@router.get("/trends", response_class=HTMLResponse)
+def trends_page(request: Request, f: FilterDep, session: SessionDep,
+                by: Literal["line", "camera", "product"] = "line",
+                bucket: Literal["hour", "shift", "day", "week"] = "hour") -> Response:
+    if (principal := _principal(request, session)) is None:
+        return _to_login(request)
+    window = series_window(request, f, bucket)
+    assert window.since is not None and window.until is not None
+    # The charts fetch with the resolved period, so what they draw is what the page says.
+    query = {k: v for k, v in {"product": f.product, "line": f.line_id, "camera": f.camera_id,
+                               "by": by, "bucket": bucket,
+                               "since": window.since.isoformat(),
+                               "until": window.until.isoformat()}.items() if v}
+    args = {**{k: v for k, v in request.query_params.items() if v}, "by": by, "bucket": bucket}
+    return _render(request, "trends.html", principal, args=args, query=urlencode(query),
+                   since=window.since, until=window.until,
+                   # Products seen in the period: a DISTINCT over all time would scan it all.
+                   products=list(session.scalars(
+                       select(Verdict.product).distinct().where(
+                           Verdict.captured_at >= window.since,
+                           Verdict.captured_at < window.until)
+                       .order_by(Verdict.product).limit(200))),
+                   lines=list(session.scalars(select(ProductionLine.id)
+                                              .order_by(ProductionLine.id))))

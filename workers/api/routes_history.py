@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from pipeline.storage import history
+from pipeline.storage import history, trends
 from pipeline.storage.frame_store import load_frame
 from pipeline.storage.labels import labels_for
 from pipeline.storage.models import Camera, Frame, Region, Verdict
@@ -18,10 +18,13 @@ from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.schemas import (
+    HistogramOut,
     KindOut,
+    KindPointOut,
     LabelOut,
     RateOut,
     RegionOut,
+    SeriesPointOut,
     TrendOut,
     VerdictDetail,
     VerdictPage,
@@ -173,3 +176,52 @@ def trend(request: Request, f: FilterDep, session: SessionDep,
     return TrendOut(since=window.since, until=window.until, current=_rate(t.current),
                     previous=_rate(t.previous), rate_change=t.rate_change,
                     kinds=[{**k.__dict__, "change": k.change} for k in t.kinds])
+
+
+# Buckets per series are capped so a year of hours cannot be asked for in one go.
+_DEFAULT_PERIOD = {"hour": timedelta(hours=24), "shift": timedelta(days=7),
+                   "day": timedelta(days=30), "week": timedelta(weeks=26)}
+_MAX_PERIOD = {"hour": timedelta(days=31), "shift": timedelta(days=92),
+               "day": timedelta(days=731), "week": timedelta(days=3660)}
+
+
+def series_window(request: Request, f: history.HistoryFilter,
+                   bucket: str) -> history.HistoryFilter:
+    window = f.window(request.app.state.clock(), _DEFAULT_PERIOD[bucket])
+    assert window.since is not None and window.until is not None
+    if window.until - window.since > _MAX_PERIOD[bucket]:
+        raise ApiError(422, f"a {bucket} series covers at most "
+                            f"{_MAX_PERIOD[bucket].days} days; narrow since/until")
+    return window
+
+
+@router.get("/aggregates/defect-rate-series", response_model=list[SeriesPointOut],
+            tags=["aggregates"],
+            summary="Defect rate per time bucket and line, camera or product")
+def defect_rate_series(request: Request, f: FilterDep, session: SessionDep,
+                       by: Literal["line", "camera", "product"] = "line",
+                       bucket: Literal["hour", "shift", "day", "week"] = "hour",
+                       ) -> list[SeriesPointOut]:
+    window = series_window(request, f, bucket)
+    return [SeriesPointOut(bucket=p.bucket, key=p.key, total=p.total, anomalous=p.anomalous,
+                           rate=p.rate)
+            for p in trends.rate_series(session, window, by=by, bucket=bucket)]
+
+
+@router.get("/aggregates/defect-kinds-series", response_model=list[KindPointOut],
+            tags=["aggregates"], summary="Verdicts per defect kind and time bucket")
+def defect_kinds_series(request: Request, f: FilterDep, session: SessionDep,
+                        bucket: Literal["hour", "shift", "day", "week"] = "hour",
+                        ) -> list[KindPointOut]:
+    window = series_window(request, f, bucket)
+    return [KindPointOut(**p.__dict__)
+            for p in trends.kind_series(session, window, bucket=bucket)]
+
+
+@router.get("/aggregates/score-histogram", response_model=HistogramOut, tags=["aggregates"],
+            summary="Scores of normal and anomalous verdicts, with the threshold")
+def score_histogram(request: Request, f: FilterDep, session: SessionDep,
+                    bins: Annotated[int, Query(ge=1, le=trends.MAX_BINS)] = 40,
+                    ) -> HistogramOut:
+    window = f.window(request.app.state.clock(), timedelta(hours=24))
+    return HistogramOut(**trends.score_histogram(session, window, bins=bins).__dict__)

@@ -121,3 +121,25 @@ class ModelVersionOut(BaseModel):
     metrics: dict[str, Any]
     created_at: datetime
     promoted_at: datetime | None
+
+
+class SeriesPointOut(BaseModel):
+    bucket: datetime = Field(description="Start of the time bucket (UTC).")
+    key: str = Field(description="Line, camera or product id.")
+    total: int
+    anomalous: int
+    rate: float
+
+
+class KindPointOut(BaseModel):
+    bucket: datetime
+    description: str
+    verdicts: int
+
+
+class HistogramOut(BaseModel):
+    edges: list[float] = Field(description="Bin edges, one more than the counts.")
+    normal: list[int]
+    anomalous: list[int]
+    threshold: float | None = Field(description="Threshold of the newest verdict.")
+    thresholds: list[float] = Field(description="Every threshold in the window.")
