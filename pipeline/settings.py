@@ -152,6 +152,32 @@ class ApiSettings(BaseSettings):
         return value
 
 
+class ReviewSettings(BaseSettings):
+    """The console's review queue of verdicts the model was unsure about."""
+
+    model_config = _COMMON
+
+    # Per product, the band around the threshold holding this share of the window's
+    # verdicts (the ones closest to it) is "near the threshold".
+    review_band_fraction: float = Field(0.10, gt=0.0, le=1.0)
+    # Verdicts older than this are neither calibrated on nor queued.
+    review_window_hours: int = Field(168, ge=1, le=24 * 366)
+    # Regions whose description starts with this (any case) are queued too.
+    review_unclear_prefix: str = Field("unclear", min_length=1, max_length=100)
+
+
+class AlarmSettings(BaseSettings):
+    """Defect-rate alarms, evaluated by the API process on a timer."""
+
+    model_config = _COMMON
+
+    # Seconds between evaluations of the alarm rules; 0 turns the evaluator off
+    # (tests, or when another API replica evaluates).
+    alarm_interval_s: float = Field(60.0, ge=0, le=24 * 3600)
+    # Kafka topic that gets one event per alarm raised (needs a real broker address).
+    alarm_topic: str = Field("alarms", min_length=1, max_length=249)
+
+
 class Settings(BaseSettings):
     """Every concern's settings, each read from CLAD_* variables."""
 
@@ -163,6 +189,8 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
 
 
 class SettingsError(ValueError):
@@ -180,6 +208,8 @@ def load_settings(env_file: Path | None = None) -> Settings:
             model=ModelSettings(**kwargs),
             worker=WorkerSettings(**kwargs),
             api=ApiSettings(**kwargs),
+            review=ReviewSettings(**kwargs),
+            alarms=AlarmSettings(**kwargs),
         )
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.settings import Settings
 from pipeline.storage.models import OperatorLabel
-from tests.integration.operator_data import T0, Seeded, seed, truncate
+from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
 from workers.api import create_app
 
 pytestmark = pytest.mark.e2e
@@ -156,3 +156,40 @@ def test_trends_charts_plot_the_seeded_rates(chromium: Path, base_url: str,
     normal, anomalous, threshold = scores
     assert sum(normal[1]) == 12 and sum(anomalous[1]) == 12
     assert threshold[0] == "threshold 0.500" and threshold[2] == [0.5, 0.5]
+
+
+def test_review_queue_lists_the_near_threshold_verdicts_and_one_key_labels(
+        chromium: Path, base_url: str, seeded: Seeded, pg_engine: Engine) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.integration.test_api_review import expected_queue
+
+    expected = [seeded.verdict_ids[i] for i in expected_queue(SPEC)]
+    assert len(expected) == 3  # scores 11/24, 12/24, 13/24 around the 0.5 threshold
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser, page = _signed_in_page(p, chromium, base_url, seeded.tokens["operator"],
+                                        "/review")
+        rows = page.locator("#review tbody tr[data-verdict]")
+        expect(rows).to_have_count(3)
+        assert [int(x) for x in rows.evaluate_all(
+            "(rows) => rows.map((r) => r.dataset.verdict)")] == expected
+        expect(page.locator("#review-waiting")).to_have_text("3")
+        page.wait_for_function("() => [...document.querySelectorAll('#review img.thumb')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=str(ARTIFACTS / "console_review.png"), full_page=True)
+        page.keyboard.press("n")  # the oldest row is selected: mark it normal
+        expect(rows).to_have_count(2)
+        expect(page.locator("#review-waiting")).to_have_text("2")
+        expect(page.locator("#review-status")).to_have_text(
+            f"Verdict {expected[0]}: normal by operator-tester")
+        assert [int(x) for x in rows.evaluate_all(
+            "(rows) => rows.map((r) => r.dataset.verdict)")] == expected[1:]
+        page.reload()
+        expect(rows).to_have_count(2)  # gone for good, not only from the page
+        browser.close()
+
+    with Session(pg_engine) as session:
+        labels = session.scalars(select(OperatorLabel).where(
+            OperatorLabel.verdict_id == expected[0])).all()
+    assert [(x.label, x.author) for x in labels] == [("normal", "operator-tester")]

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from pipeline.settings import Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.tokens import ensure_bootstrap_token
-from workers.api import console, routes_history, routes_labels
+from workers.api import console, routes_history, routes_labels, routes_review
 from workers.api.auth import require
 from workers.api.errors import install_error_handlers
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings, engine: Engine, *,
     install_error_handlers(app)
     app.include_router(routes_history.router)
     app.include_router(routes_labels.router)
+    app.include_router(routes_review.router)
     app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     if settings.api.api_docs != "off":

@@ -27,6 +27,7 @@ from workers.api.routes_history import (
     summaries,
     verdict_detail,
 )
+from workers.api.routes_review import load_review
 
 router = APIRouter(include_in_schema=False)
 
@@ -147,3 +148,11 @@ def trends_page(request: Request, f: FilterDep, session: SessionDep,
                        .order_by(Verdict.product).limit(200))),
                    lines=list(session.scalars(select(ProductionLine.id)
                                               .order_by(ProductionLine.id))))
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, session: SessionDep, limit: LimitDep) -> Response:
+    if (principal := _principal(request, session)) is None:
+        return _to_login(request)
+    return _render(request, "review.html", principal, q=load_review(request, session, limit),
+                   window_hours=request.app.state.settings.review.review_window_hours)

@@ -54,3 +54,19 @@ def masks_png(verdict: Verdict, height: int, width: int, region_index: int | Non
     if not ok:
         raise RuntimeError("OpenCV failed to encode the mask")
     return buf.tobytes()
+
+
+def shrink_png(png: bytes, max_side: int) -> bytes:
+    """The picture scaled down so its longer side is at most `max_side` (thumbnails)."""
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise RuntimeError("OpenCV failed to decode its own PNG")
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode the thumbnail")
+    return buf.tobytes()

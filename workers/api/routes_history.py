@@ -97,13 +97,19 @@ def _frame(session: Session, verdict: Verdict) -> Frame:
 @router.get("/verdicts/{verdict_id}/overlay.png", response_class=Response, responses=PNG,
             summary="Frame with the heatmap and region outlines")
 def overlay(verdict_id: VerdictId, request: Request,
-            session: SessionDep) -> Response:
-    from workers.api.images import overlay_png
+            session: SessionDep,
+            max_side: Annotated[int | None, Query(
+                ge=16, le=4096, description="Scale down to this longer side (thumbnails).")
+            ] = None) -> Response:
+    from workers.api.images import overlay_png, shrink_png
 
     verdict, height, width = load_verdict(session, verdict_id)
     frame = _frame(session, verdict)
     data = load_frame(frame, request.app.state.settings.api.frame_dir)
-    return Response(overlay_png(verdict, data, height, width), media_type="image/png",
+    png = overlay_png(verdict, data, height, width)
+    if max_side is not None:
+        png = shrink_png(png, max_side)
+    return Response(png, media_type="image/png",
                     headers={"Cache-Control": "private, max-age=300"})
 
 

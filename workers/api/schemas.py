@@ -143,3 +143,25 @@ class HistogramOut(BaseModel):
     anomalous: list[int]
     threshold: float | None = Field(description="Threshold of the newest verdict.")
     thresholds: list[float] = Field(description="Every threshold in the window.")
+
+
+class ReviewRegionOut(BaseModel):
+    id: int
+    index: int
+    description: str | None
+    confidence: float | None
+
+
+class ReviewItemOut(VerdictSummary):
+    reason: Literal["near_threshold", "unclear"]
+    regions: list[ReviewRegionOut]
+
+
+class ReviewQueueOut(BaseModel):
+    waiting: int = Field(description="Verdicts waiting for review (all, not only this page).")
+    fraction: float = Field(description="Share of each product's verdicts in its band.")
+    bands: dict[str, float] = Field(description="Per product: the band's half-width, "
+                                                "in score units around the threshold.")
+    since: datetime
+    until: datetime
+    items: list[ReviewItemOut] = Field(description="Oldest first.")
