@@ -1,5 +1,5 @@
 """The relational schema: lines, cameras, frames, verdicts, heatmaps, regions,
-operator labels, model versions and API tokens. Alembic owns the DDL."""
+operator labels, model versions, API tokens and alarms. Alembic owns the DDL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -37,6 +39,7 @@ VERDICT_LABELS = ("normal", "anomalous")
 MODEL_STATUSES = ("candidate", "active", "retired", "rejected")
 OPERATOR_LABELS = ("anomalous", "normal", "description", "missing_region")
 ROLES = ("viewer", "operator", "admin")
+ALARM_SCOPES = ("line", "camera")
 
 # BIGINT ids on Postgres; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -210,3 +213,55 @@ class ApiToken(Base):
     expires_at: Mapped[datetime]
 
 
+class AlarmRule(Base):
+    """Alarm when a line's or camera's defect rate over the last N minutes exceeds a bound."""
+
+    __tablename__ = "alarm_rules"
+    __table_args__ = (
+        CheckConstraint(_one_of("scope", ALARM_SCOPES), name="scope"),
+        CheckConstraint("max_rate >= 0 AND max_rate < 1", name="max_rate"),
+        CheckConstraint("window_minutes >= 1", name="window_minutes"),
+        CheckConstraint("min_verdicts >= 1", name="min_verdicts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(64))  # line or camera id
+    max_rate: Mapped[float] = mapped_column(Float)  # alarm when the rate is above this
+    window_minutes: Mapped[int] = mapped_column(Integer)
+    # Fewer verdicts than this in the window say too little to alarm on.
+    min_verdicts: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alarm(Base):
+    """One raising of a rule: open until the rate falls back (cleared_at)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        # At most one open alarm per rule, whoever evaluates: a rule that stays above
+        # its bound is raised (and published) once.
+        Index("uq_alarms_open_rule", "rule_id", unique=True,
+              postgresql_where=text("cleared_at IS NULL"),
+              sqlite_where=text("cleared_at IS NULL")),
+        Index("ix_alarms_raised_at", "raised_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alarm_rules.id"))
+    raised_at: Mapped[datetime]
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    total: Mapped[int]
+    anomalous: Mapped[int]
+    rate: Mapped[float] = mapped_column(Float)
+    cleared_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    # Set once the event is on the alarms topic; NULL rows are (re)sent by the evaluator.
+    published_at: Mapped[datetime | None]
+
+    rule: Mapped[AlarmRule] = relationship()

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from pipeline.settings import Settings
+from pipeline.settings import AlarmSettings, Settings
 from tests.integration.operator_data import T0, Seeded, seed, truncate
 from workers.api import create_app
 
@@ -29,4 +29,5 @@ def make_client(settings: Settings, pg_engine: Engine) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def client(pg_engine: Engine, seeded: Seeded) -> Iterator[TestClient]:
-    yield from make_client(Settings(), pg_engine)
+    # No alarm timer: tests that want an evaluation call app.state.alarms.run_once().
+    yield from make_client(Settings(alarms=AlarmSettings(alarm_interval_s=0)), pg_engine)

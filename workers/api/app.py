@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine
 
-from pipeline.settings import Settings
+from pipeline.settings import EMBEDDED_BROKER, Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.tokens import ensure_bootstrap_token
-from workers.api import console, routes_history, routes_labels, routes_review
+from workers.api import (
+    console,
+    routes_alarms,
+    routes_history,
+    routes_labels,
+    routes_review,
+)
+from workers.api.alarm_runner import AlarmEvaluator, AlarmMetrics, EventSender, KafkaSender
 from workers.api.auth import require
 from workers.api.errors import install_error_handlers
 
@@ -30,9 +39,27 @@ def _utcnow() -> datetime:
 
 
 def create_app(settings: Settings, engine: Engine, *,
-               clock: Callable[[], datetime] = _utcnow) -> FastAPI:
-    """The operator API and console over `engine` (schema already migrated)."""
+               clock: Callable[[], datetime] = _utcnow,
+               alarm_sender: EventSender | None = None) -> FastAPI:
+    """The operator API and console over `engine` (schema already migrated).
+
+    Alarm events go to `alarm_sender`, else to the alarms topic of the configured
+    broker; with the embedded (demo) broker address there is none and they wait.
+    """
+    if alarm_sender is None and settings.kafka.bootstrap_servers != EMBEDDED_BROKER:
+        alarm_sender = KafkaSender(settings.kafka, settings.alarms.alarm_topic)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.alarms.alarm_interval_s > 0:
+            app.state.alarms.start(settings.alarms.alarm_interval_s)
+        yield
+        app.state.alarms.stop()
+        if isinstance(alarm_sender, KafkaSender):
+            alarm_sender.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="clad-line operator API",
         version="1",
         description="Defect history, verdicts with heatmaps and regions, operator labels "
@@ -45,12 +72,16 @@ def create_app(settings: Settings, engine: Engine, *,
     app.state.sessions = make_session_factory(engine)
     app.state.clock = clock
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.metrics = CollectorRegistry()
+    app.state.alarms = AlarmEvaluator(app.state.sessions, AlarmMetrics(app.state.metrics),
+                                      clock, alarm_sender)
     # The console links to /docs only where CLAD_API_DOCS serves it.
     app.state.templates.env.globals["api_docs"] = settings.api.api_docs != "off"
     install_error_handlers(app)
     app.include_router(routes_history.router)
     app.include_router(routes_labels.router)
     app.include_router(routes_review.router)
+    app.include_router(routes_alarms.router)
     app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     if settings.api.api_docs != "off":
@@ -61,6 +92,11 @@ def create_app(settings: Settings, engine: Engine, *,
         # Liveness (deploy/ probes it): the process answers. It does not ask the
         # database, so an outage gives 503s on data routes, not a restart loop.
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require("viewer"))])
+    def metrics() -> Response:
+        # Prometheus scrapes with a viewer token (authorization: credentials_file).
+        return Response(generate_latest(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
     bootstrap = settings.api.api_bootstrap_token
     if bootstrap is not None:

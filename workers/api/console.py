@@ -16,11 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipeline.storage import history
-from pipeline.storage.models import Camera, ProductionLine, Region, Verdict
+from pipeline.storage.alarms import list_alarms
+from pipeline.storage.models import AlarmRule, Camera, ProductionLine, Region, Verdict
 from pipeline.storage.tokens import Principal, role_allows, verify_token
 from workers.api.auth import COOKIE, SessionDep
 from workers.api.errors import ApiError
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
+from workers.api.routes_alarms import alarm_out
 from workers.api.routes_history import (
     latest_per_camera,
     series_window,
@@ -47,10 +49,15 @@ def _to_login(request: Request) -> Response:
 
 
 def _render(request: Request, template: str, principal: Principal | None,
-            **context: Any) -> Response:
+            session: Session | None = None, **context: Any) -> Response:
     can_label = principal is not None and role_allows(principal.role, "operator")
+    is_admin = principal is not None and role_allows(principal.role, "admin")
+    # Every signed-in page carries the banner of active (unacknowledged) alarms.
+    alarms = ([alarm_out(a) for a in list_alarms(session, state="active", limit=20)]
+              if session is not None and principal is not None else [])
     return request.app.state.templates.TemplateResponse(
-        request, template, {"principal": principal, "can_label": can_label, **context})
+        request, template, {"principal": principal, "can_label": can_label,
+                            "is_admin": is_admin, "active_alarms": alarms, **context})
 
 
 def same_origin_path(target: str) -> str:
@@ -94,7 +101,7 @@ def logout(response: Response) -> dict:
 def live_page(request: Request, session: SessionDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
-    return _render(request, "live.html", principal,
+    return _render(request, "live.html", principal, session,
                    items=summaries(session, latest_per_camera(session)))
 
 
@@ -109,7 +116,8 @@ def history_page(request: Request, f: FilterDep,
     args = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
     nxt = encode_cursor(page.next_cursor)
     return _render(
-        request, "history.html", principal, items=summaries(session, page.items), args=args,
+        request, "history.html", principal, session, items=summaries(session, page.items),
+        args=args,
         next_url=f"/history?{urlencode({**args, 'cursor': nxt})}" if nxt else None,
         cameras=list(session.scalars(select(Camera.id).order_by(Camera.id))),
         kinds=list(session.scalars(select(Region.description).distinct().where(
@@ -121,7 +129,8 @@ def verdict_page(verdict_id: VerdictId, request: Request,
                  session: SessionDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
-    return _render(request, "verdict.html", principal, v=verdict_detail(session, verdict_id))
+    return _render(request, "verdict.html", principal, session,
+                   v=verdict_detail(session, verdict_id))
 
 
 @router.get("/trends", response_class=HTMLResponse)
@@ -138,7 +147,7 @@ def trends_page(request: Request, f: FilterDep, session: SessionDep,
                                "since": window.since.isoformat(),
                                "until": window.until.isoformat()}.items() if v}
     args = {**{k: v for k, v in request.query_params.items() if v}, "by": by, "bucket": bucket}
-    return _render(request, "trends.html", principal, args=args, query=urlencode(query),
+    return _render(request, "trends.html", principal, session, args=args, query=urlencode(query),
                    since=window.since, until=window.until,
                    # Products seen in the period: a DISTINCT over all time would scan it all.
                    products=list(session.scalars(
@@ -154,5 +163,20 @@ def trends_page(request: Request, f: FilterDep, session: SessionDep,
 def review_page(request: Request, session: SessionDep, limit: LimitDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
-    return _render(request, "review.html", principal, q=load_review(request, session, limit),
+    return _render(request, "review.html", principal, session,
+                   q=load_review(request, session, limit),
                    window_hours=request.app.state.settings.review.review_window_hours)
+
+
+@router.get("/alarms", response_class=HTMLResponse)
+def alarms_page(request: Request, session: SessionDep) -> Response:
+    if (principal := _principal(request, session)) is None:
+        return _to_login(request)
+    return _render(request, "alarms.html", principal, session,
+                   recent=[alarm_out(a) for a in list_alarms(session, state="all", limit=50)],
+                   rules=list(session.scalars(select(AlarmRule).order_by(AlarmRule.id))),
+                   lines=list(session.scalars(select(ProductionLine.id)
+                                              .order_by(ProductionLine.id))),
+                   cameras=list(session.scalars(select(Camera.id).order_by(Camera.id))),
+                   interval_s=request.app.state.settings.alarms.alarm_interval_s,
+                   topic=request.app.state.settings.alarms.alarm_topic)

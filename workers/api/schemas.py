@@ -165,3 +165,60 @@ class ReviewQueueOut(BaseModel):
     since: datetime
     until: datetime
     items: list[ReviewItemOut] = Field(description="Oldest first.")
+
+
+Rate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False,
+                              description="Alarm when the defect rate is above this "
+                                          "fraction (0.2 = 20 %).")]
+WindowMinutes = Annotated[StrictInt, Field(ge=1, le=7 * 24 * 60)]
+MinVerdicts = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+
+
+class AlarmRuleIn(BaseModel):
+    name: Text = Field(min_length=1, max_length=100)
+    scope: Literal["line", "camera"]
+    target: Text = Field(min_length=1, max_length=64, description="Line or camera id.")
+    max_rate: Rate
+    window_minutes: WindowMinutes
+    min_verdicts: MinVerdicts = 1
+    enabled: bool = True
+
+
+class AlarmRulePatch(BaseModel):
+    max_rate: Rate | None = None
+    window_minutes: WindowMinutes | None = None
+    min_verdicts: MinVerdicts | None = None
+    enabled: bool | None = None
+
+
+class AlarmRuleOut(BaseModel):
+    id: int
+    name: str
+    scope: str
+    target: str
+    max_rate: float
+    window_minutes: int
+    min_verdicts: int
+    enabled: bool
+    created_by: str
+    created_at: datetime
+
+
+class AlarmOut(BaseModel):
+    id: int
+    rule_id: int
+    rule: str
+    scope: str
+    target: str
+    max_rate: float
+    window_minutes: int
+    raised_at: datetime
+    window_start: datetime
+    window_end: datetime
+    total: int
+    anomalous: int
+    rate: float
+    cleared_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    published_at: datetime | None

@@ -1,10 +1,10 @@
 // The console's only script: sign in/out, drop empty filters, label buttons, live polling.
 "use strict";
 
-async function send(url, body) {
+async function send(url, body, method) {
   // Same-origin cookie auth; the header marks the request as the console's own.
   const response = await fetch(url, {
-    method: "POST", credentials: "same-origin",
+    method: method || "POST", credentials: "same-origin",
     headers: {"Content-Type": "application/json", "X-Clad-Console": "1"},
     body: JSON.stringify(body || {}),
   });
@@ -66,7 +66,37 @@ function pollLive(grid) {
   setTimeout(() => window.location.reload(), 5000);
 }
 
+function onAlarms() {
+  // Acknowledge from the banner or the alarms page; the banner goes once all are acknowledged.
+  document.querySelectorAll("[data-ack]").forEach((b) => b.addEventListener("click", async () => {
+    try {
+      const alarm = await send(`/api/v1/alarms/${b.dataset.ack}/acknowledge`);
+      document.querySelectorAll(`#alarm-banner [data-alarm="${alarm.id}"]`).forEach((el) => el.remove());
+      const banner = document.getElementById("alarm-banner");
+      if (banner && !banner.querySelector("[data-alarm]")) banner.remove();
+      b.replaceWith(document.createTextNode(`${alarm.acknowledged_by}, ${alarm.acknowledged_at.slice(0, 16).replace("T", " ")}`));
+    } catch (e) { b.textContent = `Not acknowledged: ${e.message}`; }
+  }));
+  const form = document.getElementById("rule-form");
+  if (form) form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = document.getElementById("rule-error");
+    try {
+      await send("/api/v1/alarm-rules", {
+        name: form.name.value, scope: form.scope.value, target: form.target.value,
+        max_rate: Number(form.max_rate.value) / 100, window_minutes: Number(form.window_minutes.value),
+        min_verdicts: Number(form.min_verdicts.value)});
+      window.location.reload();
+    } catch (e) { error.textContent = e.message; error.hidden = false; }
+  });
+  document.querySelectorAll("[data-toggle-rule]").forEach((b) => b.addEventListener("click", async () => {
+    await send(`/api/v1/alarm-rules/${b.dataset.toggleRule}`, {enabled: !b.dataset.enabled}, "PATCH");
+    window.location.reload();
+  }));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  onAlarms();
   const login = document.getElementById("login-form");
   if (login) onLogin(login);
   const filters = document.getElementById("filters");
