@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -79,15 +78,13 @@ def history(
     with Session(engine) as session:
         rows = [s.model_dump(mode="json") for s in
                 summaries(session, list_verdicts(session, f, limit=limit).items)]
-    columns = ["id", "captured_at", "line_id", "camera_id", "product", "label", "score",
-               "defects"]
+    from workers.history_export import CSV_COLUMNS, history_csv
+
+    columns = CSV_COLUMNS
     if output is Output.json:
         typer.echo(json.dumps(rows, indent=2))
     elif output is Output.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        for r in rows:
-            writer.writerow([*(r[c] for c in columns[:-1]), "; ".join(r["defects"])])
+        sys.stdout.write(history_csv(rows))
     else:
         from rich.console import Console
         from rich.table import Table

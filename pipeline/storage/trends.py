@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 from pipeline.storage.history import HistoryFilter, conditions
 from pipeline.storage.models import Region, Verdict
 
-Bucket = Literal["hour", "shift", "day", "week"]
+Bucket = Literal["5min", "hour", "shift", "day", "week"]
 SeriesBy = Literal["line", "camera", "product"]
 
 HOUR = 3600
 # (length in seconds, offset of the first bucket from the epoch): 1970-01-05 was a Monday.
 BUCKETS: dict[str, tuple[int, int]] = {
+    "5min": (300, 0),  # the live page's last-hour sparkline; not offered by the API
     "hour": (HOUR, 0), "shift": (8 * HOUR, 6 * HOUR), "day": (24 * HOUR, 0),
     "week": (7 * 24 * HOUR, 4 * 24 * HOUR)}
 MAX_BINS = 200

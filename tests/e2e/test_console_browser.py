@@ -14,11 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from pipeline.settings import Settings
-from pipeline.storage.models import OperatorLabel
+from pipeline.settings import AlarmSettings, Settings
+from pipeline.storage.database import make_session_factory, transaction
+from pipeline.storage.models import Alarm, AlarmRule, OperatorLabel
 from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
 from workers.api import create_app
 
@@ -48,13 +50,20 @@ def seeded(pg_engine: Engine, shared_data: Path) -> Iterator[Seeded]:
 
 
 @pytest.fixture(scope="module")
-def base_url(pg_engine: Engine, seeded: Seeded) -> Iterator[str]:
+def console_app(pg_engine: Engine, seeded: Seeded) -> FastAPI:
+    # No alarm timer: the alarm test evaluates once, when its rule is in place.
+    return create_app(Settings(alarms=AlarmSettings(alarm_interval_s=0)), pg_engine,
+                      clock=lambda: T0 + timedelta(hours=4))
+
+
+@pytest.fixture(scope="module")
+def base_url(console_app: FastAPI) -> Iterator[str]:
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(Settings(), pg_engine, clock=lambda: T0 + timedelta(hours=4))
+    app = console_app
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -90,6 +99,10 @@ def test_filter_open_anomalous_verdict_see_overlay_and_label(
         expect(rows).to_have_count(3)  # verdicts 12, 16, 20 carry contamination
         for i in range(3):
             expect(rows.nth(i).locator(".badge")).to_have_text("anomalous")
+        expect(page.locator("#csv-export")).to_have_attribute(
+            "href", "/api/v1/verdicts.csv?verdict=anomalous&defect=contamination&limit=500")
+        page.wait_for_function("() => [...document.querySelectorAll('table.history img.thumb')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)")
         page.screenshot(path=str(ARTIFACTS / "console_history.png"))
 
         rows.first.locator("a", has_text="open").click()
@@ -193,3 +206,48 @@ def test_review_queue_lists_the_near_threshold_verdicts_and_one_key_labels(
         labels = session.scalars(select(OperatorLabel).where(
             OperatorLabel.verdict_id == expected[0])).all()
     assert [(x.label, x.author) for x in labels] == [("normal", "operator-tester")]
+
+
+def test_alarm_banner_on_a_seeded_spike_is_acknowledged_and_live_shows_the_hour(
+        chromium: Path, base_url: str, console_app: FastAPI, seeded: Seeded,
+        pg_engine: Engine) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with transaction(make_session_factory(pg_engine)) as session:
+        session.add(AlarmRule(name="line-1 spike", scope="line", target="line-1", max_rate=0.5,
+                              window_minutes=60, min_verdicts=3, created_by="admin-tester"))
+    assert console_app.state.alarms.run_once() == 1  # 11:00-12:00 on line-1: 4 of 4 bad
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser, page = _signed_in_page(p, chromium, base_url, seeded.tokens["operator"], "/")
+        banner = page.locator("#alarm-banner")
+        expect(banner).to_contain_text("line line-1: defect rate 100% (4/4) over 60 min")
+        expect(banner).to_contain_text("above 50%")
+        page.wait_for_function("() => window.cladCharts && window.cladCharts.live"
+                               " && document.querySelectorAll('.thumbs img').length === 12"
+                               " && [...document.querySelectorAll('.thumbs img')]"
+                               ".every((i) => i.complete && i.naturalWidth > 0)")
+        spark = page.evaluate("""() => { const c = window.cladCharts.live['cam-a'].data;
+            return {labels: c.labels, rates: c.datasets[0].data}; }""")
+        thumbs = page.locator("[data-camera=cam-a] .thumbs img").evaluate_all(
+            "(imgs) => imgs.map((i) => i.alt)")
+        page.screenshot(path=str(ARTIFACTS / "console_live.png"), full_page=True)
+        page.click("#alarm-banner [data-ack]")
+        expect(banner).to_have_count(0)
+        page.reload()
+        expect(page.locator("#alarm-banner")).to_have_count(0)
+        page.goto(f"{base_url}/alarms")
+        expect(page.locator("#alarm-list tbody tr").first).to_contain_text("operator-tester")
+        page.screenshot(path=str(ARTIFACTS / "console_alarms.png"), full_page=True)
+        browser.close()
+
+    # cam-a: verdicts 18 (11:00) and 21 (11:30) in the last hour, both anomalous.
+    assert spark["labels"] == [f"11:{m:02d}" for m in range(0, 60, 5)]
+    assert spark["rates"] == [100, None, None, None, None, None, 100, None, None, None, None,
+                              None]
+    newest_first = [seeded.verdict_ids[i] for i in (21, 18, 15, 12)]
+    assert thumbs == [f"verdict {v}" for v in newest_first]
+    with Session(pg_engine) as session:
+        alarm = session.scalars(select(Alarm)).one()
+    assert alarm.acknowledged_by == "operator-tester"
+    assert alarm.acknowledged_at == T0 + timedelta(hours=4)

@@ -6,6 +6,8 @@ valid one they redirect to the login page and render nothing.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -15,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.storage import history
+from pipeline.storage import history, trends
 from pipeline.storage.alarms import list_alarms
 from pipeline.storage.models import AlarmRule, Camera, ProductionLine, Region, Verdict
 from pipeline.storage.tokens import Principal, role_allows, verify_token
@@ -101,8 +103,39 @@ def logout(response: Response) -> dict:
 def live_page(request: Request, session: SessionDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
-    return _render(request, "live.html", principal, session,
-                   items=summaries(session, latest_per_camera(session)))
+    items = summaries(session, latest_per_camera(session))
+    return _render(request, "live.html", principal, session, items=items,
+                   recent=recent_per_camera(session, [v.camera_id for v in items]),
+                   sparks=last_hour_rates(session, request.app.state.clock()))
+
+
+LIVE_THUMBS = 4
+
+
+def recent_per_camera(session: Session, cameras: list[str]) -> dict[str, list[int]]:
+    """The newest few verdict ids of each camera (one index probe per camera)."""
+    return {c: list(session.scalars(
+        select(Verdict.id).where(Verdict.camera_id == c)
+        .order_by(Verdict.captured_at.desc(), Verdict.id.desc()).limit(LIVE_THUMBS)))
+        for c in cameras}
+
+
+def last_hour_rates(session: Session, now: datetime) -> dict[str, str]:
+    """Per camera, its defect rate in 5-minute buckets over the last hour (JSON for the
+    sparkline; buckets without verdicts are null, drawn as gaps)."""
+    since = now - timedelta(hours=1)
+    points = trends.rate_series(session, history.HistoryFilter(since=since, until=now),
+                                by="camera", bucket="5min")
+    first = trends.bucket_start(since, "5min")
+    slots = [first + timedelta(minutes=5 * i) for i in range(13)]
+    slots = [t for t in slots if t < now]
+    by_camera: dict[str, dict[datetime, float]] = {}
+    for p in points:
+        by_camera.setdefault(p.key, {})[p.bucket] = p.rate
+    return {camera: json.dumps({"labels": [t.strftime("%H:%M") for t in slots],
+                                "rates": [round(100 * rates[t], 2) if t in rates else None
+                                          for t in slots]})
+            for camera, rates in by_camera.items()}
 
 
 @router.get("/history", response_class=HTMLResponse)
@@ -119,6 +152,8 @@ def history_page(request: Request, f: FilterDep,
         request, "history.html", principal, session, items=summaries(session, page.items),
         args=args,
         next_url=f"/history?{urlencode({**args, 'cursor': nxt})}" if nxt else None,
+        csv_query=urlencode({**{k: v for k, v in args.items() if k != "limit"},
+                             "limit": history.MAX_PAGE}),
         cameras=list(session.scalars(select(Camera.id).order_by(Camera.id))),
         kinds=list(session.scalars(select(Region.description).distinct().where(
             Region.description.is_not(None)).order_by(Region.description).limit(200))))

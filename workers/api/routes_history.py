@@ -57,6 +57,19 @@ def list_verdicts(f: FilterDep,
                        next_cursor=encode_cursor(page.next_cursor))
 
 
+@router.get("/verdicts.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}, "description": "CSV"}},
+            summary="Filtered history as CSV, newest first (as `clad history -o csv`)")
+def list_verdicts_csv(f: FilterDep, session: SessionDep,
+                      limit: Annotated[int, Query(ge=1, le=history.MAX_PAGE)] = 50) -> Response:
+    from workers.history_export import history_csv
+
+    page = history.list_verdicts(session, f, limit=limit)
+    body = history_csv(s.model_dump(mode="json") for s in summaries(session, page.items))
+    return Response(body, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="history.csv"'})
+
+
 def load_verdict(session: Session, verdict_id: int) -> tuple[Verdict, int, int]:
     verdict = session.get(Verdict, verdict_id, options=[selectinload(Verdict.regions),
                                                         selectinload(Verdict.heatmap)])
