@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, delete, select
 
@@ -66,9 +65,7 @@ def _read_topic(bootstrap: str) -> list[dict]:
 
 def test_one_event_per_alarm_raised_none_while_it_stays_open(
         pg_engine: Engine, kafka_bootstrap: str, rules: dict[str, int]) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])
-    admin.close()
+    # The topic does not exist yet: the sender creates it (one partition) on first use.
     registry = CollectorRegistry()
     clock = Clock(T0 + timedelta(hours=4))  # 12:00: the last hour is all anomalous
     sender = KafkaSender(KafkaSettings(bootstrap_servers=kafka_bootstrap), TOPIC)

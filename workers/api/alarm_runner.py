@@ -13,6 +13,7 @@ re-sends that one event: at least once).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -61,11 +62,25 @@ class KafkaSender:
 
     def __call__(self, key: str, value: dict[str, object]) -> None:
         if self._producer is None:
-            from pipeline.kafka_io import build_producer
-
-            self._producer = build_producer(self._settings, client_id="clad-alarms")
+            self._producer = self._connect()
         self._producer.send(self._topic, key=key.encode(),
                             value=json.dumps(value).encode()).get(timeout=self._timeout_s)
+
+    def _connect(self):  # noqa: ANN202 - kafka-python producer
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        from pipeline.kafka_io import build_admin, build_producer
+
+        admin = build_admin(self._settings, bootstrap_timeout_ms=int(self._timeout_s * 1000))
+        try:
+            if self._topic not in set(admin.list_topics()):
+                # One partition: consumers see the alarms in the order they were raised.
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics([NewTopic(self._topic, 1, 1)])
+        finally:
+            admin.close()
+        return build_producer(self._settings, client_id="clad-alarms")
 
     def close(self) -> None:
         if self._producer is not None:
