@@ -50,6 +50,9 @@ CONSOLE_ROUTES = [
     ("post", "/console/session", [], "login"),
     ("post", "/console/logout", [], None),
     ("get", "/healthz", [], None),
+    ("get", "/trends", ["line", "camera", "product", "since", "until", "by", "bucket"], None),
+    ("get", "/review", ["limit"], None),
+    ("get", "/alarms", [], None),
 ]
 
 
@@ -66,7 +69,10 @@ def _routes() -> list[tuple[str, str, list[str], str | None]]:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             query = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
-            routes.append((method, path, query, "label" if "requestBody" in operation else None))
+            body = None
+            if "requestBody" in operation:
+                body = "rule" if path.startswith("/api/v1/alarm-rules") else "label"
+            routes.append((method, path, query, body))
     return routes + CONSOLE_ROUTES
 
 
@@ -113,6 +119,10 @@ def _valid_for_seed(name: str, seeded: Seeded) -> st.SearchStrategy[str]:
         "region": st.integers(0, 3).map(str),
         "min_score": st.floats(0, 1).map(repr), "max_score": st.floats(0, 1).map(repr),
         "next": st.sampled_from(["/", "/history", "//evil.example", "/\\evil.example"]),
+        "bucket": st.sampled_from(["hour", "shift", "day", "week"]),
+        "bins": st.integers(1, 200).map(str), "max_side": st.integers(16, 4096).map(str),
+        "state": st.sampled_from(["active", "open", "all"]),
+        "alarm_id": st.integers(1, 5).map(str), "rule_id": st.integers(1, 5).map(str),
     }
     return known.get(name, _dates() if name in ("since", "until") else st.text(max_size=20))
 
@@ -180,6 +190,15 @@ def _body(kind: str | None, seeded: Seeded) -> st.SearchStrategy[Any]:
                   "description": st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(), _json()),
                   "mask_rle": _mask()}
         return st.one_of(st.fixed_dictionaries({"label": label}, optional=fields), _json())
+    if kind == "rule":
+        fields = {"name": st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=120)),
+                  "scope": st.one_of(st.sampled_from(["line", "camera"]), _json()),
+                  "target": st.one_of(st.sampled_from(["line-1", "cam-c"]), st.text()),
+                  "max_rate": st.one_of(st.floats(), st.integers(), _json()),
+                  "window_minutes": st.one_of(st.integers(), st.floats(), _json()),
+                  "min_verdicts": st.one_of(st.integers(), _json()),
+                  "enabled": st.one_of(st.booleans(), _json())}
+        return st.one_of(st.fixed_dictionaries({}, optional=fields), _json())
     return st.none()
 
 
@@ -192,7 +211,7 @@ def test_no_input_gives_a_500(fuzz_client: TestClient, seeded: Seeded, method: s
                               path: str, query: list[str], body: str | None,
                               data: st.DataObject) -> None:
     url = path
-    for name in ("verdict_id", "version"):
+    for name in ("verdict_id", "version", "alarm_id", "rule_id"):
         if "{" + name + "}" in url:
             value = data.draw(_value(name, seeded), label=name)
             url = url.replace("{" + name + "}", quote(value, safe=""))
