@@ -251,3 +251,35 @@ def test_alarm_banner_on_a_seeded_spike_is_acknowledged_and_live_shows_the_hour(
         alarm = session.scalars(select(Alarm)).one()
     assert alarm.acknowledged_by == "operator-tester"
     assert alarm.acknowledged_at == T0 + timedelta(hours=4)
+
+
+def test_admin_adds_an_alarm_rule_viewer_cannot(chromium: Path, base_url: str,
+                                                seeded: Seeded, pg_engine: Engine) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _signed_in_page(p, chromium, base_url, seeded.tokens["viewer"],
+                                        "/alarms")
+        expect(page.locator("#rule-form")).to_have_count(0)
+        browser.close()
+        browser, page = _signed_in_page(p, chromium, base_url, seeded.tokens["admin"],
+                                        "/alarms")
+        page.fill("#rule-form input[name=name]", "cam-c over a third")
+        page.select_option("#rule-form select[name=scope]", "camera")
+        page.fill("#rule-form input[name=target]", "cam-c")
+        page.fill("#rule-form input[name=max_rate]", "33.3")
+        page.fill("#rule-form input[name=window_minutes]", "30")
+        page.fill("#rule-form input[name=min_verdicts]", "2")
+        page.click("#rule-form button[type=submit]")
+        row = page.locator("#rule-list tr", has_text="cam-c over a third")
+        expect(row).to_contain_text("camera cam-c")
+        expect(row).to_contain_text("33%")
+        page.screenshot(path=str(ARTIFACTS / "console_alarms_admin.png"), full_page=True)
+        browser.close()
+
+    with Session(pg_engine) as session:
+        rule = session.scalars(select(AlarmRule).where(
+            AlarmRule.name == "cam-c over a third")).one()
+    assert (rule.scope, rule.target, rule.window_minutes, rule.min_verdicts,
+            rule.created_by) == ("camera", "cam-c", 30, 2, "admin-tester")
+    assert rule.max_rate == pytest.approx(0.333)
