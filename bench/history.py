@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from pipeline.storage import history
+from pipeline.storage import alarms, history, review, trends
 from pipeline.storage.database import make_engine
 from pipeline.storage.history import HistoryFilter
 from pipeline.storage.migrate import upgrade
@@ -116,7 +116,33 @@ def queries(rng: random.Random) -> dict[str, Callable[[Session], object]]:
         "top defect kinds, 24 h": lambda s: history.defect_kinds(s, day()),
         "trend 24 h vs previous": lambda s: history.trend(s, day(), now=END),
         "live: latest per camera": latest_per_camera,
+        # The console pages of issue 16.
+        "trends: rate per line by hour, 24 h": lambda s: trends.rate_series(
+            s, day(), by="line", bucket="hour"),
+        "trends: rate per camera by day, 30 d": lambda s: trends.rate_series(
+            s, HistoryFilter(since=END - timedelta(days=30), until=END), by="camera",
+            bucket="day"),
+        "trends: kinds by shift, 7 d": lambda s: trends.kind_series(
+            s, HistoryFilter(since=END - timedelta(days=7), until=END), bucket="shift"),
+        "trends: score histogram, product, 24 h": lambda s: trends.score_histogram(
+            s, HistoryFilter(**{**day().__dict__, "product": "bottle"})),
+        "review queue: 7 d band + oldest 50": lambda s: review.review_queue(
+            s, since=END - timedelta(days=7), until=END, fraction=0.1,
+            unclear_prefix="unclear"),
+        "alarms: evaluate 20 rules (60 min)": lambda s: alarms.evaluate(s, END),
     }
+
+
+def add_alarm_rules(engine) -> None:  # noqa: ANN001 - Engine
+    """A rule per line and per camera, as a plant would configure them."""
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO alarm_rules (name, scope, target, max_rate, window_minutes, "
+            "min_verdicts, enabled, created_by, created_at) "
+            "SELECT 'line-' || l, 'line', 'line-' || l, 0.04, 60, 20, true, 'bench', now() "
+            "FROM generate_series(1, 4) l UNION ALL "
+            "SELECT 'cam-' || c, 'camera', 'cam-' || c, 0.04, 60, 20, true, 'bench', now() "
+            "FROM generate_series(1, 16) c"))
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -143,6 +169,7 @@ def main() -> None:
         upgrade(engine)
         t0 = time.perf_counter()
         seed(engine, args.verdicts)
+        add_alarm_rules(engine)
         seed_s = time.perf_counter() - t0
         with engine.connect() as c:
             counts = {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()

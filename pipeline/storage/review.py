@@ -39,6 +39,14 @@ def band_widths(session: Session, *, since: datetime, until: datetime,
                 fraction: float) -> dict[str, float]:
     """Per product, the distance to the threshold that encloses `fraction` of the verdicts."""
     in_window = and_(Verdict.captured_at >= since, Verdict.captured_at < until)
+    if session.get_bind().dialect.name == "postgresql":
+        # percentile_disc(f) is the first value at or past position f * n: the same
+        # ceil(f * n)-th distance as below, in one scan instead of a sort per product.
+        rows = session.execute(
+            select(Verdict.product,
+                   func.percentile_disc(fraction).within_group(_distance()))
+            .where(in_window).group_by(Verdict.product).order_by(Verdict.product))
+        return {product: float(width) for product, width in rows}
     counts = session.execute(select(Verdict.product, func.count()).where(in_window)
                              .group_by(Verdict.product).order_by(Verdict.product)).all()
     bands: dict[str, float] = {}

@@ -9,8 +9,8 @@ SQLite group alike and each series is one GROUP BY over the (column, captured_at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, ColumnElement, case, cast, extract, func, select
 from sqlalchemy.orm import Session
@@ -65,13 +65,16 @@ def bucket_start(when: datetime, bucket: Bucket) -> datetime:
     return datetime.fromtimestamp((epoch - offset) // size * size + offset, UTC)
 
 
-def _bucket_epoch(session: Session, bucket: Bucket) -> ColumnElement[int]:
+def _bucket_expr(session: Session, bucket: Bucket) -> ColumnElement[Any]:
+    """The start of each verdict's bucket: a timestamptz on Postgres (date_bin, PG 14+,
+    several times faster over a month of verdicts than arithmetic on the epoch), epoch
+    seconds on SQLite."""
     size, offset = BUCKETS[bucket]
-    shifted = extract("epoch", Verdict.captured_at) - offset
     if session.get_bind().dialect.name == "postgresql":
-        index = cast(func.floor(shifted / size), BigInteger)
-    else:  # SQLite: times are after 1970, so truncation is the floor
-        index = cast(shifted / size, BigInteger)
+        origin = datetime.fromtimestamp(offset, UTC)
+        return func.date_bin(timedelta(seconds=size), Verdict.captured_at, origin)
+    # SQLite: times are after 1970, so truncation is the floor.
+    index = cast((extract("epoch", Verdict.captured_at) - offset) / size, BigInteger)
     return index * size + offset
 
 
@@ -80,14 +83,16 @@ def _key(by: SeriesBy) -> ColumnElement[str]:
             "product": Verdict.product}[by]
 
 
-def _when(epoch: int) -> datetime:
-    return datetime.fromtimestamp(int(epoch), UTC)
+def _when(start: datetime | int) -> datetime:
+    if isinstance(start, datetime):
+        return start.astimezone(UTC)
+    return datetime.fromtimestamp(int(start), UTC)
 
 
 def rate_series(session: Session, f: HistoryFilter, *, by: SeriesBy,
                 bucket: Bucket) -> list[SeriesPoint]:
     """Verdicts and anomalous verdicts per (bucket, line/camera/product), oldest first."""
-    start = _bucket_epoch(session, bucket).label("bucket")
+    start = _bucket_expr(session, bucket).label("bucket")
     key = _key(by).label("key")
     anomalous = func.sum(case((Verdict.label == "anomalous", 1), else_=0))
     stmt = (select(start, key, func.count(), anomalous).where(*conditions(f))
@@ -98,7 +103,7 @@ def rate_series(session: Session, f: HistoryFilter, *, by: SeriesBy,
 
 def kind_series(session: Session, f: HistoryFilter, *, bucket: Bucket) -> list[KindPoint]:
     """Verdicts with at least one region of each kind, per bucket, oldest first."""
-    start = _bucket_epoch(session, bucket).label("bucket")
+    start = _bucket_expr(session, bucket).label("bucket")
     stmt = (select(start, Region.description, func.count(func.distinct(Region.verdict_id)))
             .join(Verdict, Verdict.id == Region.verdict_id)
             .where(*conditions(f, with_description=False), Region.description.is_not(None))
