@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from pipeline.storage.models import OperatorLabel, Region, Verdict
@@ -71,6 +71,11 @@ def _waiting(bands: dict[str, float], unclear_prefix: str) -> ColumnElement[bool
 def review_queue(session: Session, *, since: datetime, until: datetime, fraction: float,
                  unclear_prefix: str, limit: int = 50) -> ReviewQueue:
     """How many verdicts wait for review, and the oldest `limit` of them."""
+    if session.get_bind().dialect.name == "postgresql":
+        # The OR over products makes the planner guess a cost far above jit_above_cost;
+        # compiling took 330 of the count's 490 ms over a week of 1M verdicts (bench).
+        # SET LOCAL: for this transaction only.
+        session.execute(text("SET LOCAL jit = off"))
     bands = band_widths(session, since=since, until=until, fraction=fraction)
     where = [Verdict.captured_at >= since, Verdict.captured_at < until,
              _waiting(bands, unclear_prefix)]
