@@ -15,7 +15,9 @@ GT region matched to its best predicted region. Two thresholds side by side:
   - "calibrated": engine.calibration's region threshold (false-alarm rule on the
     normal maps' peaks, what a saved model carries), also with the verdict rule
     (engine.regions.verdict_regions: anomalous by the image threshold -> at least
-    one region, the hottest area when the cut finds none).
+    one region, the hottest area when the cut finds none);
+  - "image_threshold": the image threshold used as the cut, as the worker did
+    before the region threshold existed.
 `--iou-only` skips the describer (no feature cache, no training).
 
 Run: python -m engine.region_eval --data DIR [--split half|kfold|loio] (NOTES-regions.md).
@@ -124,8 +126,10 @@ def _summary(acc: dict[str, list[float]], threshold: float) -> dict[str, float]:
 
 @torch.no_grad()
 def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
-               size: int, min_area: int, quantile: float = 0.999) -> dict[str, object]:  # fmt: skip
-    """GT regions vs regions of the k-shot runtime's maps, at both thresholds."""
+               size: int, min_area: int, quantile: float = 0.999,
+               fixed: tuple[float, ...] = ()) -> dict[str, object]:  # fmt: skip
+    """GT regions vs regions of the k-shot runtime's maps, at both thresholds; `fixed`:
+    extra thresholds for context (chosen by hand, never a calibration)."""
     split = split_category(cat, shots)
     pool = sorted({s.path for s in split.evaluated if s.label == 0} - set(data.images))
     train_good = sorted((cat / "train" / "good").glob("*.png"))[shots : shots + 10]
@@ -139,8 +143,8 @@ def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
                            normal_maps=normal_maps)  # fmt: skip
     pixel = float(calibrated.pixel)  # type: ignore[arg-type]
     by_path = {s.path: s for s in split.evaluated}
-    rules = ("quantile", "calibrated", "calibrated_verdict")
-    acc = {r: {"best": [], "pred_ok": [], "image_iou": []} for r in rules}
+    rules = ("quantile", "calibrated", "calibrated_verdict", "image_threshold")
+    acc = {r: {"best": [], "pred_ok": [], "image_iou": []} for r in (*rules, *fixed)}
     flagged = fallbacks = 0
     for row in image_rows:
         path = data.images[int(row)]
@@ -156,10 +160,16 @@ def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
         _match([r.mask for r in extract_regions(amap, pixel, min_area)], gts, size,
                acc["calibrated"])  # fmt: skip
         _match([r.mask for r in verdict], gts, size, acc["calibrated_verdict"])
+        _match([r.mask for r in extract_regions(amap, calibrated.value, min_area)], gts, size,
+               acc["image_threshold"])  # fmt: skip
+        for t in fixed:
+            _match([r.mask for r in extract_regions(amap, t, min_area)], gts, size, acc[t])
     res: dict[str, object] = {"calib_images": len(calib), "image_threshold": calibrated.value,
                               "images": len(image_rows), "flagged_anomalous": flagged,
                               "fallback_regions": fallbacks}  # fmt: skip
-    res.update({r: _summary(acc[r], thr if r == "quantile" else pixel) for r in rules})
+    used = {"quantile": thr, "image_threshold": calibrated.value}
+    res.update({r: _summary(acc[r], used.get(r, pixel)) for r in rules})
+    res.update({f"fixed_{t:g}": _summary(acc[t], t) for t in fixed})
     return res
 
 
@@ -173,13 +183,15 @@ class _NoFeatures:
         return torch.zeros(1, 1, 1)
 
 
-def iou_only(cat: Path, shots: int, size: int, seed: int) -> dict[str, object]:
+def iou_only(cat: Path, shots: int, size: int, seed: int,
+             fixed: tuple[float, ...] = ()) -> dict[str, object]:  # fmt: skip
     """Region IoU on the same test half as the full run, without the describer."""
     vocab: Vocabulary = load_vocabulary(cat.name)
     data = build_region_set(split_category(cat, 0).evaluated, vocab.keys,
                             _NoFeatures(size), progress=False)  # type: ignore[arg-type]
     rows = image_folds(data, "half", seed)[0][1]
-    return {"category": cat.name, "iou": region_iou(cat, data, rows, shots, size, min_area=16)}
+    return {"category": cat.name,
+            "iou": region_iou(cat, data, rows, shots, size, min_area=16, fixed=fixed)}
 
 
 def evaluate_category(cat: Path, split: str, cfg: DescriberTrainConfig, cache: FeatureCache,
@@ -209,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-iou", action="store_true")
     ap.add_argument("--iou-only", action="store_true",
                     help="region IoU only (test half), no describer: no feature cache")
+    ap.add_argument("--fixed-thresholds", type=float, nargs="*", default=[],
+                    help="with --iou-only: also these pixel thresholds, for context")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
@@ -221,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.iou_only:
         results = []
         for cat in find_categories(args.data):
-            results.append(iou_only(cat, args.shots, ScoringConfig().input_size, cfg.seed))
+            results.append(iou_only(cat, args.shots, ScoringConfig().input_size, cfg.seed,
+                                    tuple(args.fixed_thresholds)))
             print(json.dumps(results[-1]), flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=2) + "\n")
