@@ -60,13 +60,17 @@ class LoadedModel:
 
 def region_threshold(threshold: Threshold, where: str = "model") -> float:
     """The stored region threshold, or for an artefact saved before it existed the image
-    threshold: the runtime divides both maps by their own normal statistic (normal ~ 1),
-    so the image threshold is in the pixel map's unit too (the rule those models
-    served with). Anomalous frames still get a region (engine.regions.verdict_regions)."""
+    threshold, the cut those models served with: the runtime divides both maps by their
+    own normal statistic (normal ~ 1), so it is nominally in the pixel map's unit, but
+    on textured products it cuts high (magnetic tile: no defect pixel reaches it,
+    NOTES-regions.md). The artefact holds no normal maps to do better; anomalous frames
+    still get a region (engine.regions.verdict_regions), and recalibrating the model
+    stores a real one."""
     if threshold.pixel is not None:
         return float(threshold.pixel)
     log.info("%s has no calibrated region threshold (saved before it existed): regions are "
-             "cut at the image threshold %.4g", where, threshold.value)
+             "cut at the image threshold %.4g, or the hottest area when nothing passes it; "
+             "retrain or recalibrate the model to store one", where, threshold.value)
     return float(threshold.value)
 
 
