@@ -64,13 +64,13 @@ def region_threshold(threshold: Threshold, where: str = "model") -> float:
     own normal statistic (normal ~ 1), so it is nominally in the pixel map's unit, but
     on textured products it cuts high (magnetic tile: no defect pixel reaches it,
     NOTES-regions.md). The artefact holds no normal maps to do better; anomalous frames
-    still get a region (engine.regions.verdict_regions), and recalibrating the model
-    stores a real one."""
+    still get a region (engine.regions.verdict_regions), and a model trained (`clad
+    train`) or retrained now stores a calibrated one."""
     if threshold.pixel is not None:
         return float(threshold.pixel)
     log.info("%s has no calibrated region threshold (saved before it existed): regions are "
              "cut at the image threshold %.4g, or the hottest area when nothing passes it; "
-             "retrain or recalibrate the model to store one", where, threshold.value)
+             "a model trained or retrained now stores one", where, threshold.value)
     return float(threshold.value)
 
 
