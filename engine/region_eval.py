@@ -16,7 +16,7 @@ GT region matched to its best predicted region. Two thresholds side by side:
     normal maps' peaks, what a saved model carries), also with the verdict rule
     (engine.regions.verdict_regions: anomalous by the image threshold -> at least
     one region, the hottest area when the cut finds none);
-  - "image_threshold": the image threshold used as the cut, as the worker did
+  - "image_threshold_cut": the image threshold used as the cut, as the worker did
     before the region threshold existed.
 `--iou-only` skips the describer (no feature cache, no training).
 
@@ -143,7 +143,7 @@ def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
                            normal_maps=normal_maps)  # fmt: skip
     pixel = float(calibrated.pixel)  # type: ignore[arg-type]
     by_path = {s.path: s for s in split.evaluated}
-    rules = ("quantile", "calibrated", "calibrated_verdict", "image_threshold")
+    rules = ("quantile", "calibrated", "calibrated_verdict", "image_threshold_cut")
     acc = {r: {"best": [], "pred_ok": [], "image_iou": []} for r in (*rules, *fixed)}
     flagged = fallbacks = 0
     for row in image_rows:
@@ -161,13 +161,13 @@ def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
                acc["calibrated"])  # fmt: skip
         _match([r.mask for r in verdict], gts, size, acc["calibrated_verdict"])
         _match([r.mask for r in extract_regions(amap, calibrated.value, min_area)], gts, size,
-               acc["image_threshold"])  # fmt: skip
+               acc["image_threshold_cut"])  # fmt: skip
         for t in fixed:
             _match([r.mask for r in extract_regions(amap, t, min_area)], gts, size, acc[t])
     res: dict[str, object] = {"calib_images": len(calib), "image_threshold": calibrated.value,
                               "images": len(image_rows), "flagged_anomalous": flagged,
                               "fallback_regions": fallbacks}  # fmt: skip
-    used = {"quantile": thr, "image_threshold": calibrated.value}
+    used = {"quantile": thr, "image_threshold_cut": calibrated.value}
     res.update({r: _summary(acc[r], used.get(r, pixel)) for r in rules})
     res.update({f"fixed_{t:g}": _summary(acc[t], t) for t in fixed})
     return res
