@@ -77,8 +77,8 @@ def describe_cmd(
     category: Annotated[str | None, Opt("--category", "-c")] = None,
     describer_dir: Annotated[Path | None, Opt("--describer", help="Describer dir "
                                               "(default: the model's version dir).")] = None,
-    threshold: Annotated[float | None, Opt("--threshold", help="Pixel threshold "
-                                           "(default: the model's).")] = None,
+    threshold: Annotated[float | None, Opt("--threshold", help="Region (pixel) "
+                                           "threshold (default: the model's).")] = None,
     min_area: Annotated[int, Opt("--min-area")] = 16,
     out: Annotated[Path, Opt("--out")] = Path("overlay.png"),
 ) -> None:

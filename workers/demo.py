@@ -16,9 +16,12 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
+import cv2
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from engine import rle
 from pipeline.broker import EmbeddedBroker
 from pipeline.heatmap_codec import decode_heatmap, render_overlay
 from pipeline.kafka_io import ensure_topics
@@ -61,7 +64,8 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
             backend, runtime, max_batch=max_batch)  # type: ignore[arg-type]
         engines[p.name] = CladRuntimeEngine(
             runtime, threshold=calibrated.value if threshold is None else threshold,
-            version=f"demo-{p.name}-{len(p.references)}shot", backend=runner)
+            version=f"demo-{p.name}-{len(p.references)}shot", backend=runner,
+            pixel_threshold=calibrated.pixel)
     return engines
 
 
@@ -136,6 +140,12 @@ def _wait_for_verdicts(factory, frame_ids: list[uuid.UUID], timeout_s: float,  #
         time.sleep(0.5)
 
 
+def _region_name(region, default: str = "region") -> str:  # noqa: ANN001 - a Region row
+    if region.description:
+        return region.description
+    return "hottest area" if region.fallback else default
+
+
 def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],  # noqa: ANN001
             counts: dict[uuid.UUID, int], out: Path) -> int:
     overlays = out / "overlays"
@@ -148,7 +158,7 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
                           key=lambda v: (names[v.frame_id][0], str(names[v.frame_id][1])))
     for v in verdicts:
         product, path = names[v.frame_id]
-        regions = [f"#{r.index} {r.description or 'region'} {r.bbox_w}x{r.bbox_h}@"
+        regions = [f"#{r.index} {_region_name(r)} {r.bbox_w}x{r.bbox_h}@"
                    f"{r.bbox_x},{r.bbox_y}" for r in v.regions]
         style = "red" if v.label == "anomalous" else "green"
         table.add_row(f"{product}/{path.parent.name}/{path.name}", f"{v.score:.3f}",
@@ -157,10 +167,14 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
                                                 else ""))
         if v.heatmap is not None:
             heat = decode_heatmap(v.heatmap.data, v.heatmap.max_value)
-            png = render_overlay(load_rgb(path), heat, threshold=v.threshold,
+            frame = load_rgb(path)
+            size = (frame.shape[1], frame.shape[0])
+            masks = [cv2.resize(rle.decode(r.mask_rle).astype(np.uint8), size,
+                                interpolation=cv2.INTER_NEAREST) for r in v.regions]
+            png = render_overlay(frame, heat, threshold=v.threshold,
                                  boxes=[(r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h)
-                                        for r in v.regions],
-                                 labels=[r.description or "" for r in v.regions])
+                                        for r in v.regions], masks=masks,
+                                 labels=[_region_name(r, "") for r in v.regions])
             (overlays / f"{product}__{path.parent.name}__{path.stem}.png").write_bytes(png)
     console.print(table)
     missing = [fid for fid in names if fid not in counts]

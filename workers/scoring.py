@@ -25,8 +25,11 @@ class ScoringEngine(Protocol):
     """Scores a batch of same-size frames; higher = more anomalous."""
 
     input_size: int  # frames are resized to input_size x input_size before infer
-    threshold: float  # image score above it -> "anomalous"; also the pixel threshold
+    threshold: float  # image score above it -> "anomalous"
     version: str
+    # An engine may also carry `pixel_threshold` (the region threshold calibrated with
+    # `threshold`); not a protocol member so engines written without it still serve:
+    # see region_threshold_of.
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, 3] RGB -> (scores [N], maps [N, h, w]) as float arrays."""
@@ -41,13 +44,17 @@ class CladRuntimeEngine:
     """
 
     def __init__(self, runtime: object, *, threshold: float, version: str,
-                 describer: object | None = None, backend: object | None = None) -> None:
+                 describer: object | None = None, backend: object | None = None,
+                 pixel_threshold: float | None = None) -> None:
         import torch
 
         self._torch = torch
         self.runtime = runtime.eval()  # type: ignore[attr-defined]
         self.input_size = int(runtime.input_size)  # type: ignore[attr-defined]
         self.threshold = float(threshold)
+        # region cut on the pixel map; None = the image threshold (both maps are in
+        # "normal ~ 1" units, see engine.artifacts.region_threshold)
+        self.pixel_threshold = float(threshold if pixel_threshold is None else pixel_threshold)
         self.version = version
         self.describer = describer
         # engine.runtime backend (onnxruntime, tensorrt, torch); None = the module itself
@@ -70,6 +77,12 @@ class CladRuntimeEngine:
         with self._torch.inference_mode():
             out = self.runtime(self._torch.from_numpy(np.ascontiguousarray(frames)))
         return out.scores.float().numpy(), out.maps.float().numpy()
+
+
+def region_threshold_of(engine: ScoringEngine) -> float:
+    """The engine's region (pixel) threshold; the image threshold for an engine that has
+    none (test engines, factories that predate it): the cut every engine used before."""
+    return float(getattr(engine, "pixel_threshold", engine.threshold))
 
 
 EngineFactory = Callable[[Settings], Mapping[str, ScoringEngine]]
@@ -97,9 +110,12 @@ def load_trained(path: Path, category: str | None = None,
     describer = load_region_describer(version_dir, loaded.runtime)
     runner = None if backend == "torch" else make_backend(
         backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
+    # an overridden image threshold keeps the calibrated region threshold: that one
+    # says what normal pixels look like, whatever rate of frames is flagged
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
                                               version=str(loaded.version), describer=describer,
-                                              backend=runner)
+                                              backend=runner,
+                                              pixel_threshold=loaded.pixel_threshold)
 
 
 def load_region_describer(version_dir: Path, runtime: object) -> object | None:
@@ -143,6 +159,7 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
     for product, engine in engines.items():
         if not isinstance(engine, ScoringEngine):
             raise TypeError(f"engine for {product!r} does not satisfy ScoringEngine")
-        log.info("serving product %s with model %s (input %s px, threshold %.4g)",
-                 product, engine.version, engine.input_size, engine.threshold)
+        log.info("serving product %s with model %s (input %s px, threshold %.4g, region "
+                 "threshold %.4g)", product, engine.version, engine.input_size,
+                 engine.threshold, region_threshold_of(engine))
     return engines
