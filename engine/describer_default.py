@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +172,7 @@ def new_default_describer(vocab_text: torch.Tensor, owner: list[int], in_channel
                           seed: int) -> RegionDescriber:  # fmt: skip
     torch.manual_seed(seed)
     return RegionDescriber(in_channels, int(vocab_text.shape[1]), vocab_text, owner,
-                           joint_dim=JOINT, hidden=HIDDEN)  # fmt: skip
+                           joint_dim=JOINT, hidden=HIDDEN, relative=True)  # fmt: skip
 
 
 def train_config(steps: int, seed: int) -> DescriberTrainConfig:
@@ -181,14 +181,29 @@ def train_config(steps: int, seed: int) -> DescriberTrainConfig:
 
 
 @torch.no_grad()
-def confidences(describer: RegionDescriber, data: RegionSet, batch: int = 64) -> np.ndarray:
+def similarities(describer: RegionDescriber, data: RegionSet, batch: int = 64) -> np.ndarray:
+    """Cosine of every region to every kind prototype [M, K] (logits = this / tau)."""
     describer.eval()
     out = []
     for i in range(0, len(data.labels), batch):
         idx = torch.arange(i, min(i + batch, len(data.labels)))
         x = data.features[data.image_of[idx]].float()
-        out.append(describer(x, data.masks[idx]).softmax(dim=1).amax(dim=1))
+        out.append(describer(x, data.masks[idx]) * describer.tau)
     return torch.cat(out).numpy()
+
+
+def softmax(sims: np.ndarray, tau: float) -> np.ndarray:
+    z = sims / tau
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def calibrated_tau(sims: np.ndarray, truth: np.ndarray) -> float:
+    """The softmax temperature that makes held-out confidences honest (least negative
+    log-likelihood on a grid): training's 0.07 makes every answer look near-certain."""
+    grid = np.geomspace(0.02, 2.0, 60)
+    nll = [-np.log(softmax(sims, t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
 
 
 def unclear_cut(conf: np.ndarray, correct: np.ndarray, precision: float = 0.5) -> float:
@@ -209,7 +224,7 @@ def leave_one_source_out(corpus: Corpus, vocab_text: torch.Tensor, owner: list[i
     names = list(SOURCES)
     c = int(corpus.regions.features.shape[1])
     results: dict = {"sources": {}}
-    all_conf, all_correct = [], []
+    all_sims, all_truth = [], []
     for s, name in enumerate(names):
         test_rows = np.flatnonzero((corpus.source == s).numpy() & ~corpus.drawn.numpy())
         if not len(test_rows):
@@ -222,9 +237,8 @@ def leave_one_source_out(corpus: Corpus, vocab_text: torch.Tensor, owner: list[i
         train_describer(desc, corpus.subset(train_rows).regions, owner,
                         train_config(steps, seed), progress=progress)  # fmt: skip
         pred = predict_kinds(desc, test)
-        conf = confidences(desc, test)
-        all_conf.append(conf)
-        all_correct.append(pred == truth)
+        all_sims.append(similarities(desc, test))
+        all_truth.append(truth)
         present = sorted(set(truth.tolist()))
         majority = max(float(np.mean(truth == k)) for k in present)
         per_kind = {GENERIC_KINDS[k]: {"n": int((truth == k).sum()),
@@ -240,9 +254,13 @@ def leave_one_source_out(corpus: Corpus, vocab_text: torch.Tensor, owner: list[i
             "chance": 100 / len(GENERIC_KINDS), "majority_kind": 100 * majority,
             "untuned": 100 * float(untuned.mean()), "default": 100 * float((pred == truth).mean()),
             "per_kind": per_kind, "per_folder": per_folder}  # fmt: skip
-    conf, correct = np.concatenate(all_conf), np.concatenate(all_correct)
+    sims, truth = np.concatenate(all_sims), np.concatenate(all_truth)
+    tau = calibrated_tau(sims, truth)
+    probs = softmax(sims, tau)
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == truth
     cut = unclear_cut(conf, correct)
     kept = conf >= cut
+    results["tau"] = tau
     results["unclear_below"] = cut
     results["kept_share"] = 100 * float(kept.mean())
     results["kept_accuracy"] = 100 * float(correct[kept].mean()) if kept.any() else None
@@ -259,7 +277,7 @@ def _folders(data: RegionSet) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.describer_artifacts import save_describer
+    from engine.describer_artifacts import GENERIC, save_describer
     from engine.describer_train import feature_settings, make_feature_cache
     from engine.text_encoder import load_text_encoder
     from engine.vocabulary import load_vocabulary
@@ -272,16 +290,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (a shared box).")
     ap.add_argument("--result", type=Path, default=None, help="evaluate: JSON written here.")
+    ap.add_argument("--exclude", action="append", default=[], choices=list(SOURCES),
+                    help="build: leave a source out (to check it on unseen images).")
     ap.add_argument("--unclear-below", type=float, default=None,
                     help="build: the confidence cut (from `evaluate`).")
+    ap.add_argument("--tau", type=float, default=None,
+                    help="build: the calibrated softmax temperature (from `evaluate`).")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     cache = make_feature_cache(cache_dir=args.cache_dir, backbone=BACKBONE, stages=STAGES)
     corpus = build_corpus(args.data, cache, args.drawn, args.seed, args.cache_dir)
-    # object-free phrasings ("a crack in the part"), so any product uses the stored
-    # phrase embeddings and no text encoder is needed at run time
-    vocab = replace(load_vocabulary("part"), category="generic")
+    # object-free phrasings (vocab/generic.json: "a crack"), so any product uses the
+    # stored phrase embeddings and no text encoder is needed at run time
+    vocab = load_vocabulary(GENERIC)
     phrases, owner = vocab.phrases()
     text = load_text_encoder().encode(phrases)
     if args.action == "evaluate":
@@ -293,11 +316,18 @@ def main(argv: list[str] | None = None) -> None:
             args.result.write_text(body + "\n")
         print(body)
         return
+    if args.exclude:
+        left_out = [list(SOURCES).index(x) for x in args.exclude]
+        corpus = corpus.subset(np.flatnonzero(~np.isin(corpus.source.numpy(), left_out)))
     desc = new_default_describer(text, owner, int(corpus.regions.features.shape[1]), args.seed)
     metrics = train_describer(desc, corpus.regions, owner, train_config(args.steps, args.seed))
+    if args.tau is not None:
+        desc.tau = args.tau  # confidences as calibrated held out; the ranking is unchanged
     metrics["unclear_below"] = args.unclear_below
+    metrics["calibrated_tau"] = args.tau
     metrics["n_drawn"] = int(corpus.drawn.sum())
     metrics["n_real"] = int((~corpus.drawn).sum())
+    metrics["sources_left_out"] = args.exclude
     features = {**feature_settings(cache), "backbone": BACKBONE, "stages": list(STAGES)}
     save_describer(args.out, desc, vocab, features, metrics, half=True)
     print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "

@@ -8,6 +8,10 @@ def test_generic_kinds_are_the_default_vocabulary() -> None:
     vocab = load_vocabulary("wooden_pallet")  # no own vocabulary: the shipped default
     assert vocab.keys == list(GENERIC_KINDS)
     assert len(GENERIC_KINDS) == 11 and set(LABELS) == set(GENERIC_KINDS)
+    generic = load_vocabulary("generic")  # the default describer's object-free phrasings
+    assert generic.keys == list(GENERIC_KINDS)
+    assert all("<object>" not in p and "the part" not in p
+               for ps in generic.kinds.values() for p in ps)
 
 
 def test_every_mapped_folder_names_a_generic_kind_or_none() -> None:
