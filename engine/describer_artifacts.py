@@ -21,6 +21,7 @@ from engine.errors import ModelArtifactError
 from engine.vocabulary import Vocabulary, load_vocabulary, save_vocabulary
 
 WEIGHTS, CONFIG = "describer.pt", "describer.json"
+GENERIC = "generic"  # the category of a describer of the generic kinds (a default one)
 # the default describer shipped in the package (engine.describer_default rebuilds it)
 DEFAULT_DIR = Path(__file__).parent / "describers" / "default"
 
@@ -101,7 +102,8 @@ def load_describer(
     metrics = dict(meta["metrics"])
     cut = metrics.get("unclear_below")
     return LoadedDescriber(describer, vocab, dict(meta["features"]), metrics,
-                           identity=digest.hexdigest()[:16], source=source,
+                           identity=digest.hexdigest()[:16],
+                           source="default" if meta["category"] == GENERIC else source,
                            unclear_below=None if cut is None else float(cut))  # fmt: skip
 
 
