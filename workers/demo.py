@@ -32,7 +32,7 @@ from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdict_counts, verdicts_for
 from workers.demo_data import DemoProduct, discover, load_rgb, synthetic_parts
 from workers.runner import build_worker
-from workers.scoring import CladRuntimeEngine, ScoringEngine, load_trained
+from workers.scoring import CladRuntimeEngine, ScoringEngine, default_for, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,12 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
                                                  encoder)
         runner = None if backend == "torch" else make_backend(
             backend, runtime, max_batch=max_batch)  # type: ignore[arg-type]
+        describer, describer_encoder = default_for(runtime)  # a k-shot model has no words
         engines[p.name] = CladRuntimeEngine(
             runtime, threshold=calibrated.value if threshold is None else threshold,
             version=f"demo-{p.name}-{len(p.references)}shot", backend=runner,
-            pixel_threshold=calibrated.pixel)
+            pixel_threshold=calibrated.pixel, describer=describer,
+            describer_encoder=describer_encoder)
     return engines
 
 
@@ -158,8 +160,10 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
                           key=lambda v: (names[v.frame_id][0], str(names[v.frame_id][1])))
     for v in verdicts:
         product, path = names[v.frame_id]
-        regions = [f"#{r.index} {_region_name(r)} {r.bbox_w}x{r.bbox_h}@"
-                   f"{r.bbox_x},{r.bbox_y}" for r in v.regions]
+        regions = [f"#{r.index} {_region_name(r)}"
+                   + (f" ({r.confidence:.2f})" if r.confidence is not None else "")
+                   + (" [hottest area]" if r.fallback and r.description else "")
+                   + f" {r.bbox_w}x{r.bbox_h}@{r.bbox_x},{r.bbox_y}" for r in v.regions]
         style = "red" if v.label == "anomalous" else "green"
         table.add_row(f"{product}/{path.parent.name}/{path.name}", f"{v.score:.3f}",
                       f"{v.threshold:.2f}", f"[{style}]{v.label}[/]",
