@@ -3,7 +3,7 @@
 Layout: <model_dir>/<category>/<version>/
     model.pt         state dict of the whole runtime (encoder, bank, text branch)
     config.json      scoring config + text-branch config + bank shape + format version
-    thresholds.json  engine.calibration.Threshold
+    thresholds.json  engine.calibration.Threshold (image threshold + region threshold `pixel`)
     prompts.json     the product's normal/defect prompts (text branch buffers came from them)
     metrics.json     training / validation figures
 Loading rebuilds the modules from config.json and loads the state dict: no pretrained
@@ -13,6 +13,7 @@ weights package and no training code is needed to serve a saved model.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,8 @@ from engine.heads import CladTextBranch, branch_from_config
 from engine.prompts import PromptSet
 from engine.runtime_model import CladRuntime
 from engine.visual_encoder import VisualEncoder
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 FILES = ("model.pt", "config.json", "thresholds.json", "prompts.json", "metrics.json")
@@ -52,6 +55,23 @@ class LoadedModel:
     category: str
     prompts: PromptSet | None
     metadata: dict[str, Any]
+    pixel_threshold: float  # region threshold on the pixel map (see region_threshold)
+
+
+def region_threshold(threshold: Threshold, where: str = "model") -> float:
+    """The stored region threshold, or for an artefact saved before it existed the image
+    threshold, the cut those models served with: the runtime divides both maps by their
+    own normal statistic (normal ~ 1), so it is nominally in the pixel map's unit, but
+    on textured products it cuts high (magnetic tile: no defect pixel reaches it,
+    NOTES-regions.md). The artefact holds no normal maps to do better; anomalous frames
+    still get a region (engine.regions.verdict_regions), and a model trained (`clad
+    train`) or retrained now stores a calibrated one."""
+    if threshold.pixel is not None:
+        return float(threshold.pixel)
+    log.info("%s has no calibrated region threshold (saved before it existed): regions are "
+             "cut at the image threshold %.4g, or the hottest area when nothing passes it; "
+             "a model trained or retrained now stores one", where, threshold.value)
+    return float(threshold.value)
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -135,6 +155,7 @@ def load_model(
     return LoadedModel(
         runtime=runtime,
         threshold=threshold.value,
+        pixel_threshold=region_threshold(threshold, str(vdir)),
         version=str(config["version"]),
         category=str(config["category"]),
         prompts=PromptSet.from_dict(prompts_raw) if prompts_raw else None,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.defect_kinds import UNCLEAR, UNCLEAR_TEXT
 from engine.runtime_model import patch_embeddings
 
 N_STATS = 7
@@ -63,11 +64,14 @@ class RegionDescriber(nn.Module):
     def __init__(
         self, in_channels: int, text_dim: int, vocab_text: torch.Tensor, vocab_owner: list[int],
         joint_dim: int = 128, hidden: int = 256, rank: int = 8, tau: float = 0.07,
-        grid: int = 20,
+        grid: int = 20, relative: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         self.in_channels, self.text_dim, self.joint_dim = in_channels, text_dim, joint_dim
         self.hidden, self.rank, self.tau, self.grid = hidden, rank, tau, grid
+        # relative: features minus those of the region's surroundings, so what is learned
+        # is how a defect differs from its product, not the product (the default describer)
+        self.relative = relative
         # pretrained group (copied from a trained CLAD text branch when there is one)
         self.image_proj = nn.Sequential(
             nn.Linear(2 * in_channels, hidden), nn.GELU(), nn.Linear(hidden, joint_dim)
@@ -95,7 +99,7 @@ class RegionDescriber(nn.Module):
     def config(self) -> dict[str, int | float]:
         return {"in_channels": self.in_channels, "text_dim": self.text_dim,
                 "joint_dim": self.joint_dim, "hidden": self.hidden, "rank": self.rank,
-                "tau": self.tau, "grid": self.grid,
+                "tau": self.tau, "grid": self.grid, "relative": self.relative,
                 "n_phrases": int(self.vocab_text.shape[0])}  # fmt: skip
 
     def new_parameters(self) -> list[nn.Parameter]:
@@ -111,6 +115,8 @@ class RegionDescriber(nn.Module):
         h, w = patch_emb.shape[-2:]
         full = masks.float()
         m = F.adaptive_avg_pool2d(full.unsqueeze(1), (h, w))  # [N, 1, h, w] coverage
+        if self.relative:
+            patch_emb = patch_emb - surroundings(patch_emb, m)
         x = patch_emb + self.alpha_conv(m)
         weight = m / m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
         mean = (x * weight).sum(dim=(2, 3))
@@ -135,6 +141,17 @@ class RegionDescriber(nn.Module):
 
     def forward(self, patch_emb: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return self.region_embeddings(patch_emb, masks) @ self.kind_prototypes().T / self.tau
+
+
+def surroundings(patch_emb: torch.Tensor, coverage: torch.Tensor, ring: int = 2) -> torch.Tensor:
+    """Mean embedding [N, C, 1, 1] of a ring of `ring` cells around each region (all
+    cells outside it when the region fills the frame)."""
+    inside = (coverage > 0).float()
+    around = (F.max_pool2d(inside, 2 * ring + 1, stride=1, padding=ring) - inside).clamp_min(0)
+    empty = around.sum(dim=(2, 3), keepdim=True) == 0
+    weight = torch.where(empty, 1 - inside, around)
+    total = weight.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return (patch_emb * weight).sum(dim=(2, 3), keepdim=True) / total
 
 
 def pool_grid(patch_emb: torch.Tensor, grid: int) -> torch.Tensor:
@@ -196,10 +213,22 @@ def search_descriptions(
     return out
 
 
+def mark_unclear(descriptions: list[Description], below: float | None) -> list[Description]:
+    """A description less confident than `below` becomes "unclear defect" (a wrong word
+    costs an operator's trust more than no word); the best guess stays as runner-up."""
+    if below is None:
+        return descriptions
+    return [d if d.confidence >= below else Description(
+        kind=UNCLEAR, text=UNCLEAR_TEXT, confidence=d.confidence, runner_up_kind=d.kind,
+        runner_up=d.text, runner_up_confidence=d.confidence, embedding=d.embedding)
+        for d in descriptions]  # fmt: skip
+
+
 def describe_regions(
     describer: RegionDescriber, patch_emb: torch.Tensor, masks: np.ndarray | torch.Tensor,
-    kinds: list[str], phrases: list[str],
+    kinds: list[str], phrases: list[str], unclear_below: float | None = None,
 ) -> list[Description]:  # fmt: skip
-    """Describe every region of ONE frame (embedding, then the text search)."""
-    return search_descriptions(describer, embed_regions(describer, patch_emb, masks), kinds,
-                               phrases)  # fmt: skip
+    """Describe every region of ONE frame (embedding, the text search, the unclear cut)."""
+    found = search_descriptions(describer, embed_regions(describer, patch_emb, masks), kinds,
+                                phrases)  # fmt: skip
+    return mark_unclear(found, unclear_below)

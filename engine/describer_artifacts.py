@@ -8,6 +8,7 @@ whose embeddings are stored; then the new phrasings are encoded once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ from engine.errors import ModelArtifactError
 from engine.vocabulary import Vocabulary, load_vocabulary, save_vocabulary
 
 WEIGHTS, CONFIG = "describer.pt", "describer.json"
+GENERIC = "generic"  # the category of a describer of the generic kinds (a default one)
+# the default describer shipped in the package (engine.describer_default rebuilds it)
+DEFAULT_DIR = Path(__file__).parent / "describers" / "default"
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ class LoadedDescriber:
     vocabulary: Vocabulary
     features: dict[str, Any]  # backbone, stages, input_size, pool the embeddings expect
     metadata: dict[str, Any]
+    # which describer this is, for cache keys: digest of its weights, config and vocabulary
+    identity: str = ""
+    source: str = "product"  # "product": trained for this product; "default": generic kinds
+    # below this confidence a region reads "unclear defect" (calibrated held out); None: never
+    unclear_below: float | None = None
 
 
 def init_from_clad(describer: RegionDescriber, branch: torch.nn.Module | None) -> bool:
@@ -44,15 +53,20 @@ def init_from_clad(describer: RegionDescriber, branch: torch.nn.Module | None) -
 
 def save_describer(
     directory: str | Path, describer: RegionDescriber, vocab: Vocabulary,
-    features: dict[str, Any], metrics: dict[str, Any] | None = None,
+    features: dict[str, Any], metrics: dict[str, Any] | None = None, half: bool = False,
 ) -> Path:  # fmt: skip
+    """`half` stores the weights in float16 (a describer shipped in the package); they
+    load back into float32."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"config": describer.config(), "features": features, "category": vocab.category,
             "kinds": vocab.keys, "phrases": vocab.phrases()[0], "metrics": metrics or {}}
     # temp names then rename: a worker reloading the directory never sees half a file
     tmp_w, tmp_c = out / f".{WEIGHTS}.tmp", out / f".{CONFIG}.tmp"
-    torch.save(describer.state_dict(), tmp_w)
+    state = describer.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, tmp_w)
     tmp_c.write_text(json.dumps(meta, indent=2) + "\n")
     save_vocabulary(vocab, out)
     tmp_w.rename(out / WEIGHTS)
@@ -62,7 +76,7 @@ def save_describer(
 
 def load_describer(
     directory: str | Path, vocabulary_path: str | Path | None = None,
-    text_encoder: Any | None = None,
+    text_encoder: Any | None = None, source: str = "product",
 ) -> LoadedDescriber:  # fmt: skip
     vdir = Path(directory)
     if not (vdir / WEIGHTS).is_file() or not (vdir / CONFIG).is_file():
@@ -83,4 +97,16 @@ def load_describer(
 
             text_encoder = load_text_encoder()
         describer.set_vocabulary(text_encoder.encode(phrases), owner)
-    return LoadedDescriber(describer, vocab, dict(meta["features"]), dict(meta["metrics"]))
+    digest = hashlib.sha256((vdir / WEIGHTS).read_bytes())
+    digest.update((vdir / CONFIG).read_bytes() + json.dumps(vocab.to_dict()).encode())
+    metrics = dict(meta["metrics"])
+    cut = metrics.get("unclear_below")
+    return LoadedDescriber(describer, vocab, dict(meta["features"]), metrics,
+                           identity=digest.hexdigest()[:16],
+                           source="default" if meta["category"] == GENERIC else source,
+                           unclear_below=None if cut is None else float(cut))  # fmt: skip
+
+
+def load_default_describer(directory: str | Path = DEFAULT_DIR) -> LoadedDescriber:
+    """The generic-kind describer that serves every product without one of its own."""
+    return load_describer(directory, source="default")

@@ -198,13 +198,14 @@ def predict_kinds(describer: RegionDescriber, data: RegionSet, batch: int = 64) 
 
 
 def make_feature_cache(runtime: torch.nn.Module | None = None, cache_dir: Path | None = None,
-                       backbone: str = "efficientnet-lite0") -> FeatureCache:  # fmt: skip
+                       backbone: str = "efficientnet-lite0",
+                       stages: tuple[int, ...] = (2, 4)) -> FeatureCache:  # fmt: skip
     """Features as a saved model's runtime computes them, or the default encoder's."""
     from engine.runtime_model import CladRuntime
     from engine.visual_encoder import VisualEncoder
 
     if runtime is None:
-        enc = VisualEncoder(backbone)
+        enc = VisualEncoder(backbone, stages)
         runtime = CladRuntime(enc, torch.zeros(1, sum(enc.channels)), 1.0)
     enc = runtime.encoder
     tag = f"{type(enc).__name__}:{getattr(enc, 'out_blocks', '')}:{backbone}"

@@ -10,7 +10,15 @@ Splits are by IMAGE, so no region of a test image is ever trained on:
     all the others) for categories with a handful of images.
 Region IoU: anomaly maps of a k-shot runtime, thresholded at a pixel threshold
 calibrated on normal images that are not references, split into regions, each
-GT region matched to its best predicted region.
+GT region matched to its best predicted region. Two thresholds side by side:
+  - "quantile": the 99.9% quantile of all normal pixels (the first measurement);
+  - "calibrated": engine.calibration's region threshold (false-alarm rule on the
+    normal maps' peaks, what a saved model carries), also with the verdict rule
+    (engine.regions.verdict_regions: anomalous by the image threshold -> at least
+    one region, the hottest area when the cut finds none);
+  - "image_threshold_cut": the image threshold used as the cut, as the worker did
+    before the region threshold existed.
+`--iou-only` skips the describer (no feature cache, no training).
 
 Run: python -m engine.region_eval --data DIR [--split half|kfold|loio] (NOTES-regions.md).
 """
@@ -25,6 +33,7 @@ import numpy as np
 import torch
 
 from engine.builder import ScoringConfig, build_runtime
+from engine.calibration import calibrate
 from engine.datasets import load_rgb, split_category
 from engine.describer import RegionDescriber
 from engine.describer_train import (
@@ -36,7 +45,7 @@ from engine.describer_train import (
     predict_kinds,
     train_describer,
 )
-from engine.regions import extract_regions, mask_iou
+from engine.regions import extract_regions, mask_iou, verdict_regions
 from engine.vocabulary import Vocabulary, load_vocabulary
 
 
@@ -95,39 +104,94 @@ def description_accuracy(
             "acc_before": 100 * float(b.mean()), "acc_after": 100 * float(a.mean())}  # fmt: skip
 
 
+def _match(preds: list[np.ndarray], gts: list[np.ndarray], size: int,
+           acc: dict[str, list[float]]) -> None:
+    for g in gts:
+        iou = max((mask_iou(g, p) for p in preds), default=0.0)
+        acc["best"].append(iou)
+    for p in preds:
+        acc["pred_ok"].append(max((mask_iou(g, p) for g in gts), default=0.0) >= 0.5)
+    union_p = np.any(preds, axis=0) if preds else np.zeros((size, size), bool)
+    acc["image_iou"].append(mask_iou(np.any(gts, axis=0), union_p))
+
+
+def _summary(acc: dict[str, list[float]], threshold: float) -> dict[str, float]:
+    best = np.array(acc["best"])
+    return {"threshold": threshold, "gt_regions": int(best.size),
+            "region_iou": float(best.mean()), "recall_at_0.5": float((best >= 0.5).mean()),
+            "pred_regions": len(acc["pred_ok"]),
+            "precision_at_0.5": float(np.mean(acc["pred_ok"])) if acc["pred_ok"] else 0.0,
+            "image_iou": float(np.mean(acc["image_iou"]))}  # fmt: skip
+
+
 @torch.no_grad()
 def region_iou(cat: Path, data: RegionSet, image_rows: np.ndarray, shots: int,
-               size: int, min_area: int, quantile: float = 0.999) -> dict[str, float]:  # fmt: skip
-    """GT regions vs regions of the k-shot runtime's thresholded maps."""
+               size: int, min_area: int, quantile: float = 0.999,
+               fixed: tuple[float, ...] = ()) -> dict[str, object]:  # fmt: skip
+    """GT regions vs regions of the k-shot runtime's maps, at both thresholds; `fixed`:
+    extra thresholds for context (chosen by hand, never a calibration)."""
     split = split_category(cat, shots)
     pool = sorted({s.path for s in split.evaluated if s.label == 0} - set(data.images))
     train_good = sorted((cat / "train" / "good").glob("*.png"))[shots : shots + 10]
     calib = train_good or pool[:10]  # normal, never a reference
     refs = [load_rgb(p, size) for p in split.references]
     rt = build_runtime(refs, ScoringConfig(input_size=size))
-    normal_maps = np.stack([rt(torch.from_numpy(load_rgb(p, size)[None])).maps[0].numpy()
-                            for p in calib])  # fmt: skip
+    normal = [rt(torch.from_numpy(load_rgb(p, size)[None])) for p in calib]
+    normal_maps = np.stack([o.maps[0].numpy() for o in normal])
     thr = float(np.quantile(normal_maps, quantile))
+    calibrated = calibrate(np.array([float(o.scores[0]) for o in normal]),
+                           normal_maps=normal_maps)  # fmt: skip
+    pixel = float(calibrated.pixel)  # type: ignore[arg-type]
     by_path = {s.path: s for s in split.evaluated}
-    best, hits, img_iou, n_pred, pred_ok = [], [], [], 0, 0
+    rules = ("quantile", "calibrated", "calibrated_verdict", "image_threshold_cut")
+    acc = {r: {"best": [], "pred_ok": [], "image_iou": []} for r in (*rules, *fixed)}
+    flagged = fallbacks = 0
     for row in image_rows:
         path = data.images[int(row)]
-        amap = rt(torch.from_numpy(load_rgb(path, size)[None])).maps[0].numpy()
-        preds = [r.mask for r in extract_regions(amap, thr, min_area)]
+        out = rt(torch.from_numpy(load_rgb(path, size)[None]))
+        amap = out.maps[0].numpy()
         gts = gt_regions(by_path[path], size, 4)
-        for g in gts:
-            iou = max((mask_iou(g, p) for p in preds), default=0.0)
-            best.append(iou)
-            hits.append(iou >= 0.5)
-        for p in preds:
-            n_pred += 1
-            pred_ok += max((mask_iou(g, p) for g in gts), default=0.0) >= 0.5
-        union_p = np.any(preds, axis=0) if preds else np.zeros((size, size), bool)
-        img_iou.append(mask_iou(np.any(gts, axis=0), union_p))
-    return {"threshold": thr, "calib_images": len(calib), "gt_regions": len(best),
-            "region_iou": float(np.mean(best)), "recall_at_0.5": float(np.mean(hits)),
-            "precision_at_0.5": pred_ok / max(n_pred, 1), "pred_regions": n_pred,
-            "image_iou": float(np.mean(img_iou))}  # fmt: skip
+        anomalous = float(out.scores[0]) > calibrated.value
+        verdict = verdict_regions(amap, anomalous=anomalous, threshold=pixel,
+                                  min_area=min_area)  # fmt: skip
+        flagged += anomalous
+        fallbacks += any(r.fallback for r in verdict)
+        _match([r.mask for r in extract_regions(amap, thr, min_area)], gts, size, acc["quantile"])
+        _match([r.mask for r in extract_regions(amap, pixel, min_area)], gts, size,
+               acc["calibrated"])  # fmt: skip
+        _match([r.mask for r in verdict], gts, size, acc["calibrated_verdict"])
+        _match([r.mask for r in extract_regions(amap, calibrated.value, min_area)], gts, size,
+               acc["image_threshold_cut"])  # fmt: skip
+        for t in fixed:
+            _match([r.mask for r in extract_regions(amap, t, min_area)], gts, size, acc[t])
+    res: dict[str, object] = {"calib_images": len(calib), "image_threshold": calibrated.value,
+                              "images": len(image_rows), "flagged_anomalous": flagged,
+                              "fallback_regions": fallbacks}  # fmt: skip
+    used = {"quantile": thr, "image_threshold_cut": calibrated.value}
+    res.update({r: _summary(acc[r], used.get(r, pixel)) for r in rules})
+    res.update({f"fixed_{t:g}": _summary(acc[t], t) for t in fixed})
+    return res
+
+
+class _NoFeatures:
+    """Stands in for the feature cache when only region IoU is measured."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def get(self, path: Path) -> torch.Tensor:
+        return torch.zeros(1, 1, 1)
+
+
+def iou_only(cat: Path, shots: int, size: int, seed: int,
+             fixed: tuple[float, ...] = ()) -> dict[str, object]:  # fmt: skip
+    """Region IoU on the same test half as the full run, without the describer."""
+    vocab: Vocabulary = load_vocabulary(cat.name)
+    data = build_region_set(split_category(cat, 0).evaluated, vocab.keys,
+                            _NoFeatures(size), progress=False)  # type: ignore[arg-type]
+    rows = image_folds(data, "half", seed)[0][1]
+    return {"category": cat.name,
+            "iou": region_iou(cat, data, rows, shots, size, min_area=16, fixed=fixed)}
 
 
 def evaluate_category(cat: Path, split: str, cfg: DescriberTrainConfig, cache: FeatureCache,
@@ -155,6 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=DescriberTrainConfig.steps)
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--no-iou", action="store_true")
+    ap.add_argument("--iou-only", action="store_true",
+                    help="region IoU only (test half), no describer: no feature cache")
+    ap.add_argument("--fixed-thresholds", type=float, nargs="*", default=[],
+                    help="with --iou-only: also these pixel thresholds, for context")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
@@ -164,6 +232,15 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(2)
     cfg = DescriberTrainConfig(steps=args.steps, batch_size=args.batch_size)
+    if args.iou_only:
+        results = []
+        for cat in find_categories(args.data):
+            results.append(iou_only(cat, args.shots, ScoringConfig().input_size, cfg.seed,
+                                    tuple(args.fixed_thresholds)))
+            print(json.dumps(results[-1]), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return
     cache = make_feature_cache(cache_dir=args.cache_dir)
     text_encoder = load_text_encoder()
     results = []

@@ -11,6 +11,12 @@ size (a 1-Mpx frame with a large defect would otherwise be 10^5 points):
     core's cluster; anything else is noise and dropped.
 So scattered pixels close together become one region, two separate blobs stay
 two, and isolated specks vanish. Regions smaller than `min_area` are dropped.
+
+`verdict_regions` is the one rule every path applies (worker, `clad describe`,
+demo): a normal verdict has no region; an anomalous one has the regions above the
+calibrated region threshold or, when that cut leaves none, the hottest connected
+area around the map's maximum, flagged `fallback` (low confidence: the frame is
+anomalous as a whole, but no pixel stands out as clearly as the calibration asks).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ class Region:
     peak_score: float
     mean_score: float
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)  # bool [H, W]
+    # True: no pixel passed the region threshold; this is the hottest area around the
+    # map's maximum, shown so an anomalous verdict always says where (low confidence)
+    fallback: bool = False
 
 
 def default_eps(shape: tuple[int, ...]) -> float:
@@ -101,23 +110,56 @@ def extract_regions(
     `eps` (pixels) defaults to `default_eps(map.shape)`; `min_samples` is DBSCAN's
     density (pixels within eps, the pixel included) for a scattered pixel to count.
     """
+    amap = _as_map(anomaly_map)
+    masks = split_mask(amap > threshold, max(1, int(min_area)),
+                       eps if eps is not None else default_eps(amap.shape), min_samples)
+    return [_region(i, m, amap) for i, m in enumerate(masks)]
+
+
+def hottest_region(anomaly_map: np.ndarray, level: float = 0.5) -> Region:
+    """The connected area around the map's maximum that is at least `level` of the way
+    from the map's median (its background) up to that maximum; flagged `fallback`.
+
+    Half-way up the peak (a full-width-at-half-maximum cut) follows the hot spot's own
+    extent whatever the map's scale; a flat map gives the whole frame.
+    """
+    amap = _as_map(anomaly_map)
+    if not np.isfinite(amap).any():
+        raise ValueError("the anomaly map has no finite value")
+    peak_at = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    peak, background = float(amap[peak_at]), float(np.median(amap[np.isfinite(amap)]))
+    hot = (amap >= background + level * (peak - background)).astype(np.uint8)
+    _n, labels = cv2.connectedComponents(hot, connectivity=8)
+    return _region(0, labels == labels[peak_at], amap, fallback=True)
+
+
+def verdict_regions(
+    anomaly_map: np.ndarray, *, anomalous: bool, threshold: float, min_area: int
+) -> list[Region]:
+    """Regions of one verdict: none when normal; when anomalous, those above the region
+    `threshold` or, if that cut finds none, `hottest_region` (so never an empty list)."""
+    if not anomalous:
+        return []
+    return extract_regions(anomaly_map, threshold, min_area) or [hottest_region(anomaly_map)]
+
+
+def _as_map(anomaly_map: np.ndarray) -> np.ndarray:
     amap = np.nan_to_num(np.asarray(anomaly_map, dtype=np.float32), nan=-np.inf)
     if amap.ndim != 2:
         raise ValueError(f"expected a 2-D anomaly map, got shape {amap.shape}")
-    masks = split_mask(amap > threshold, max(1, int(min_area)),
-                       eps if eps is not None else default_eps(amap.shape), min_samples)
-    regions = []
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        x0, y0 = int(xs.min()), int(ys.min())
-        values = amap[m]
-        regions.append(Region(
-            index=i, mask_rle=rle.encode(m),
-            bbox=(x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1),
-            area=int(m.sum()), peak_score=float(values.max()), mean_score=float(values.mean()),
-            mask=m,
-        ))  # fmt: skip
-    return regions
+    return amap
+
+
+def _region(index: int, m: np.ndarray, amap: np.ndarray, fallback: bool = False) -> Region:
+    ys, xs = np.nonzero(m)
+    x0, y0 = int(xs.min()), int(ys.min())
+    values = amap[m]
+    return Region(
+        index=index, mask_rle=rle.encode(m),
+        bbox=(x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1),
+        area=int(m.sum()), peak_score=float(values.max()), mean_score=float(values.mean()),
+        mask=m, fallback=fallback,
+    )  # fmt: skip
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

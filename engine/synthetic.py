@@ -16,6 +16,10 @@ import numpy as np
 
 Kind = Literal["cutpaste", "texture", "noise", "scratch", "blob"]
 KINDS: tuple[Kind, ...] = ("cutpaste", "texture", "noise", "scratch", "blob")
+# the generic defect kind (engine.defect_kinds) each of these drawings shows; the drawings
+# of every generic kind, for the describer, are in engine.synthetic_defects
+VOCAB_KIND: dict[Kind, str] = {"cutpaste": "misplaced_part", "texture": "contamination",
+                               "noise": "contamination", "scratch": "scratch", "blob": "stain"}
 
 
 def foreground_mask(image: np.ndarray, thresh: float = 30.0) -> np.ndarray:

@@ -95,9 +95,12 @@ def train_product(
     refs = [load_rgb(p) for p in train_paths[:shots]]
     runtime = build_runtime(refs, scoring, text_branch=branch, encoder=encoder).eval()
     with torch.no_grad():
-        held = [runtime(torch.from_numpy(load_rgb(p)[None])).scores for p in hold_paths]
-    scores = torch.cat(held).numpy() if held else np.zeros(0)
-    threshold = calibrate(scores) if scores.size else calibrate(np.array([1.0]))
+        held = [runtime(torch.from_numpy(load_rgb(p)[None])) for p in hold_paths]
+    scores = torch.cat([o.scores for o in held]).numpy() if held else np.zeros(0)
+    maps = [o.maps[0].numpy() for o in held]
+    # no held-out normal: the runtime's unit (normal ~ 1) for both thresholds
+    threshold = calibrate(scores, normal_maps=maps) if scores.size else calibrate(
+        np.array([1.0]), normal_maps=[np.ones((1, 1))])
     metrics = {
         "train_config": asdict(cfg),
         "text_encoder": text_cfg.to_dict(),

@@ -35,6 +35,13 @@ def region_fingerprint(model_version: str, embedding: np.ndarray, step: float = 
     return digest.hexdigest()[:32]
 
 
+def description_key(model_version: str, describer_identity: str) -> str:
+    """What a cached description is keyed by besides the region: the model version and
+    which describer made it (a product's own describer replacing the default one, or a
+    retrained one, must not be answered from the other's entries)."""
+    return f"{model_version}|{describer_identity}" if describer_identity else model_version
+
+
 class RegionCache(Protocol):
     def get_descriptions(self, fingerprints: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 

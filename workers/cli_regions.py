@@ -77,17 +77,28 @@ def describe_cmd(
     category: Annotated[str | None, Opt("--category", "-c")] = None,
     describer_dir: Annotated[Path | None, Opt("--describer", help="Describer dir "
                                               "(default: the model's version dir).")] = None,
-    threshold: Annotated[float | None, Opt("--threshold", help="Pixel threshold "
-                                           "(default: the model's).")] = None,
+    threshold: Annotated[float | None, Opt("--threshold", help="Region (pixel) "
+                                           "threshold (default: the model's).")] = None,
     min_area: Annotated[int, Opt("--min-area")] = 16,
     out: Annotated[Path, Opt("--out")] = Path("overlay.png"),
+    reference: Annotated[list[Path] | None, Opt(
+        "--reference", exists=True, dir_okay=False,
+        help="A normal image of the same product (repeat for more): a k-shot model is "
+             "built from them to find the regions, when there is no --model.")] = None,
 ) -> None:
-    """Print IMAGE's defect regions with descriptions and write an overlay PNG."""
+    """Print IMAGE's defect regions with descriptions and write an overlay PNG.
+
+    Regions: --mask, else the thresholded map of --model or of a k-shot model built from
+    --reference images. Words: the product's describer (--describer, or the model's),
+    else the default describer of generic defect kinds."""
     from workers.describe_image import describe_image
 
-    lines, png = describe_image(image, mask=mask, model=model, category=category,
-                                describer_dir=describer_dir, threshold=threshold,
-                                min_area=min_area)  # fmt: skip
+    try:
+        lines, png = describe_image(image, mask=mask, model=model, category=category,
+                                    describer_dir=describer_dir, threshold=threshold,
+                                    min_area=min_area, references=reference or [])  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     for line in lines:
         typer.echo(line)
     out.write_bytes(png)

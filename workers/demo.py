@@ -16,9 +16,12 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
+import cv2
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from engine import rle
 from pipeline.broker import EmbeddedBroker
 from pipeline.heatmap_codec import decode_heatmap, render_overlay
 from pipeline.kafka_io import ensure_topics
@@ -29,7 +32,7 @@ from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdict_counts, verdicts_for
 from workers.demo_data import DemoProduct, discover, load_rgb, synthetic_parts
 from workers.runner import build_worker
-from workers.scoring import CladRuntimeEngine, ScoringEngine, load_trained
+from workers.scoring import CladRuntimeEngine, ScoringEngine, default_for, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,12 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
                                                  encoder)
         runner = None if backend == "torch" else make_backend(
             backend, runtime, max_batch=max_batch)  # type: ignore[arg-type]
+        describer, describer_encoder = default_for(runtime)  # a k-shot model has no words
         engines[p.name] = CladRuntimeEngine(
             runtime, threshold=calibrated.value if threshold is None else threshold,
-            version=f"demo-{p.name}-{len(p.references)}shot", backend=runner)
+            version=f"demo-{p.name}-{len(p.references)}shot", backend=runner,
+            pixel_threshold=calibrated.pixel, describer=describer,
+            describer_encoder=describer_encoder)
     return engines
 
 
@@ -136,6 +142,12 @@ def _wait_for_verdicts(factory, frame_ids: list[uuid.UUID], timeout_s: float,  #
         time.sleep(0.5)
 
 
+def _region_name(region, default: str = "region") -> str:  # noqa: ANN001 - a Region row
+    if region.description:
+        return region.description
+    return "hottest area" if region.fallback else default
+
+
 def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],  # noqa: ANN001
             counts: dict[uuid.UUID, int], out: Path) -> int:
     overlays = out / "overlays"
@@ -148,8 +160,10 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
                           key=lambda v: (names[v.frame_id][0], str(names[v.frame_id][1])))
     for v in verdicts:
         product, path = names[v.frame_id]
-        regions = [f"#{r.index} {r.description or 'region'} {r.bbox_w}x{r.bbox_h}@"
-                   f"{r.bbox_x},{r.bbox_y}" for r in v.regions]
+        regions = [f"#{r.index} {_region_name(r)}"
+                   + (f" ({r.confidence:.2f})" if r.confidence is not None else "")
+                   + (" [hottest area]" if r.fallback and r.description else "")
+                   + f" {r.bbox_w}x{r.bbox_h}@{r.bbox_x},{r.bbox_y}" for r in v.regions]
         style = "red" if v.label == "anomalous" else "green"
         table.add_row(f"{product}/{path.parent.name}/{path.name}", f"{v.score:.3f}",
                       f"{v.threshold:.2f}", f"[{style}]{v.label}[/]",
@@ -157,10 +171,14 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
                                                 else ""))
         if v.heatmap is not None:
             heat = decode_heatmap(v.heatmap.data, v.heatmap.max_value)
-            png = render_overlay(load_rgb(path), heat, threshold=v.threshold,
+            frame = load_rgb(path)
+            size = (frame.shape[1], frame.shape[0])
+            masks = [cv2.resize(rle.decode(r.mask_rle).astype(np.uint8), size,
+                                interpolation=cv2.INTER_NEAREST) for r in v.regions]
+            png = render_overlay(frame, heat, threshold=v.threshold,
                                  boxes=[(r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h)
-                                        for r in v.regions],
-                                 labels=[r.description or "" for r in v.regions])
+                                        for r in v.regions], masks=masks,
+                                 labels=[_region_name(r, "") for r in v.regions])
             (overlays / f"{product}__{path.parent.name}__{path.stem}.png").write_bytes(png)
     console.print(table)
     missing = [fid for fid in names if fid not in counts]

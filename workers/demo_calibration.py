@@ -7,7 +7,8 @@ Normal scores the model never saw in its bank:
   - held-out views of every reference (small shifts and rotations that are not
     in the bank), which covers pose jitter, and K = 1.
 engine.calibration.calibrate then picks the threshold for a 1% false-alarm rate
-on those scores (with this few, just above the highest).
+on those scores (with this few, just above the highest), and the region threshold
+by the same rule on the peaks of those frames' pixel maps.
 """
 
 from __future__ import annotations
@@ -41,25 +42,32 @@ def held_out_views(img: np.ndarray) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def _scores(runtime: CladRuntime, images: Sequence[np.ndarray]) -> list[float]:
+def _score(runtime: CladRuntime, images: Sequence[np.ndarray]
+           ) -> tuple[list[float], list[np.ndarray]]:
+    """(image scores, pixel maps) of the images."""
     s = runtime.input_size
     small = [cv2.resize(i, (s, s), interpolation=cv2.INTER_AREA) for i in images]
-    return [float(v) for i in range(0, len(small), 8)
-            for v in runtime(torch.from_numpy(np.stack(small[i:i + 8]))).scores]
+    outs = [runtime(torch.from_numpy(np.stack(small[i:i + 8]))) for i in range(0, len(small), 8)]
+    return ([float(v) for o in outs for v in o.scores],
+            [m.numpy() for o in outs for m in o.maps])
 
 
 def calibrated_runtime(references: Sequence[np.ndarray], config: ScoringConfig,
                        encoder: VisualEncoder) -> tuple[CladRuntime, Threshold]:
-    """The k-shot runtime from all references and its threshold from unseen normals."""
+    """The k-shot runtime from all references and its image and region thresholds from
+    unseen normals."""
     refs = list(references)
     runtime = build_runtime(refs, config, encoder=encoder)
-    normal = _scores(runtime, [v for r in refs for v in held_out_views(r)])
+    normal, maps = _score(runtime, [v for r in refs for v in held_out_views(r)])
     if len(refs) >= 2:
         for i, ref in enumerate(refs):
             others = build_runtime(refs[:i] + refs[i + 1:], config, encoder=encoder)
-            others.scale.copy_(runtime.scale)  # the full model's unit
-            normal += _scores(others, [ref])
-    threshold = calibrate(np.array(normal))
-    log.info("calibrated threshold %.3f from %s unseen-normal scores (max %.3f)",
-             threshold.value, len(normal), max(normal))
+            others.scale.copy_(runtime.scale)  # the full model's units
+            others.pixel_scale.copy_(runtime.pixel_scale)
+            score, amap = _score(others, [ref])
+            normal += score
+            maps += amap
+    threshold = calibrate(np.array(normal), normal_maps=maps)
+    log.info("calibrated threshold %.3f, region threshold %.3f from %s unseen-normal frames "
+             "(max score %.3f)", threshold.value, threshold.pixel, len(normal), max(normal))
     return runtime, threshold

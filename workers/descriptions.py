@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine import rle
-from pipeline.region_cache import RegionCache, region_fingerprint
+from pipeline.region_cache import RegionCache, description_key, region_fingerprint
 from pipeline.storage.records import RegionRecord, VerdictRecord
 from workers.decode import DecodedFrame
 from workers.scoring import ScoringEngine
@@ -60,7 +60,8 @@ def _embed_product(engine: ScoringEngine, verdicts: Sequence[VerdictRecord],
     for row, i in enumerate(indices):
         masks = np.stack([rle.decode(r.mask_rle) for r in verdicts[i].regions])
         emb = embed_regions(loaded.describer, patch[row:row + 1], masks)
-        keys = [region_fingerprint(engine.version, e) for e in emb.numpy()]
+        owner = description_key(engine.version, loaded.identity)
+        keys = [region_fingerprint(owner, e) for e in emb.numpy()]
         out.append(_Pending(i, keys, emb))
     return out
 
@@ -70,7 +71,7 @@ def _search(engine: ScoringEngine, pending: list[_Pending],
     """Vocabulary search for the regions no cache entry covers, in one call."""
     import torch
 
-    from engine.describer import search_descriptions
+    from engine.describer import mark_unclear, search_descriptions
 
     rows = [(p, j) for p in pending for j, k in enumerate(p.keys) if k not in found]
     if not rows:
@@ -78,7 +79,8 @@ def _search(engine: ScoringEngine, pending: list[_Pending],
     loaded = engine.describer  # type: ignore[attr-defined]
     phrases, _owner = loaded.vocabulary.phrases()
     emb = torch.stack([p.emb[j] for p, j in rows])
-    described = search_descriptions(loaded.describer, emb, loaded.vocabulary.keys, phrases)
+    described = mark_unclear(search_descriptions(loaded.describer, emb, loaded.vocabulary.keys,
+                                                 phrases), loaded.unclear_below)
     return {p.keys[j]: {"kind": d.kind, "text": d.text, "confidence": d.confidence,
                         "runner_up_kind": d.runner_up_kind, "runner_up": d.runner_up,
                         "runner_up_confidence": d.runner_up_confidence}
@@ -88,7 +90,8 @@ def _search(engine: ScoringEngine, pending: list[_Pending],
 def describe_batch(engines: Mapping[str, ScoringEngine], verdicts: Sequence[VerdictRecord],
                    frames: Mapping[uuid.UUID, DecodedFrame], cache: RegionCache
                    ) -> DescribedBatch:
-    """Verdicts with their regions described where the product has a describer."""
+    """Verdicts with their regions described where the product has a describer (its
+    own or the default one: the engine carries whichever serves it)."""
     out = DescribedBatch(list(verdicts))
     by_product: dict[str, list[int]] = {}
     for i, v in enumerate(verdicts):

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.describer import RegionDescriber, embed_regions, search_descriptions
-from pipeline.region_cache import RegionCache, region_fingerprint
+from engine.describer import RegionDescriber, embed_regions, mark_unclear, search_descriptions
+from pipeline.region_cache import RegionCache, description_key, region_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +24,20 @@ log = logging.getLogger(__name__)
 def describe_cached(
     describer: RegionDescriber, patch_emb: torch.Tensor, masks: np.ndarray,
     kinds: Sequence[str], phrases: Sequence[str], cache: RegionCache, model_version: str,
+    describer_identity: str = "", unclear_below: float | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One dict per region (kind, text, confidence, runner_up, ..., cached: bool)."""
     emb = embed_regions(describer, patch_emb, masks)
     if emb.shape[0] == 0:
         return []
-    keys = [region_fingerprint(model_version, e) for e in emb.numpy()]
+    owner = description_key(model_version, describer_identity)
+    keys = [region_fingerprint(owner, e) for e in emb.numpy()]
     found = cache.get_descriptions(keys)
     missing = [i for i, k in enumerate(keys) if k not in found]
     fresh: dict[str, dict[str, Any]] = {}
     if missing:
-        described = search_descriptions(describer, emb[missing], list(kinds), list(phrases))
+        described = mark_unclear(search_descriptions(describer, emb[missing], list(kinds),
+                                                     list(phrases)), unclear_below)  # fmt: skip
         for i, d in zip(missing, described, strict=True):
             fresh[keys[i]] = {"kind": d.kind, "text": d.text, "confidence": d.confidence,
                               "runner_up_kind": d.runner_up_kind, "runner_up": d.runner_up,

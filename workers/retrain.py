@@ -80,9 +80,10 @@ def _calibrate(runtime: CladRuntime, calib: list[ConfirmedFrame],
     alarm rate on whichever normals the job has (calibration first, else fitted ones)."""
     frames = calib if any(f.label == "normal" for f in calib) else [
         f for f in fit if f.label == "normal"]
-    scores = np.array(frame_scores(runtime, frames))
+    scores, peaks = frame_scores(runtime, frames)
     labels = np.array([f.label == "anomalous" for f in frames], int)
-    return calibrate(scores, labels)
+    normal_peaks = [np.array([p]) for p, y in zip(peaks, labels, strict=True) if not y]
+    return calibrate(np.array(scores), labels, normal_maps=normal_peaks)
 
 
 def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: Path,

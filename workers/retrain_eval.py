@@ -25,10 +25,16 @@ def _batch(frames: Sequence[ConfirmedFrame], size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def frame_scores(runtime: CladRuntime, frames: Sequence[ConfirmedFrame],
-                 batch: int = 8) -> list[float]:
+                 batch: int = 8) -> tuple[list[float], list[float]]:
+    """(image scores, pixel-map peaks) of the frames; the peaks calibrate the region
+    threshold (engine.calibration.pixel_threshold keeps only a map's maximum)."""
     size = int(runtime.input_size)
-    return [s for i in range(0, len(frames), batch)
-            for s in runtime(_batch(frames[i:i + batch], size)).scores.tolist()]
+    scores, peaks = [], []
+    for i in range(0, len(frames), batch):
+        out = runtime(_batch(frames[i:i + batch], size))
+        scores += out.scores.tolist()
+        peaks += out.maps.flatten(1).max(dim=1).values.tolist()
+    return scores, peaks
 
 
 @torch.no_grad()

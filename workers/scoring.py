@@ -7,6 +7,7 @@ engine through `WorkerSettings.engine_factory`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -25,8 +26,11 @@ class ScoringEngine(Protocol):
     """Scores a batch of same-size frames; higher = more anomalous."""
 
     input_size: int  # frames are resized to input_size x input_size before infer
-    threshold: float  # image score above it -> "anomalous"; also the pixel threshold
+    threshold: float  # image score above it -> "anomalous"
     version: str
+    # An engine may also carry `pixel_threshold` (the region threshold calibrated with
+    # `threshold`); not a protocol member so engines written without it still serve:
+    # see region_threshold_of.
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, 3] RGB -> (scores [N], maps [N, h, w]) as float arrays."""
@@ -37,19 +41,27 @@ class CladRuntimeEngine:
     """Adapter from engine.runtime_model.CladRuntime (an nn.Module) to ScoringEngine.
 
     `describer` (engine.describer_artifacts.LoadedDescriber) is optional: without
-    one, regions are stored without descriptions.
+    one, regions are stored without descriptions. `describer_encoder`
+    (engine.describer_features.DescriberEncoder) computes the describer's input when
+    the runtime's patch embeddings are not what it was trained on (the default one).
     """
 
     def __init__(self, runtime: object, *, threshold: float, version: str,
-                 describer: object | None = None, backend: object | None = None) -> None:
+                 describer: object | None = None, backend: object | None = None,
+                 pixel_threshold: float | None = None,
+                 describer_encoder: Callable[[np.ndarray], object] | None = None) -> None:
         import torch
 
         self._torch = torch
         self.runtime = runtime.eval()  # type: ignore[attr-defined]
         self.input_size = int(runtime.input_size)  # type: ignore[attr-defined]
         self.threshold = float(threshold)
+        # region cut on the pixel map; None = the image threshold (both maps are in
+        # "normal ~ 1" units, see engine.artifacts.region_threshold)
+        self.pixel_threshold = float(threshold if pixel_threshold is None else pixel_threshold)
         self.version = version
         self.describer = describer
+        self.describer_encoder = describer_encoder
         # engine.runtime backend (onnxruntime, tensorrt, torch); None = the module itself
         self.backend = backend
 
@@ -58,6 +70,8 @@ class CladRuntimeEngine:
         Run only for frames that have regions, so normal frames pay nothing."""
         from engine.describer import frame_patch_embeddings
 
+        if self.describer_encoder is not None:
+            return self.describer_encoder(frames)
         rt = self.runtime
         return frame_patch_embeddings(rt.encoder, rt.preprocess,
                                       self._torch.from_numpy(np.ascontiguousarray(frames)),
@@ -70,6 +84,12 @@ class CladRuntimeEngine:
         with self._torch.inference_mode():
             out = self.runtime(self._torch.from_numpy(np.ascontiguousarray(frames)))
         return out.scores.float().numpy(), out.maps.float().numpy()
+
+
+def region_threshold_of(engine: ScoringEngine) -> float:
+    """The engine's region (pixel) threshold; the image threshold for an engine that has
+    none (test engines, factories that predate it): the cut every engine used before."""
+    return float(getattr(engine, "pixel_threshold", engine.threshold))
 
 
 EngineFactory = Callable[[Settings], Mapping[str, ScoringEngine]]
@@ -95,31 +115,70 @@ def load_trained(path: Path, category: str | None = None,
     loaded = load_model(version_dir)
     threshold = threshold_override if threshold_override is not None else loaded.threshold
     describer = load_region_describer(version_dir, loaded.runtime)
+    encoder = None
+    if describer is None:
+        describer, encoder = default_for(loaded.runtime)
     runner = None if backend == "torch" else make_backend(
         backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
+    # an overridden image threshold keeps the calibrated region threshold: that one
+    # says what normal pixels look like, whatever rate of frames is flagged
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
                                               version=str(loaded.version), describer=describer,
-                                              backend=runner)
+                                              backend=runner,
+                                              pixel_threshold=loaded.pixel_threshold,
+                                              describer_encoder=encoder)
 
 
 def load_region_describer(version_dir: Path, runtime: object) -> object | None:
-    """The describer saved beside a model, or None (logged): a model without one
-    still scores; its regions just carry no text."""
+    """The product's own describer saved beside its model, or None (logged): the
+    default describer then names generic kinds (`describer_for`)."""
     from engine.describer_artifacts import load_describer
     from engine.errors import ModelArtifactError
 
     try:
         loaded = load_describer(version_dir)
     except (ModelArtifactError, OSError, ValueError, RuntimeError, KeyError) as exc:
-        log.warning("regions of %s will have no descriptions: %s", version_dir, exc)
+        log.warning("%s has no describer of its own (%s); regions get no descriptions "
+                    "from it", version_dir, exc)
         return None
     # The describer pools the runtime's patch embeddings: their width must match.
     channels = sum(runtime.encoder.channels)  # type: ignore[attr-defined]
     if loaded.describer.in_channels != channels:
         log.warning("describer in %s expects %s channels, the model gives %s; regions will "
-                    "have no descriptions", version_dir, loaded.describer.in_channels, channels)
+                    "have no descriptions from it", version_dir, loaded.describer.in_channels,
+                    channels)
         return None
     return loaded
+
+
+@functools.cache
+def default_describer() -> tuple[object, object] | None:
+    """(default describer, its encoder), loaded once per process on first use and shared
+    by every product without a describer of its own; None (logged) if it cannot load."""
+    from engine.describer_artifacts import load_default_describer
+    from engine.describer_features import DescriberEncoder
+    from engine.errors import MissingWeightsError, ModelArtifactError
+
+    try:
+        loaded = load_default_describer()
+        return loaded, DescriberEncoder(loaded.features)
+    except (ModelArtifactError, MissingWeightsError, OSError, ValueError, RuntimeError,
+            KeyError) as exc:
+        log.warning("default describer unavailable, regions without a product describer "
+                    "get no descriptions: %s", exc)
+        return None
+
+
+def default_for(runtime: object) -> tuple[object | None, object | None]:
+    """(the default describer, its encoder) for a product without a describer of its
+    own; the encoder is None when the product model's embeddings are the ones it reads."""
+    from engine.describer_features import reads_runtime_features
+
+    default = default_describer()
+    if default is None:
+        return None, None
+    loaded, encoder = default
+    return loaded, (None if reads_runtime_features(loaded, runtime) else encoder)
 
 
 def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
@@ -143,6 +202,7 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
     for product, engine in engines.items():
         if not isinstance(engine, ScoringEngine):
             raise TypeError(f"engine for {product!r} does not satisfy ScoringEngine")
-        log.info("serving product %s with model %s (input %s px, threshold %.4g)",
-                 product, engine.version, engine.input_size, engine.threshold)
+        log.info("serving product %s with model %s (input %s px, threshold %.4g, region "
+                 "threshold %.4g)", product, engine.version, engine.input_size,
+                 engine.threshold, region_threshold_of(engine))
     return engines

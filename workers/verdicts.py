@@ -17,7 +17,7 @@ from pipeline.heatmap_codec import encode_heatmap
 from pipeline.storage.records import HeatmapRecord, VerdictRecord
 from workers.decode import DecodedFrame
 from workers.regions import find_regions
-from workers.scoring import ScoringEngine
+from workers.scoring import ScoringEngine, region_threshold_of
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,13 @@ def to_verdict(record: ConsumerRecord, frame: DecodedFrame, score: float,
     png, max_value = encode_heatmap(amap)
     sx, sy = h.width / mw, h.height / mh
     anomalous = score > engine.threshold
-    # Defect regions belong to anomalous verdicts only; on a normal frame they would be
-    # noise an operator has to dismiss (and most frames of a line are normal).
+    # Defect regions belong to anomalous verdicts only (on a normal frame they would be
+    # noise an operator has to dismiss), and an anomalous one always gets at least one.
     regions = [dataclasses.replace(
         r, bbox=(int(r.bbox[0] * sx), int(r.bbox[1] * sy), max(1, round(r.bbox[2] * sx)),
                  max(1, round(r.bbox[3] * sy))), area=max(1, round(r.area * sx * sy)))
-        for r in find_regions(amap, engine.threshold, max(1, round(min_area / (sx * sy))))
-    ] if anomalous else []
+        for r in find_regions(amap, anomalous=anomalous, threshold=region_threshold_of(engine),
+                              min_area=max(1, round(min_area / (sx * sy))))]
     latency_ms = (datetime.now(UTC) - h.captured_at).total_seconds() * 1000.0
     return VerdictRecord(
         frame_id=h.frame_id, camera_id=h.camera_id, line_id=h.line_id, product=h.product,

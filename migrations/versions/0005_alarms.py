@@ -1,7 +1,7 @@
 """alarm_rules and alarms: defect-rate alarms, one open alarm per rule
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-# 0003 is the head on this branch; another branch adds its own revision after 0003,
-# so at merge one of the two must be re-pointed to keep a single head.
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

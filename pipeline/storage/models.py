@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -161,6 +162,9 @@ class Region(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     runner_up: Mapped[str | None] = mapped_column(String(200))
     runner_up_confidence: Mapped[float | None] = mapped_column(Float)
+    # True: no pixel passed the region threshold, so this is the hottest area around the
+    # map's maximum (low confidence); an anomalous verdict always has a region
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     verdict: Mapped[Verdict] = relationship(back_populates="regions")
 

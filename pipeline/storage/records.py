@@ -20,6 +20,9 @@ class RegionRecord:
     confidence: float | None = None
     runner_up: str | None = None
     runner_up_confidence: float | None = None
+    # no pixel passed the region threshold: the hottest area around the map's maximum,
+    # low confidence (engine.regions.verdict_regions)
+    fallback: bool = False
 
 
 @dataclass(frozen=True)

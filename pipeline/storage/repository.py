@@ -87,7 +87,8 @@ def write_verdicts(session: Session, records: Sequence[VerdictRecord]) -> int:
                 "peak_score": region.peak_score, "mean_score": region.mean_score,
                 "description": region.description, "confidence": region.confidence,
                 "runner_up": region.runner_up,
-                "runner_up_confidence": region.runner_up_confidence})
+                "runner_up_confidence": region.runner_up_confidence,
+                "fallback": region.fallback})
     if heatmaps:
         session.execute(Heatmap.__table__.insert(), heatmaps)
     if regions:

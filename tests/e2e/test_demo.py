@@ -43,3 +43,6 @@ def test_demo_scores_every_frame_once_and_writes_overlays(tmp_path: Path) -> Non
     assert all("normal" in r[4] and "anomalous" not in r[4] for r in rows if "/good" in r[1])
     assert "threshold calibrated on its references" in result.stdout
     assert min(defects) > max(goods)
+    # Every anomalous verdict says where (at least one region), no normal one does.
+    assert all(r[5].strip().startswith("#0 ") for r in rows if "anomalous" in r[4])
+    assert all(not r[5].strip() for r in rows if "anomalous" not in r[4])

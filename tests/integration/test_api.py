@@ -91,6 +91,7 @@ def test_verdict_detail_with_regions_and_links(client: TestClient, seeded: Seede
     assert (body["camera_id"], body["label"], body["width"], body["height"]) == (
         spec.camera_id, "anomalous", 64, 48)
     assert [r["description"] for r in body["regions"]] == list(spec.defects)
+    assert [r["fallback"] for r in body["regions"]] == [False] * len(spec.defects)
     assert body["regions"][0]["bbox"][2] > 0 and body["labels"] == []
     assert body["links"]["overlay"] == f"/api/v1/verdicts/{vid}/overlay.png"
     missing = client.get("/api/v1/verdicts/999999", headers=auth(seeded))

@@ -72,3 +72,15 @@ def test_redis_outage_falls_back_to_computing(describer, searches: list[int]) ->
     out = rd.describe_cached(describer, emb, masks, KINDS, PHRASES, dead, "v1")
     assert searches == [2] and len(out) == 2 and all(r["kind"] in KINDS for r in out)
     assert all(not r["cached"] for r in out)
+
+
+def test_another_describer_of_the_same_model_is_another_key(
+        redis_client: redis.Redis, describer, searches: list[int]) -> None:  # noqa: ANN001
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    emb, masks = _frame()
+    rd.describe_cached(describer, emb, masks, KINDS, PHRASES, cache, "v1", "default-a")
+    rd.describe_cached(describer, emb, masks, KINDS, PHRASES, cache, "v1", "default-a")
+    assert searches == [2]
+    out = rd.describe_cached(describer, emb, masks, KINDS, PHRASES, cache, "v1", "product-b",
+                             unclear_below=1.01)  # fmt: skip
+    assert searches == [2, 2] and [r["text"] for r in out] == ["unclear defect"] * 2

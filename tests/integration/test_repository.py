@@ -1,4 +1,5 @@
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +56,15 @@ def test_verdict_reads_back_with_heatmap_and_regions(db_session: Session) -> Non
     assert verdict.heatmap is not None and verdict.heatmap.max_value == pytest.approx(1.7)
     assert [r.index for r in verdict.regions] == [0, 1, 2]
     assert verdict.regions[1].bbox_x == 1 and verdict.regions[0].mask_rle["counts"] == [0, 5]
+
+
+def test_fallback_flag_of_a_region_reads_back(db_session: Session) -> None:
+    cut = make_record(regions=1)
+    plain = make_record(regions=1)
+    hottest = replace(plain, regions=(replace(plain.regions[0], fallback=True),))
+    write_verdicts(db_session, [cut, hottest])
+    assert [r.fallback for r in get_verdict(db_session, cut.frame_id).regions] == [False]
+    assert [r.fallback for r in get_verdict(db_session, hottest.frame_id).regions] == [True]
 
 
 def test_rolled_back_between_tests(db_session: Session) -> None:

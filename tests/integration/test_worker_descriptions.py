@@ -3,6 +3,7 @@ describer, an outage still describes, one lookup and one write per batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import cv2
@@ -119,3 +120,42 @@ def test_a_product_without_describer_keeps_regions_without_text(redis_client: re
     out = describe_batch({"widget": engine}, verdicts, frames,
                          RedisRegionCache(redis_client, ttl_s=60))
     assert searched == [] and out.verdicts == verdicts
+
+
+def test_the_cache_key_names_the_describer(redis_client: redis.Redis,
+                                           searched: list[int]) -> None:
+    """Same model version, another describer (the product's own replacing the default):
+    its regions are described afresh, never answered from the other's entries."""
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    engine = DescribingEngine()
+    engine.describer = dataclasses.replace(engine.describer, identity="default-a",
+                                           source="default")
+    verdicts, frames = _batch()
+    first = describe_batch({"widget": engine}, verdicts, frames, cache)
+    cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
+    assert searched == [3]
+    engine.describer = dataclasses.replace(engine.describer, identity="product-b",
+                                           source="product")
+    second = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [3, 3] and second.cached == 0 and second.computed == 3
+    assert set(second.fresh).isdisjoint(first.fresh)
+    cache.store_batch(descriptions=second.fresh, masks_by_frame={}, latest_by_camera={})
+    assert len(redis_client.keys("clad:desc:*")) == 6
+
+
+def test_unsure_regions_are_described_and_cached_as_unclear(redis_client: redis.Redis,
+                                                            searched: list[int]) -> None:
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    engine = DescribingEngine()
+    engine.describer = dataclasses.replace(engine.describer, identity="default-a",
+                                           unclear_below=1.01)  # nothing is sure enough
+    verdicts, frames = _batch()
+    first = describe_batch({"widget": engine}, verdicts, frames, cache)
+    regions = [r for v in first.verdicts for r in v.regions]
+    assert [r.description for r in regions] == ["unclear defect"] * 3
+    assert all(r.runner_up in {"a crack", "a long crack", "a hole", "a small hole"}
+               and r.runner_up_confidence == r.confidence for r in regions)  # the best guess
+    cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
+    second = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert second.cached == 3 and searched == [3]
+    assert [r.description for v in second.verdicts for r in v.regions] == ["unclear defect"] * 3

@@ -23,6 +23,7 @@ from pipeline.storage.models import AlarmRule, Camera, ProductionLine, Region, V
 from pipeline.storage.tokens import Principal, role_allows, verify_token
 from workers.api.auth import COOKIE, SessionDep
 from workers.api.errors import ApiError
+from workers.api.kinds import generic_kinds, product_kinds
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.routes_alarms import alarm_out
 from workers.api.routes_history import (
@@ -164,8 +165,10 @@ def verdict_page(verdict_id: VerdictId, request: Request,
                  session: SessionDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
-    return _render(request, "verdict.html", principal, session,
-                   v=verdict_detail(session, verdict_id))
+    v = verdict_detail(session, verdict_id)
+    return _render(request, "verdict.html", principal, session, v=v,
+                   product_kinds=product_kinds(session, v.product),
+                   generic_kinds=generic_kinds())
 
 
 @router.get("/trends", response_class=HTMLResponse)

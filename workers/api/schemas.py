@@ -47,6 +47,8 @@ class RegionOut(BaseModel):
     confidence: float | None
     runner_up: str | None
     runner_up_confidence: float | None
+    fallback: bool = Field(description="True: no pixel passed the region threshold; this is "
+                           "the hottest area around the map's maximum (low confidence).")
 
 
 class LabelOut(BaseModel):

@@ -83,3 +83,33 @@ def test_loading_never_imports_training_code() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
+
+
+def test_region_threshold_is_stored_with_the_image_threshold(
+    saved: tuple[Path, torch.nn.Module, torch.Tensor], tmp_path: Path
+) -> None:
+    _, rt, _ = saved
+    meta = ModelMetadata("bottle", ScoringConfig(input_size=64, aug_shifts=()),
+                         Threshold(1.5, "false_alarm_rate", 4, 0, pixel=2.25), version="v2")
+    out = save_model(rt, tmp_path, meta)
+    assert json.loads((out / "thresholds.json").read_text())["pixel"] == 2.25
+    loaded = load_model(out)
+    assert loaded.threshold == 1.5 and loaded.pixel_threshold == 2.25
+
+
+def test_artefact_saved_before_the_region_threshold_loads_with_a_logged_fallback(
+    saved: tuple[Path, torch.nn.Module, torch.Tensor], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    out, _, _ = saved
+    old = tmp_path / "bottle" / "v0"
+    old.mkdir(parents=True)
+    for f in out.iterdir():
+        (old / f.name).write_bytes(f.read_bytes())
+    thresholds = json.loads((old / "thresholds.json").read_text())
+    del thresholds["pixel"]  # as written before the field existed
+    (old / "thresholds.json").write_text(json.dumps(thresholds))
+    with caplog.at_level("INFO", logger="engine.artifacts"):
+        loaded = load_model(old)
+    assert loaded.threshold == 1.5 and loaded.pixel_threshold == 1.5
+    assert "no calibrated region threshold" in caplog.text and str(old) in caplog.text

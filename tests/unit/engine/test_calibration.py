@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.calibration import Threshold, calibrate, far_threshold, max_f1_threshold
+from engine.calibration import (
+    Threshold,
+    calibrate,
+    far_threshold,
+    max_f1_threshold,
+    pixel_threshold,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +56,31 @@ def test_calibrate_switches_on_labels_and_round_trips() -> None:
     labelled = calibrate(np.array([0.1, 0.2, 0.9]), np.array([0, 0, 1]))
     assert labelled.method == "max_f1" and labelled.f1 == pytest.approx(1.0)
     assert Threshold.from_dict(labelled.to_dict()) == labelled
+
+
+def test_pixel_threshold_is_the_false_alarm_rule_on_map_peaks() -> None:
+    rng = np.random.default_rng(0)
+    maps = [rng.random((16, 16)) * (1 + i / 100) for i in range(200)]
+    t = pixel_threshold(maps, 0.01)
+    peaks = np.array([m.max() for m in maps])
+    assert (peaks >= t).sum() == 2  # 1% of 200 normal frames would show a region
+    few = pixel_threshold([np.array([[0.1, 0.4]]), np.array([[0.3, 0.2]])], 0.01)
+    assert few > 0.4 and few == pytest.approx(0.4)  # just above every normal pixel
+    with pytest.raises(ValueError, match="normal map"):
+        pixel_threshold([])
+
+
+def test_calibrate_derives_the_region_threshold_from_the_same_normals() -> None:
+    maps = [np.full((4, 4), 1.0), np.full((4, 4), 1.2)]
+    normal_only = calibrate(np.array([0.9, 1.1]), normal_maps=maps)
+    assert normal_only.value == pytest.approx(1.1) and normal_only.pixel == pytest.approx(1.2)
+    labelled = calibrate(np.array([0.9, 1.1, 3.0]), np.array([0, 0, 1]), normal_maps=maps)
+    assert labelled.method == "max_f1" and labelled.pixel == pytest.approx(1.2)
+    assert Threshold.from_dict(labelled.to_dict()) == labelled
+    assert calibrate(np.array([0.9, 1.1])).pixel is None
+
+
+def test_threshold_saved_before_the_region_threshold_still_reads() -> None:
+    old = {"value": 1.5, "method": "false_alarm_rate", "n_normal": 4, "n_anomalous": 0,
+           "f1": None, "false_alarm_rate": 0.0}
+    assert Threshold.from_dict(old).pixel is None

@@ -52,11 +52,25 @@ function onLabels(box) {
   };
   box.querySelectorAll("[data-label]").forEach((b) =>
     b.addEventListener("click", () => post({label: b.dataset.label})));
+  // The choice offers the product's own kinds and the generic ones, or a new word.
+  const dialog = document.getElementById("fix-dialog");
+  if (!dialog) return;
+  const kind = document.getElementById("fix-kind");
+  const other = document.getElementById("fix-other");
+  kind.addEventListener("change", () => { other.hidden = kind.value !== ""; });
+  document.getElementById("fix-cancel").addEventListener("click", () => dialog.close("cancel"));
   document.querySelectorAll("[data-fix-region]").forEach((b) =>
     b.addEventListener("click", () => {
-      const text = window.prompt("Correct description of this region:");
-      if (text) post({label: "description", region_id: Number(b.dataset.fixRegion), description: text});
+      dialog.dataset.region = b.dataset.fixRegion;
+      document.getElementById("fix-which").textContent = b.closest("li").dataset.index || "";
+      dialog.returnValue = "";
+      dialog.showModal();
     }));
+  dialog.addEventListener("close", () => {
+    if (dialog.returnValue !== "save") return;
+    const text = (kind.value || other.value).trim();
+    if (text) post({label: "description", region_id: Number(dialog.dataset.region), description: text});
+  });
 }
 
 function pollLive(grid) {

@@ -1,0 +1,54 @@
+"""The defect kinds an operator picks from when correcting a region's description:
+the product's own (its vocabulary and the corrections already given on it) and the
+generic kinds the default describer names on every product."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.defect_kinds import LABELS
+from engine.vocabulary import VOCAB_DIR, VOCABULARY_FILE
+from pipeline.storage.models import ModelVersion, OperatorLabel, Verdict
+
+log = logging.getLogger(__name__)
+
+
+def _vocabulary_kinds(path: Path) -> list[str]:
+    try:
+        kinds = json.loads(path.read_text()).get("kinds") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("vocabulary %s unreadable: %s", path, exc)
+        return []
+    return [str(k).replace("_", " ") for k in kinds]
+
+
+def product_kinds(session: Session, product: str, limit: int = 50) -> list[str]:
+    """The product's own kinds: its active model's vocabulary, else the shipped one for
+    the product, then descriptions operators already gave on it (most recent first)."""
+    kinds: list[str] = []
+    active = session.scalars(select(ModelVersion.path).where(
+        ModelVersion.product == product, ModelVersion.status == "active")
+        .order_by(ModelVersion.id.desc()).limit(1)).first()  # fmt: skip
+    for path in ([Path(active) / VOCABULARY_FILE] if active else []) + [
+            VOCAB_DIR / f"{product}.json"]:  # fmt: skip
+        if path.is_file():
+            kinds += _vocabulary_kinds(path)
+            break
+    given = session.scalars(
+        select(OperatorLabel.description)
+        .join(Verdict, Verdict.id == OperatorLabel.verdict_id)
+        .where(Verdict.product == product, OperatorLabel.label == "description",
+               OperatorLabel.description.is_not(None))
+        .order_by(OperatorLabel.id.desc()).limit(limit))  # fmt: skip
+    kinds += list(given)
+    generic = set(LABELS.values())
+    return [k for i, k in enumerate(kinds) if k and k not in kinds[:i] and k not in generic]
+
+
+def generic_kinds() -> list[str]:
+    return list(LABELS.values())
