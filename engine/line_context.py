@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
@@ -48,6 +49,9 @@ class ContextConfig(BaseModel):
     floor: float = 0.0  # fused >= floor * reference distance (0 = plain min)
     warmup: int = 8  # admitted frames before the robust cut applies
     admit_mad: float = 3.0  # robust cut = median + admit_mad * MAD of admitted scores
+    # MAD at least this share of the median: near-identical scores must not make a cut so
+    # tight that ordinary normal frames count as drift
+    min_mad_ratio: float = 0.05
     score_window: int = 256  # admitted scores the robust cut is computed from
     drift_window: int = 50  # recent frames the drift share is computed over
 
@@ -170,10 +174,10 @@ class LineContext(Generic[T]):
         """Score under which a frame is admitted."""
         if len(self._admitted_scores) < self.cfg.warmup:
             return self.threshold
-        s = torch.tensor(list(self._admitted_scores))
-        med = float(s.median())
-        mad = float((s - med).abs().median())
-        return min(self.threshold, med + self.cfg.admit_mad * max(mad, 1e-3 * abs(med)))
+        s = np.fromiter(self._admitted_scores, np.float64)
+        med = float(np.median(s))
+        mad = max(float(np.median(np.abs(s - med))), self.cfg.min_mad_ratio * abs(med))
+        return min(self.threshold, med + self.cfg.admit_mad * mad)
 
     def offer(self, payload: T, score: float, now: float) -> bool:
         """Record a scored frame; admit it to the context when it scores under the cut."""
