@@ -79,6 +79,21 @@ class ModelSettings(BaseSettings):
     min_region_area_px: int = Field(64, ge=1)
 
 
+class LineContextSettings(BaseSettings):
+    """Scoring against the line's own recent frames (engine.line_context), per product."""
+
+    model_config = _COMMON
+
+    # Off: every frame is scored against its references only (and any backend serves it).
+    # On: the torch module scores (the context search needs the patch embeddings, which
+    # the exported graphs do not return yet).
+    line_context: bool = True
+    line_context_frames: int = Field(64, ge=1, le=1024)
+    line_context_max_age_s: float = Field(3600.0, gt=0)
+    # The context can lower a reference distance at most to this share of it.
+    line_context_floor: float = Field(0.0, ge=0.0, le=1.0)
+
+
 class WorkerSettings(BaseSettings):
     model_config = _COMMON
 
@@ -131,6 +146,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    context: LineContextSettings = Field(default_factory=LineContextSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
 
@@ -148,6 +164,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             redis=RedisSettings(**kwargs),
             model=ModelSettings(**kwargs),
             worker=WorkerSettings(**kwargs),
+            context=LineContextSettings(**kwargs),
             api=ApiSettings(**kwargs),
         )
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.settings import Settings
+from pipeline.settings import LineContextSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,18 @@ class CladRuntimeEngine:
     """Adapter from engine.runtime_model.CladRuntime (an nn.Module) to ScoringEngine.
 
     `describer` (engine.describer_artifacts.LoadedDescriber) is optional: without
-    one, regions are stored without descriptions.
+    one, regions are stored without descriptions. `context` (engine.line_context.
+    ContextConfig) scores every frame also against this product's recent frames: the
+    engine is per product and a reload builds a new one, so the context is never shared
+    across products and restarts empty with a new model (old embeddings do not match).
     """
 
     def __init__(self, runtime: object, *, threshold: float, version: str,
-                 describer: object | None = None, backend: object | None = None) -> None:
+                 describer: object | None = None, backend: object | None = None,
+                 context: object | None = None, clock: Callable[[], float] | None = None
+                 ) -> None:
+        import time
+
         import torch
 
         self._torch = torch
@@ -52,6 +59,15 @@ class CladRuntimeEngine:
         self.describer = describer
         # engine.runtime backend (onnxruntime, tensorrt, torch); None = the module itself
         self.backend = backend
+        self.clock = clock or time.monotonic
+        self.line_context = None
+        if context is not None:
+            from engine.line_context import LineContext
+
+            self.line_context = LineContext(context, threshold=self.threshold)  # type: ignore[arg-type]
+            if backend is not None:
+                log.info("line context on: %s scores with the torch module, not %s",
+                         version, getattr(backend, "name", backend))
 
     def patch_embeddings(self, frames: np.ndarray) -> object:
         """uint8 NHWC -> the runtime's patch embeddings [N, C, h, w] (describer input).
@@ -64,12 +80,28 @@ class CladRuntimeEngine:
                                       rt.pool)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.line_context is not None:
+            return self._infer_with_context(frames)
         if self.backend is not None:
             scores, maps = self.backend.infer(np.ascontiguousarray(frames))  # type: ignore[attr-defined]
             return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
         with self._torch.inference_mode():
             out = self.runtime(self._torch.from_numpy(np.ascontiguousarray(frames)))
         return out.scores.float().numpy(), out.maps.float().numpy()
+
+    def _infer_with_context(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score against references + context, then offer each frame to the context
+        (admitted only under its cut: a run of defects is scored, never learnt)."""
+        from engine.line_context import score_with_context
+
+        line, now = self.line_context, self.clock()
+        x = self._torch.from_numpy(np.ascontiguousarray(frames))
+        with self._torch.inference_mode():
+            out, embs = score_with_context(self.runtime, x, line.items(now), line.cfg)  # type: ignore[union-attr]
+        scores = out.scores.float().numpy()
+        for score, emb in zip(scores.tolist(), embs, strict=True):
+            line.offer(emb, score, now)  # type: ignore[union-attr]
+        return scores, out.maps.float().numpy()
 
 
 EngineFactory = Callable[[Settings], Mapping[str, ScoringEngine]]
@@ -82,9 +114,20 @@ def import_factory(path: str) -> EngineFactory:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def context_config(settings: LineContextSettings) -> object | None:
+    """engine.line_context.ContextConfig from the settings; None when switched off."""
+    if not settings.line_context:
+        return None
+    from engine.line_context import ContextConfig
+
+    return ContextConfig(max_frames=settings.line_context_frames,
+                         max_age_s=settings.line_context_max_age_s,
+                         floor=settings.line_context_floor)
+
+
 def load_trained(path: Path, category: str | None = None,
                  threshold_override: float | None = None, *, backend: str = "torch",
-                 max_batch: int = 32) -> tuple[str, ScoringEngine]:
+                 max_batch: int = 32, context: object | None = None) -> tuple[str, ScoringEngine]:
     """(product, engine) from a saved model version (engine.artifacts layout), served
     by the chosen runtime backend (`ModelSettings.backend`: auto picks TensorRT on a
     GPU, else onnxruntime). ONNX files and engines are cached in the version dir."""
@@ -99,7 +142,7 @@ def load_trained(path: Path, category: str | None = None,
         backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
                                               version=str(loaded.version), describer=describer,
-                                              backend=runner)
+                                              backend=runner, context=context)
 
 
 def load_region_describer(version_dir: Path, runtime: object) -> object | None:
@@ -135,7 +178,8 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
         for category in categories:
             product, engine = load_trained(root, category, settings.model.anomaly_threshold,
                                            backend=settings.model.backend,
-                                           max_batch=settings.worker.batch_size)
+                                           max_batch=settings.worker.batch_size,
+                                           context=context_config(settings.context))
             engines[product] = engine
     if not engines:
         raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "

@@ -188,6 +188,7 @@ class InferenceWorker:
                 outputs[product], failed = infer_product(
                     engines[product], items, chunk=self.settings.worker.batch_size)
                 rejected.extend(failed)
+                self.metrics.record_context(product, engines[product])
         frames = {item.envelope.header.frame_id: item
                   for items in decoded.values() for _r, item in items}
         return _Inferred(records, engines, outputs, frames, rejected)
