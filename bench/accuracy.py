@@ -53,6 +53,14 @@ from engine.runtime_model import CladRuntime, patch_embeddings
 RESULTS = Path(__file__).parent / "results"
 PLAIN = ScoringConfig(stages=(2, 4), pool=3, pixel_pool=None, aug_shifts=(), aug_rotations=())
 STORE_STAGES = (2, 4)
+# candidate defaults (step 2 of issue 14), scored pure K-shot beside the engine with
+# `--variants NAME,...`; every one reads the same cached stage 2+4 features
+VARIANTS: dict[str, ScoringConfig] = {
+    "s24": ScoringConfig(stages=(2, 4)),  # strides 8+16 for image and pixel map
+    "s24-pix": ScoringConfig(stages=(2, 4), pool=3, pixel_pool=3),  # one pooled 8+16 map
+    "s4-pix3": ScoringConfig(pixel_pool=None),  # one pooled stride-16 map
+    "s4-noaug": ScoringConfig(aug_shifts=(), aug_rotations=()),
+}
 
 
 def roots_under(data: Path) -> list[Path]:
@@ -200,28 +208,41 @@ def cached_pairwise(cache: Path, tag: str, emb: torch.Tensor) -> torch.Tensor:
 
 def context_maps(
     dist: torch.Tensor, idx: list[int], ref: torch.Tensor | None, scale: float,
-    cfg: ContextConfig, protocol: str, image_score: object = None,
-    members_of: dict[int, list[int]] | None = None, seed: int = 0,
+    cfg: ContextConfig, protocol: str, admit_scores: np.ndarray | None,
+    image_score: object = None, members_of: dict[int, list[int]] | None = None, seed: int = 0,
 ) -> tuple[torch.Tensor, dict]:  # fmt: skip
     """Fused grid maps [N, P] of the evaluated images `idx` (indices into `dist`).
 
-    batch: every other evaluated image is context. online: a seeded order, a LineContext
-    (bounded, admission-guarded on the image score) fed with each image after it is
-    scored; `members_of` (from the image-map pass) replays the same context for the
-    pixel map. `ref` [N, P] reference distance maps (already / scale) or None.
+    `admit_scores` [N]: each image's reference-only image score, what admission looks at
+    (None with no references: the fused score is used). batch: the context of an image
+    is every other evaluated image whose admission score is in the lower
+    `cfg.admit_quantile` of all of them (0 references: two passes, the second with the
+    lowest-scoring images of the first). online: a seeded order, a LineContext fed
+    with each image after it is scored; `members_of` (from the image-map pass) replays
+    the same context for the pixel map. `ref` [N, P] reference maps (/ scale) or None.
     """
     n = len(idx)
     sub = dist[idx][:, idx].float()  # [n, n, P]
     out = torch.zeros(n, sub.shape[2])
-    info: dict = {}
-    if protocol == "batch":
-        for j in range(n):
-            others = [k for k in range(n) if k != j]
-            ctx = reduce_context(sub[j, others][None], cfg.share)[0] / scale
-            out[j] = fuse(None if ref is None else ref[j], ctx, cfg.floor)
-        return out, info
     replay = members_of is not None
     members_of = members_of if replay else {}
+    if protocol == "batch":
+        if not replay:
+            if admit_scores is None:  # first pass: everything vouches, then re-select
+                first, _ = context_maps(dist, idx, ref, scale, cfg.model_copy(
+                    update={"admit_quantile": 1.0}), "batch", np.zeros(n))  # fmt: skip
+                admit_scores = np.array([image_score(m) for m in first])  # type: ignore[operator]
+            cut = np.quantile(admit_scores, cfg.admit_quantile)
+            allowed = [k for k in range(n) if admit_scores[k] <= cut]
+            for j in range(n):
+                members_of[j] = [k for k in allowed if k != j]
+        for j in range(n):
+            ctx = None
+            if len(members_of[j]) >= cfg.min_frames:
+                ctx = reduce_context(sub[j, members_of[j]][None], cfg.share)[0] / scale
+            out[j] = 0.0 if ref is None and ctx is None else fuse(
+                None if ref is None else ref[j], ctx, cfg.floor)  # fmt: skip
+        return out, {"members_of": members_of}
     order = np.random.default_rng(seed).permutation(n)
     line: LineContext[int] = LineContext(cfg)
     for t, j in enumerate(order):
@@ -232,13 +253,14 @@ def context_maps(
             ctx = reduce_context(sub[j, members][None], cfg.share)[0] / scale
         if ref is None and ctx is None:
             out[j] = 0.0  # nothing to compare with yet: the frame passes as normal
-            score = -math.inf
+            fused_score = 0.0
         else:
             out[j] = fuse(None if ref is None else ref[j], ctx, cfg.floor)
-            score = math.nan if replay else image_score(out[j])  # type: ignore[operator]
-        if not replay:  # admission on the frame's image score, as the worker does
+            fused_score = math.nan if replay else image_score(out[j])  # type: ignore[operator]
+        if not replay:  # admission as the worker does it
+            score = fused_score if admit_scores is None else float(admit_scores[j])
             line.offer(int(j), score, now=float(t))
-    info["members_of"] = members_of
+    info: dict = {"members_of": members_of}
     if not replay:
         info["admitted"] = len({m for ms in members_of.values() for m in ms})
         info["final_context"] = len(line)
@@ -259,7 +281,7 @@ def image_scorer(rt: CladRuntime, h: int, w: int) -> object:
 
 def run_category(
     cat: Path, shots: list[int], store: FeatureStore, cache: Path, floors: list[float],
-    progress: Progress, task: object,
+    progress: Progress, task: object, variants: tuple[str, ...] = (),
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
     everything = split_category(cat, 0).evaluated
@@ -290,7 +312,8 @@ def run_category(
         split = split_category(cat, k)
         idx = [pos[s.path] for s in split.evaluated]
         refs = [load_rgb(p, size) for p in split.references]
-        for name, cfg in (("plain", PLAIN), ("engine", engine_cfg)):
+        scorers = [("plain", PLAIN), ("engine", engine_cfg)] + [(v, VARIANTS[v]) for v in variants]
+        for name, cfg in scorers:
             progress.update(task, description=f"{cat.name}: K={k} {name}")
             rt = build_runtime(refs, cfg, encoder=store.view(cfg.stages))
             e, pe = (emb, pemb) if name == "engine" else embeddings(rt, imgs[idx])
@@ -302,6 +325,7 @@ def run_category(
                                   for i in range(0, len(idx), 32)])  # fmt: skip
             scores, maps = finish_all(rt, amap, pmap)
             add(k, name, idx, scores, maps)
+            pure_scores = scores
             if name != "engine":
                 continue
             h, w = e.shape[-2:]
@@ -311,11 +335,11 @@ def run_category(
                 for protocol in ("batch", "online"):
                     progress.update(task, description=f"{cat.name}: K={k} {protocol} f={floor}")
                     a, info = context_maps(d_img, idx, ref_a, float(rt.scale), ccfg, protocol,
-                                           image_scorer(rt, h, w))  # fmt: skip
+                                           pure_scores, image_scorer(rt, h, w))  # fmt: skip
                     p = None
                     if ref_p is not None:
                         p, _ = context_maps(d_pix, idx, ref_p, float(rt.pixel_scale), ccfg,
-                                            protocol, members_of=info.get("members_of"))
+                                            protocol, None, members_of=info["members_of"])
                         p = p.reshape(-1, h, w)
                     scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
                     add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
@@ -323,12 +347,12 @@ def run_category(
             ccfg = ContextConfig()
             for protocol in ("batch", "online"):
                 progress.update(task, description=f"{cat.name}: K=0 {protocol}")
-                a, info = context_maps(d_img, idx, None, 1.0, ccfg, protocol,
+                a, info = context_maps(d_img, idx, None, 1.0, ccfg, protocol, None,
                                        image_scorer(probe, *emb.shape[-2:]))  # fmt: skip
                 p = None
                 if probe.split_maps:
-                    p, _ = context_maps(d_pix, idx, None, 1.0, ccfg, protocol,
-                                        members_of=info.get("members_of"))
+                    p, _ = context_maps(d_pix, idx, None, 1.0, ccfg, protocol, None,
+                                        members_of=info["members_of"])
                     p = p.reshape(-1, *emb.shape[-2:])
                 scores, maps = finish_all(probe, a.reshape(-1, *emb.shape[-2:]), p)
                 add(0, f"ctx-only+{protocol}", idx, scores, maps, info)
@@ -390,6 +414,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/clad-accuracy-cache"))
     ap.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shots = [int(s) for s in args.shots.split(",")]
@@ -407,7 +432,8 @@ def main() -> None:
     with Progress() as progress:
         task = progress.add_task("suite", total=len(cats) * len(shots))
         for cat in cats:
-            rows += run_category(cat, shots, store, args.cache, floors, progress, task)
+            rows += run_category(cat, shots, store, args.cache, floors, progress, task,
+                                 tuple(v for v in args.variants.split(",") if v))
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps(rows, indent=1, default=lambda x: None) + "\n")

@@ -10,9 +10,12 @@ vouching for it), then fused with the reference distance.
 Guards, because the context is filled from unlabeled frames:
 - `floor`: the fused distance never drops below `floor` x the reference distance, so a
   context full of defects can at most scale a defect's score down, never erase it;
-- admission: a frame joins the context only when its score is under a cut (the
-  threshold, and after a warm-up also median + k·MAD of the admitted scores), so a
-  burst of one defect is scored but never learnt as normal;
+- admission, on the frame's reference-only score (stationary: it does not depend on the
+  context): a frame joins the context only when that score is under a cut (the
+  threshold, and after a warm-up also median + k·MAD of the scores under the cut) AND in the
+  lower `admit_quantile` of the recent frames' scores. So a burst of one defect is
+  scored but never learnt as normal, and where many frames are defective only the
+  most reference-like ones vouch for what is normal;
 - `drift`: the share of recent frames above the cut; a jump means the line changed
   (a new defect, a camera move) rather than a single bad part.
 
@@ -47,12 +50,16 @@ class ContextConfig(BaseModel):
     min_frames: int = 3  # fewer admitted frames -> reference only
     share: float = 0.3  # mean of the smallest 30% per-frame distances (MuSc)
     floor: float = 0.0  # fused >= floor * reference distance (0 = plain min)
-    warmup: int = 8  # admitted frames before the robust cut applies
-    admit_mad: float = 3.0  # robust cut = median + admit_mad * MAD of admitted scores
+    warmup: int = 8  # frames under the cut before the robust cut applies
+    admit_mad: float = 3.0  # robust cut = median + admit_mad * MAD of the scores under it
     # MAD at least this share of the median: near-identical scores must not make a cut so
     # tight that ordinary normal frames count as drift
     min_mad_ratio: float = 0.05
-    score_window: int = 256  # admitted scores the robust cut is computed from
+    score_window: int = 256  # scores under the cut that the robust cut is computed from
+    # only frames in the lower share of the recent frames' scores are admitted: on a line
+    # with many defective frames the context is drawn from its most normal-looking part
+    admit_quantile: float = 0.5
+    rank_window: int = 256  # recent scores (all frames) the quantile is taken over
     drift_window: int = 50  # recent frames the drift share is computed over
 
 
@@ -119,12 +126,14 @@ def score_with_context(
     frames: torch.Tensor,
     context: Sequence[Embeddings],
     cfg: ContextConfig,
-) -> tuple[AnomalyOutput, list[Embeddings]]:
+) -> tuple[AnomalyOutput, list[Embeddings], torch.Tensor]:
     """Score uint8 NHWC frames against the runtime's bank and the context frames.
 
-    Context distances are divided by the runtime's reference scales, so scores keep
-    their meaning (~1 = as normal as the references) and the threshold still applies.
-    With fewer than `cfg.min_frames` context frames this equals `rt(frames)`.
+    Returns (output, the frames' embeddings, reference-only image scores [N] — the
+    admission score; equal to output.scores without context or without a bank's
+    fusion). Context distances are divided by the runtime's reference scales, so scores
+    keep their meaning (~1 = as normal as the references) and the threshold applies.
+    With fewer than `cfg.min_frames` context frames the output equals `rt(frames)`.
     """
     feats, embs = embed(rt, frames)
     emb = torch.stack([e.image for e in embs])
@@ -133,18 +142,27 @@ def score_with_context(
     has_bank = rt.bank.shape[0] > 0
     amap = rt.bank_map(emb) if has_bank else None
     pmap = rt.bank_map(pemb, pixel=True) if rt.split_maps else None
-    if len(context) >= cfg.min_frames:
-        scale = rt.scale if has_bank else torch.tensor(1.0)
-        ctx = reduce_context(per_frame_distances(emb, torch.stack([c.image for c in context])),
-                             cfg.share).reshape(n, h, w) / scale  # fmt: skip
-        amap = fuse(amap, ctx, cfg.floor)
-        if rt.split_maps:
-            pctx = torch.stack([c.pixel for c in context])
-            pctx = reduce_context(per_frame_distances(pemb, pctx), cfg.share)
-            pmap = fuse(pmap, pctx.reshape(n, h, w) / rt.pixel_scale, cfg.floor)
-    amap = None if amap is None else rt.w_visual * amap
-    pmap = None if pmap is None else rt.w_visual * pmap
-    return rt.finish(feats, amap, pmap, frames.shape[1], frames.shape[2]), embs
+    if len(context) < cfg.min_frames:
+        out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), *frames.shape[1:3])
+        return out, embs, out.scores
+    reference_scores = None
+    if amap is not None:
+        size = rt.input_size
+        reference_scores = rt.finish(feats, rt.w_visual * amap, None, size, size).scores
+    scale = rt.scale if has_bank else torch.tensor(1.0)
+    ctx = torch.stack([c.image for c in context])
+    ctx = reduce_context(per_frame_distances(emb, ctx), cfg.share).reshape(n, h, w) / scale
+    amap = fuse(amap, ctx, cfg.floor)
+    if rt.split_maps:
+        pctx = torch.stack([c.pixel for c in context])
+        pctx = reduce_context(per_frame_distances(pemb, pctx), cfg.share)
+        pmap = fuse(pmap, pctx.reshape(n, h, w) / rt.pixel_scale, cfg.floor)
+    out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), *frames.shape[1:3])
+    return out, embs, out.scores if reference_scores is None else reference_scores
+
+
+def _weighted(rt: CladRuntime, grid: torch.Tensor | None) -> torch.Tensor | None:
+    return None if grid is None else rt.w_visual * grid
 
 
 class LineContext(Generic[T]):
@@ -158,8 +176,9 @@ class LineContext(Generic[T]):
         self.cfg = cfg or ContextConfig()
         self.threshold = float(threshold)
         self._frames: deque[tuple[float, T]] = deque(maxlen=self.cfg.max_frames)
-        self._admitted_scores: deque[float] = deque(maxlen=self.cfg.score_window)
+        self._normal_scores: deque[float] = deque(maxlen=self.cfg.score_window)
         self._recent_high: deque[bool] = deque(maxlen=self.cfg.drift_window)
+        self._recent_scores: deque[float] = deque(maxlen=self.cfg.rank_window)
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -172,20 +191,27 @@ class LineContext(Generic[T]):
 
     def cut(self) -> float:
         """Score under which a frame is admitted."""
-        if len(self._admitted_scores) < self.cfg.warmup:
+        if len(self._normal_scores) < self.cfg.warmup:
             return self.threshold
-        s = np.fromiter(self._admitted_scores, np.float64)
+        s = np.fromiter(self._normal_scores, np.float64)
         med = float(np.median(s))
         mad = max(float(np.median(np.abs(s - med))), self.cfg.min_mad_ratio * abs(med))
         return min(self.threshold, med + self.cfg.admit_mad * mad)
 
     def offer(self, payload: T, score: float, now: float) -> bool:
-        """Record a scored frame; admit it to the context when it scores under the cut."""
-        admitted = bool(score <= self.cut())
-        self._recent_high.append(not admitted)
+        """Record a scored frame; admit it to the context when it scores under the cut
+        and in the lower `admit_quantile` of the recent scores. `score` should not depend
+        on the context (the worker passes the reference-only image score)."""
+        high = bool(score > self.cut())
+        self._recent_scores.append(float(score))
+        recent = np.fromiter(self._recent_scores, np.float64)
+        low_rank = bool(score <= np.quantile(recent, self.cfg.admit_quantile))
+        admitted = not high and low_rank
+        self._recent_high.append(high)
+        if not high:  # the cut's own statistics: a run of high frames cannot move it
+            self._normal_scores.append(float(score))
         if admitted:
             self._frames.append((now, payload))
-            self._admitted_scores.append(float(score))
         return admitted
 
     @property
@@ -198,5 +224,6 @@ class LineContext(Generic[T]):
     def clear(self) -> None:
         """Forget everything (after a model reload the embeddings no longer match)."""
         self._frames.clear()
-        self._admitted_scores.clear()
+        self._normal_scores.clear()
         self._recent_high.clear()
+        self._recent_scores.clear()

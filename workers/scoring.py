@@ -97,11 +97,12 @@ class CladRuntimeEngine:
         line, now = self.line_context, self.clock()
         x = self._torch.from_numpy(np.ascontiguousarray(frames))
         with self._torch.inference_mode():
-            out, embs = score_with_context(self.runtime, x, line.items(now), line.cfg)  # type: ignore[union-attr]
-        scores = out.scores.float().numpy()
-        for score, emb in zip(scores.tolist(), embs, strict=True):
+            out, embs, reference = score_with_context(self.runtime, x, line.items(now),  # type: ignore[union-attr]
+                                                      line.cfg)  # type: ignore[union-attr]
+        # admission on the reference-only score: it does not move with the context
+        for score, emb in zip(reference.tolist(), embs, strict=True):
             line.offer(emb, score, now)  # type: ignore[union-attr]
-        return scores, out.maps.float().numpy()
+        return out.scores.float().numpy(), out.maps.float().numpy()
 
 
 EngineFactory = Callable[[Settings], Mapping[str, ScoringEngine]]

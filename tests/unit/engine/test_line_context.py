@@ -48,9 +48,9 @@ def _run(rt: CladRuntime, line: LineContext[Embeddings], frames: list[np.ndarray
     for i in range(0, len(frames), batch):
         now = float(t0 + i)
         x = torch.from_numpy(np.stack(frames[i : i + batch]))
-        out, embs = score_with_context(rt, x, line.items(now), line.cfg)
-        for s, e in zip(out.scores.tolist(), embs, strict=True):
-            admitted.append(line.offer(e, s, now))
+        out, embs, reference = score_with_context(rt, x, line.items(now), line.cfg)
+        for s, r, e in zip(out.scores.tolist(), reference.tolist(), embs, strict=True):
+            admitted.append(line.offer(e, r, now))
             scores.append(s)
     return scores
 
@@ -69,23 +69,34 @@ def test_reduce_and_fuse_numbers() -> None:
 
 def test_too_little_context_equals_the_plain_runtime(runtime: CladRuntime) -> None:
     x = torch.from_numpy(np.stack([_frame(1), _frame(2, defect=True)]))
-    _f, embs = score_with_context(runtime, x, [], ContextConfig())
-    out, _ = score_with_context(runtime, x, embs, ContextConfig(min_frames=3))  # 2 < 3
+    _f, embs, _r = score_with_context(runtime, x, [], ContextConfig())
+    out, _e, reference = score_with_context(runtime, x, embs, ContextConfig(min_frames=3))
     with torch.no_grad():
         plain = runtime(x)
     torch.testing.assert_close(out.scores, plain.scores)
     torch.testing.assert_close(out.maps, plain.maps)
+    torch.testing.assert_close(reference, plain.scores)
 
 
 def test_context_lowers_normal_variation_not_the_defect(runtime: CladRuntime) -> None:
     line: LineContext[Embeddings] = LineContext(ContextConfig())
     _run(runtime, line, [_frame(s) for s in range(10, 40)])
     x = torch.from_numpy(np.stack([_frame(99), _frame(98, defect=True)]))
-    with_ctx, _ = score_with_context(runtime, x, line.items(40.0), line.cfg)
+    with_ctx, _e, reference = score_with_context(runtime, x, line.items(40.0), line.cfg)
     with torch.no_grad():
         plain = runtime(x)
+    torch.testing.assert_close(reference, plain.scores)  # the admission score
     assert with_ctx.scores[0] < plain.scores[0]  # unseen phase: vouched for by the line
     assert with_ctx.scores[1] > 2 * with_ctx.scores[0]  # the blob stays anomalous
+
+
+def test_only_the_lower_share_of_recent_scores_is_admitted() -> None:
+    line: LineContext[int] = LineContext(ContextConfig(admit_quantile=0.5))
+    for i, s in enumerate((5.0, 1.0, 6.0, 2.0, 7.0, 1.5)):
+        line.offer(i, s, now=0.0)
+    # each frame against the median of the scores so far (itself included)
+    assert line.items(now=0.0) == [0, 1, 3, 5]
+    assert line.drift == 0.0  # under the threshold (inf): nothing counts as drift
 
 
 def test_bounded_in_frames_and_age() -> None:
@@ -129,6 +140,6 @@ def test_defect_burst_is_not_learnt_and_raises_drift(runtime: CladRuntime) -> No
     assert not any(admitted)  # none of the burst entered the context
 
     # the guard is what holds it: admitting everything teaches the context the defect
-    _n, unguarded, _d, _l = _burst(runtime, ContextConfig(admit_mad=math.inf))
+    _n, unguarded, _d, _l = _burst(runtime, ContextConfig(admit_mad=math.inf, admit_quantile=1.0))
     assert unguarded[-1] < 0.8 * unguarded[0]
     assert unguarded[-1] < burst[-1]

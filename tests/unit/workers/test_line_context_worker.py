@@ -79,7 +79,7 @@ def test_reload_rebuilds_the_context(runtime: CladRuntime) -> None:
     new = _engine(runtime, "v2")  # what the model watcher swaps in
     assert len(new.line_context) == 0  # embeddings of another model are not reused
     _feed(new, [_frame(s) for s in range(30, 50)])
-    assert len(new.line_context) == 20 and len(old.line_context) == 20
+    assert 5 <= len(new.line_context) <= 20 and len(old.line_context) >= 5
     warm = _feed(new, [_frame(77)])[0]
     cold = _feed(_engine(runtime, "v3"), [_frame(77)])[0]
     assert warm < cold  # scoring with context again after the reload
@@ -99,4 +99,4 @@ def test_defect_burst_stays_high_and_raises_the_drift_gauge(runtime: CladRuntime
     assert before is not None and before <= 0.1
     assert after is not None and after >= 0.5
     frames = metrics.registry.get_sample_value("clad_context_frames", {"product": "part"})
-    assert frames == 64  # bounded; the burst scores above show it was not learnt
+    assert frames is not None and 30 <= frames <= 64  # about half the normals are admitted
