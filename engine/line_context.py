@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -126,6 +126,7 @@ def score_with_context(
     frames: torch.Tensor,
     context: Sequence[Embeddings],
     cfg: ContextConfig,
+    stage: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
 ) -> tuple[AnomalyOutput, list[Embeddings], torch.Tensor]:
     """Score uint8 NHWC frames against the runtime's bank and the context frames.
 
@@ -134,14 +135,22 @@ def score_with_context(
     fusion). Context distances are divided by the runtime's reference scales, so scores
     keep their meaning (~1 = as normal as the references) and the threshold applies.
     With fewer than `cfg.min_frames` context frames the output equals `rt(frames)`.
+    `stage` (engine.runtime.context_stage, e.g. under onnxruntime) replaces the encoder,
+    embeddings and reference search; the runtime must then have no text branch.
     """
-    feats, embs = embed(rt, frames)
-    emb = torch.stack([e.image for e in embs])
-    pemb = torch.stack([e.pixel for e in embs])
-    n, _, h, w = emb.shape
     has_bank = rt.bank.shape[0] > 0
-    amap = rt.bank_map(emb) if has_bank else None
-    pmap = rt.bank_map(pemb, pixel=True) if rt.split_maps else None
+    if stage is not None:
+        emb, pemb, amap, pmap = stage(frames)
+        pmap = pmap if rt.split_maps else None
+        feats = [emb]  # finish() reads only the batch size without a text branch
+        embs = [Embeddings(emb[i], pemb[i]) for i in range(emb.shape[0])]
+    else:
+        feats, embs = embed(rt, frames)
+        emb = torch.stack([e.image for e in embs])
+        pemb = torch.stack([e.pixel for e in embs])
+        amap = rt.bank_map(emb) if has_bank else None
+        pmap = rt.bank_map(pemb, pixel=True) if rt.split_maps else None
+    n, _, h, w = emb.shape
     if len(context) < cfg.min_frames:
         out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), *frames.shape[1:3])
         return out, embs, out.scores

@@ -84,9 +84,9 @@ class LineContextSettings(BaseSettings):
 
     model_config = _COMMON
 
-    # Off: every frame is scored against its references only (and any backend serves it).
-    # On: the torch module scores (the context search needs the patch embeddings, which
-    # the exported graphs do not return yet).
+    # Off: every frame is scored against its references only. On: with the onnxruntime
+    # CPU backend a second graph returns the embeddings and the context search runs in
+    # torch; with TensorRT or a text-branch model the torch module scores.
     line_context: bool = True
     line_context_frames: int = Field(64, ge=1, le=1024)
     line_context_max_age_s: float = Field(3600.0, gt=0)

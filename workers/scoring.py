@@ -45,8 +45,8 @@ class CladRuntimeEngine:
 
     def __init__(self, runtime: object, *, threshold: float, version: str,
                  describer: object | None = None, backend: object | None = None,
-                 context: object | None = None, clock: Callable[[], float] | None = None
-                 ) -> None:
+                 context: object | None = None, context_stage: object | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
         import time
 
         import torch
@@ -61,11 +61,13 @@ class CladRuntimeEngine:
         self.backend = backend
         self.clock = clock or time.monotonic
         self.line_context = None
+        self.context_stage = None
         if context is not None:
             from engine.line_context import LineContext
 
             self.line_context = LineContext(context, threshold=self.threshold)  # type: ignore[arg-type]
-            if backend is not None:
+            self.context_stage = context_stage
+            if backend is not None and context_stage is None:
                 log.info("line context on: %s scores with the torch module, not %s",
                          version, getattr(backend, "name", backend))
 
@@ -98,7 +100,7 @@ class CladRuntimeEngine:
         x = self._torch.from_numpy(np.ascontiguousarray(frames))
         with self._torch.inference_mode():
             out, embs, reference = score_with_context(self.runtime, x, line.items(now),  # type: ignore[union-attr]
-                                                      line.cfg)  # type: ignore[union-attr]
+                                                      line.cfg, self.context_stage)  # type: ignore[union-attr,arg-type]
         # admission on the reference-only score: it does not move with the context
         for score, emb in zip(reference.tolist(), embs, strict=True):
             line.offer(emb, score, now)  # type: ignore[union-attr]
@@ -141,9 +143,18 @@ def load_trained(path: Path, category: str | None = None,
     describer = load_region_describer(version_dir, loaded.runtime)
     runner = None if backend == "torch" else make_backend(
         backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
+    stage = None
+    if context is not None and runner is not None and runner.name.startswith("onnxruntime-cpu") \
+            and loaded.runtime.text_branch is None:
+        # the context needs the embeddings: a second graph returns them (onnxruntime),
+        # the context search runs in torch; other backends/text models score in torch
+        from engine.runtime.context_stage import OnnxContextStage
+
+        stage = OnnxContextStage(loaded.runtime, version_dir)
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
                                               version=str(loaded.version), describer=describer,
-                                              backend=runner, context=context)
+                                              backend=runner, context=context,
+                                              context_stage=stage)
 
 
 def load_region_describer(version_dir: Path, runtime: object) -> object | None:

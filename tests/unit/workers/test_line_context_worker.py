@@ -1,17 +1,21 @@
 """The worker's line context: per product, bounded, rebuilt with a reload, guarded
 against a defect burst, and its drift exported as a Prometheus gauge."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from engine.artifacts import ModelMetadata, save_model
 from engine.builder import ScoringConfig, build_runtime
+from engine.calibration import Threshold
 from engine.line_context import ContextConfig
 from engine.runtime_model import CladRuntime
 from pipeline.settings import LineContextSettings
 from workers.metrics import WorkerMetrics
-from workers.scoring import CladRuntimeEngine, context_config
+from workers.scoring import CladRuntimeEngine, context_config, load_trained
 
 pytestmark = pytest.mark.unit
 SIZE = 96
@@ -100,3 +104,24 @@ def test_defect_burst_stays_high_and_raises_the_drift_gauge(runtime: CladRuntime
     assert after is not None and after >= 0.5
     frames = metrics.registry.get_sample_value("clad_context_frames", {"product": "part"})
     assert frames is not None and 30 <= frames <= 64  # about half the normals are admitted
+
+
+def test_onnxruntime_context_stage_matches_torch(tmp_path: Path, runtime: CladRuntime) -> None:
+    """The worker's onnxruntime path with context: embeddings from a second graph,
+    scores and maps as the torch path's."""
+    save_model(runtime, tmp_path, ModelMetadata(
+        category="part", scoring=ScoringConfig(input_size=SIZE, sigma=2.0),
+        threshold=Threshold(1e9, "false_alarm_rate", 2, 0), version="v1"))
+    cfg = ContextConfig()
+    _, ort = load_trained(tmp_path, "part", backend="onnxruntime", context=cfg)
+    _, ref = load_trained(tmp_path, "part", backend="torch", context=cfg)
+    assert ort.context_stage is not None and ref.context_stage is None
+    assert list((tmp_path / "part" / "v1" / "runtime").glob("context-*.onnx"))
+    frames = [_frame(s) for s in range(10, 30)] + [_frame(5, defect=True)]
+    got, want = _feed(ort, frames, batch=7), _feed(ref, frames, batch=7)
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    assert len(ort.line_context) == len(ref.line_context) > 3  # context was used
+    scores, maps = ort.infer(np.stack(frames[-2:]))
+    want_scores, want_maps = ref.infer(np.stack(frames[-2:]))
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-3)
+    np.testing.assert_allclose(maps, want_maps, atol=1e-3)
