@@ -16,6 +16,9 @@ left out of the evaluated set, as `clad eval`):
   ones that a `LineContext` admitted (bounded, admission-guarded, as in the worker);
 - ctx-only batch/online (K=0 rows): no reference at all, context only, on the 1-shot
   evaluated set.
+Categories with more than --max-images (default 160) test images are scored on a
+seeded draw of that many that keeps the defect share (magnetic_tile: 160 of 468), for
+every method alike: the context search is quadratic in the images.
 Metrics: image AUROC, pixel AUROC and AUPRO@0.3 on 256x256 maps (engine.evaluate), and a
 95% bootstrap interval over images (1000 resamples image, 200 pixel on binned scores).
 
@@ -279,12 +282,26 @@ def image_scorer(rt: CladRuntime, h: int, w: int) -> object:
     return score
 
 
+def subset(samples: list, max_images: int, seed: int = 0) -> list:
+    """At most `max_images` samples, a seeded draw that keeps the normal/defect shares
+    (the context search is quadratic in the images of a category); 0 = all."""
+    if not max_images or len(samples) <= max_images:
+        return samples
+    rng = np.random.default_rng(seed)
+    keep: list = []
+    for label in (0, 1):
+        group = [s for s in samples if s.label == label]
+        n = round(max_images * len(group) / len(samples))
+        keep += [group[i] for i in sorted(rng.choice(len(group), n, replace=False))]
+    return sorted(keep, key=lambda s: str(s.path))
+
+
 def run_category(
     cat: Path, shots: list[int], store: FeatureStore, cache: Path, floors: list[float],
-    progress: Progress, task: object, variants: tuple[str, ...] = (),
+    progress: Progress, task: object, variants: tuple[str, ...] = (), max_images: int = 0,
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
-    everything = split_category(cat, 0).evaluated
+    everything = subset(split_category(cat, 0).evaluated, max_images)
     paths = [s.path for s in everything]
     pos = {p: i for i, p in enumerate(paths)}
     size = ScoringConfig().input_size
@@ -310,7 +327,7 @@ def run_category(
 
     for k in shots:
         split = split_category(cat, k)
-        idx = [pos[s.path] for s in split.evaluated]
+        idx = [pos[s.path] for s in split.evaluated if s.path in pos]
         refs = [load_rgb(p, size) for p in split.references]
         scorers = [("plain", PLAIN), ("engine", engine_cfg)] + [(v, VARIANTS[v]) for v in variants]
         for name, cfg in scorers:
@@ -371,6 +388,32 @@ def mean_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _below(cand: dict, ref: dict) -> bool:
+    if cand["image_auroc"] < ref["image_ci"][0]:
+        return True
+    return bool(ref["pixel_ci"]) and cand["pixel_auroc"] < ref["pixel_ci"][0]
+
+
+def adoption(rows: list[dict], candidate: str, base: str = "engine") -> list[str]:
+    """The adoption rule, per K: mean image and pixel AUROC both up (or equal), and no
+    category with 30+ evaluated images below the lower end of the base's interval."""
+    lines = []
+    for k in sorted({r["shots"] for r in rows if r["method"] == candidate}):
+        cand = {r["category"]: r for r in rows if r["shots"] == k and r["method"] == candidate}
+        ref = {r["category"]: r for r in rows if r["shots"] == k and r["method"] == base}
+        cats = sorted(set(cand) & set(ref))
+        if not cats:
+            continue
+        d_img = np.nanmean([cand[c]["image_auroc"] - ref[c]["image_auroc"] for c in cats])
+        d_pix = np.nanmean([cand[c]["pixel_auroc"] - ref[c]["pixel_auroc"] for c in cats])
+        worse = [c for c in cats if ref[c]["n_evaluated"] >= 30 and _below(cand[c], ref[c])]
+        ok = d_img >= 0 and d_pix >= 0 and not worse
+        lines.append(f"- {candidate} vs {base}, K={k}: mean image {d_img:+.1f}, pixel "
+                     f"{d_pix:+.1f}; below the interval: {worse or 'none'} -> "
+                     f"{'ADOPT' if ok else 'keep'}")  # fmt: skip
+    return lines
+
+
 def _f(v: float) -> str:
     return "—" if v is None or v != v else f"{v:.1f}"
 
@@ -396,7 +439,11 @@ def markdown(rows: list[dict], means: list[dict], command: str) -> str:
         cells = [f"**{_f(mean[m]['image_auroc'])} / {_f(mean[m]['pixel_auroc'])}** "
                  f"({_f(mean[m]['aupro'])})" for m in methods]  # fmt: skip
         lines += ["| **mean** | | " + " | ".join(cells) + " |", ""]
-    lines += ["95% bootstrap intervals (image AUROC) of the engine default:", ""]
+    lines += ["Adoption rule against the engine default (pure K-shot):", ""]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        if method not in ("engine",) and not method.startswith("ctx-only"):
+            lines += adoption(rows, method)
+    lines += ["", "95% bootstrap intervals (image AUROC) of the engine default:", ""]
     for r in rows:
         if r["method"] == "engine":
             ci = r["image_ci"]
@@ -414,6 +461,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/clad-accuracy-cache"))
     ap.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-images", type=int, default=160,
+                    help="per category, a seeded draw keeping the defect share (0 = all)")
     ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -433,14 +482,16 @@ def main() -> None:
         task = progress.add_task("suite", total=len(cats) * len(shots))
         for cat in cats:
             rows += run_category(cat, shots, store, args.cache, floors, progress, task,
-                                 tuple(v for v in args.variants.split(",") if v))
+                                 tuple(v for v in args.variants.split(",") if v),
+                                 args.max_images)
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps(rows, indent=1, default=lambda x: None) + "\n")
     means = mean_rows(rows)
     command = "python -m bench.accuracy " + " ".join(
         f"--{k} {v}" for k, v in (("data", args.data), ("shots", args.shots),
-                                  ("floors", args.floors)))  # fmt: skip
+                                  ("floors", args.floors), ("max-images", args.max_images),
+                                  ("variants", args.variants)) if v != "")  # fmt: skip
     payload = {"command": command, "engine_config": ScoringConfig().model_dump(mode="json"),
                "plain_config": PLAIN.model_dump(mode="json"),
                "context_config": ContextConfig().model_dump(mode="json"),
