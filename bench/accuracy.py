@@ -355,8 +355,16 @@ def run_category(
                                            pure_scores, image_scorer(rt, h, w))  # fmt: skip
                     p = None
                     if ref_p is not None:
-                        p, _ = context_maps(d_pix, idx, ref_p, float(rt.pixel_scale), ccfg,
-                                            protocol, None, members_of=info["members_of"])
+                        p, _ = context_maps(
+                            d_pix,
+                            idx,
+                            ref_p,
+                            float(rt.pixel_scale),
+                            ccfg,
+                            protocol,
+                            None,
+                            members_of=info["members_of"],
+                        )
                         p = p.reshape(-1, h, w)
                     scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
                     add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
@@ -368,8 +376,9 @@ def run_category(
                                        image_scorer(probe, *emb.shape[-2:]))  # fmt: skip
                 p = None
                 if probe.split_maps:
-                    p, _ = context_maps(d_pix, idx, None, 1.0, ccfg, protocol, None,
-                                        members_of=info["members_of"])
+                    p, _ = context_maps(
+                        d_pix, idx, None, 1.0, ccfg, protocol, None, members_of=info["members_of"]
+                    )
                     p = p.reshape(-1, *emb.shape[-2:])
                 scores, maps = finish_all(probe, a.reshape(-1, *emb.shape[-2:]), p)
                 add(0, f"ctx-only+{protocol}", idx, scores, maps, info)
@@ -461,8 +470,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/clad-accuracy-cache"))
     ap.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-images", type=int, default=160,
-                    help="per category, a seeded draw keeping the defect share (0 = all)")
+    ap.add_argument(
+        "--max-images",
+        type=int,
+        default=160,
+        help="per category, a seeded draw keeping the defect share (0 = all)",
+    )
     ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -481,9 +494,17 @@ def main() -> None:
     with Progress() as progress:
         task = progress.add_task("suite", total=len(cats) * len(shots))
         for cat in cats:
-            rows += run_category(cat, shots, store, args.cache, floors, progress, task,
-                                 tuple(v for v in args.variants.split(",") if v),
-                                 args.max_images)
+            rows += run_category(
+                cat,
+                shots,
+                store,
+                args.cache,
+                floors,
+                progress,
+                task,
+                tuple(v for v in args.variants.split(",") if v),
+                args.max_images,
+            )
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps(rows, indent=1, default=lambda x: None) + "\n")
