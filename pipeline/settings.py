@@ -92,6 +92,9 @@ class LineContextSettings(BaseSettings):
     line_context_max_age_s: float = Field(3600.0, gt=0)
     # The context can lower a reference distance at most to this share of it.
     line_context_floor: float = Field(0.0, ge=0.0, le=1.0)
+    # A context_drift event goes to the verdicts topic when this share of a product's last
+    # 50 frames scores above its context's cut (again once it fell below half of it).
+    line_context_drift_alert: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class WorkerSettings(BaseSettings):

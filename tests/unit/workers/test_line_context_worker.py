@@ -125,3 +125,31 @@ def test_onnxruntime_context_stage_matches_torch(tmp_path: Path, runtime: CladRu
     want_scores, want_maps = ref.infer(np.stack(frames[-2:]))
     np.testing.assert_allclose(scores, want_scores, rtol=1e-3)
     np.testing.assert_allclose(maps, want_maps, atol=1e-3)
+
+
+def test_drift_event_once_per_episode_on_the_verdicts_topic() -> None:
+    import json
+    from types import SimpleNamespace
+
+    from pipeline.settings import Settings
+    from workers.worker import InferenceWorker
+
+    worker = SimpleNamespace(settings=Settings(), _drifting=set())
+    line = SimpleNamespace(drift=0.1)
+    engine = SimpleNamespace(line_context=line, version="v7")
+    event = lambda: InferenceWorker._drift_event(worker, "part", engine)  # type: ignore[arg-type]  # noqa: E731
+    assert event() is None
+    line.drift = 0.6
+    first = event()
+    assert first is not None and first["key"] == b"part"
+    payload = json.loads(first["value"])
+    assert payload["event"] == "context_drift" and payload["drift"] == 0.6
+    assert payload["model_version"] == "v7"
+    assert event() is None  # still drifting: no second event
+    line.drift = 0.3
+    assert event() is None  # between half and the alert: not re-armed yet
+    line.drift = 0.2
+    assert event() is None  # below half: re-armed
+    line.drift = 0.55
+    assert event() is not None
+    assert InferenceWorker._drift_event(worker, "x", SimpleNamespace()) is None  # no context
