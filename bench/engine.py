@@ -1,10 +1,13 @@
 """Engine-only throughput: images/s and ms/image p50/p99 at batch 1, 8, 32 on this CPU.
 
     .venv/bin/python -m bench.engine [--threads 2] [--input-size 320] [--no-onnx]
+        [--context-frames 64]
 
 Builds a 1-shot runtime from a synthetic reference (the bank size is what a real
 1-shot model has), then times the torch module and, if available, its ONNX export
-under onnxruntime. Writes bench/results/engine.json. Never asserted on in tests.
+under onnxruntime, and both again scoring with a full line context (--context-frames,
+default 64: engine.line_context; onnxruntime = the context-stage graph + torch search).
+Writes bench/results/engine.json. Never asserted on in tests.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=10.0, help="time budget per setting")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--context-frames", type=int, default=64,
+                    help="also time scoring with a full line context of this many frames (0: off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = ScoringConfig() if args.input_size is None else ScoringConfig(input_size=args.input_size)
@@ -77,6 +82,29 @@ def main() -> None:
         so.intra_op_num_threads = args.threads
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         backends["onnxruntime"] = lambda x: sess.run(None, {"frames": x})
+    if args.context_frames:
+        from engine.line_context import ContextConfig, embed, score_with_context
+
+        ccfg = ContextConfig(max_frames=args.context_frames)
+        ctx_frames = _frames(args.context_frames, size, 2)
+        context = [e for i in range(0, len(ctx_frames), 8)
+                   for e in embed(rt, torch.from_numpy(ctx_frames[i : i + 8]))[1]]  # fmt: skip
+
+        @torch.no_grad()
+        def torch_ctx(x: np.ndarray) -> object:
+            return score_with_context(rt, torch.from_numpy(x), context, ccfg)
+
+        backends[f"torch+context{args.context_frames}"] = torch_ctx
+        if not args.no_onnx:
+            from engine.runtime.context_stage import OnnxContextStage
+
+            stage = OnnxContextStage(rt, intra_op_threads=args.threads)
+
+            @torch.no_grad()
+            def ort_ctx(x: np.ndarray) -> object:
+                return score_with_context(rt, torch.from_numpy(x), context, ccfg, stage)
+
+            backends[f"onnxruntime+context{args.context_frames}"] = ort_ctx
 
     rows = []
     for name, fn in backends.items():
@@ -93,7 +121,8 @@ def main() -> None:
     out = {
         "machine": platform.processor() or platform.machine(), "threads": args.threads,
         "torch": torch.__version__, "input_size": size, "frame_size": size,
-        "bank_size": int(rt.bank.shape[0]), "config": cfg.model_dump(mode="json"), "rows": rows,
+        "bank_size": int(rt.bank.shape[0]), "context_frames": args.context_frames,
+        "config": cfg.model_dump(mode="json"), "rows": rows,
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")

@@ -146,12 +146,12 @@ class CladRuntime(nn.Module):
 
         pixel=True: the pixel map's embeddings (pixel_pool) against the pixel bank.
         """
-        pool, bank, scale = (
-            (self.pixel_pool, self.pixel_bank, self.pixel_scale)
-            if pixel
-            else (self.pool, self.bank, self.scale)
-        )
-        emb = patch_embeddings(feats, pool)
+        pool = self.pixel_pool if pixel else self.pool
+        return self.bank_map(patch_embeddings(feats, pool), pixel)
+
+    def bank_map(self, emb: torch.Tensor, pixel: bool = False) -> torch.Tensor:
+        """Distance map [N, h, w] of embeddings [N, C, h, w] to the (pixel) bank, / scale."""
+        bank, scale = (self.pixel_bank, self.pixel_scale) if pixel else (self.bank, self.scale)
         n, c, h, w = emb.shape
         q = emb.permute(0, 2, 3, 1).reshape(-1, c)
         d = nearest_distance(q, bank, self.metric, self.chunk)
@@ -169,10 +169,19 @@ class CladRuntime(nn.Module):
         return x.squeeze(1)
 
     def forward(self, frames: torch.Tensor) -> AnomalyOutput:
-        n, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
         feats = self.encoder.forward_features(self.preprocess(frames))
         amap = self.w_visual * self.visual_map(feats) if self.bank.shape[0] > 0 else None
         pmap = self.w_visual * self.visual_map(feats, pixel=True) if self.split_maps else None
+        return self.finish(feats, amap, pmap, frames.shape[1], frames.shape[2])
+
+    def finish(
+        self, feats: list[torch.Tensor], amap: torch.Tensor | None, pmap: torch.Tensor | None,
+        height: int, width: int,
+    ) -> AnomalyOutput:  # fmt: skip
+        """Visual grid maps (image, pixel; weighted) -> text terms added, smoothed maps,
+        top-k image score, pixel map at the frame size. Shared by `forward` and the
+        line-context path (engine.line_context), which fuses the maps first."""
+        n = feats[0].shape[0]
         img_text = None
         if self.text_branch is not None:
             img_text, patch_text = self.text_branch(feats)

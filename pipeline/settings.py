@@ -95,6 +95,24 @@ class ModelSettings(BaseSettings):
     min_region_area_px: int = Field(64, ge=1)
 
 
+class LineContextSettings(BaseSettings):
+    """Scoring against the line's own recent frames (engine.line_context), per product."""
+
+    model_config = _COMMON
+
+    # Off: every frame is scored against its references only. On: with the onnxruntime
+    # CPU backend a second graph returns the embeddings and the context search runs in
+    # torch; with TensorRT or a text-branch model the torch module scores.
+    line_context: bool = True
+    line_context_frames: int = Field(64, ge=1, le=1024)
+    line_context_max_age_s: float = Field(3600.0, gt=0)
+    # The context can lower a reference distance at most to this share of it.
+    line_context_floor: float = Field(0.0, ge=0.0, le=1.0)
+    # A context_drift event goes to the verdicts topic when this share of a product's last
+    # 50 frames scores above its context's cut (again once it fell below half of it).
+    line_context_drift_alert: float = Field(0.5, gt=0.0, le=1.0)
+
+
 class WorkerSettings(BaseSettings):
     model_config = _COMMON
 
@@ -188,6 +206,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    context: LineContextSettings = Field(default_factory=LineContextSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
@@ -207,6 +226,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             redis=RedisSettings(**kwargs),
             model=ModelSettings(**kwargs),
             worker=WorkerSettings(**kwargs),
+            context=LineContextSettings(**kwargs),
             api=ApiSettings(**kwargs),
             review=ReviewSettings(**kwargs),
             alarms=AlarmSettings(**kwargs),

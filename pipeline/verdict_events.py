@@ -51,19 +51,24 @@ class RecentIds:
         return True
 
 
-def event_frame_id(record: ConsumerRecord) -> str:
+def event_frame_id(record: ConsumerRecord) -> str | None:
+    """The frame a verdict event is about; None for events about no one frame (e.g. a
+    product's `context_drift` alert)."""
     for key, value in record.headers or []:
         if key == H_EVENT_FRAME_ID and value:
             return value.decode()
-    return str(json.loads(record.value)["frame_id"])  # events written before the header
+    frame_id = json.loads(record.value).get("frame_id")  # events written before the header
+    return None if frame_id is None else str(frame_id)
 
 
 def unique_events(records: Iterable[ConsumerRecord], seen: RecentIds | None = None
                   ) -> Iterator[dict[str, Any]]:
-    """The JSON payloads of `records`, each frame id once."""
+    """The JSON payloads of `records`, each frame id once; events without a frame id
+    (product alerts) pass through as they come."""
     seen = seen or RecentIds()
     for record in records:
-        if seen.add(event_frame_id(record)):
+        frame_id = event_frame_id(record)
+        if frame_id is None or seen.add(frame_id):
             yield json.loads(record.value)
 
 

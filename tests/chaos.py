@@ -159,7 +159,8 @@ def _events_by_frame(bootstrap: str, topic: str, idle_s: float = 5.0) -> Counter
                              auto_offset_reset="earliest",
                              consumer_timeout_ms=int(idle_s * 1000))
     try:
-        return Counter(event_frame_id(record) for record in consumer)
+        ids = (event_frame_id(record) for record in consumer)
+        return Counter(i for i in ids if i is not None)
     finally:
         consumer.close()
 

@@ -130,6 +130,14 @@ def verdict_event(record: VerdictRecord, decided_at: datetime) -> dict:
             "headers": [(H_EVENT_FRAME_ID, str(record.frame_id).encode())]}
 
 
+def drift_event(product: str, drift: float, model_version: str, at: datetime) -> dict:
+    """Verdicts-topic event: a product's line context sees many more high-scoring frames
+    than usual (a new defect on every part, a moved camera): an operator should look."""
+    payload = {"event": "context_drift", "product": product, "drift": round(drift, 4),
+               "model_version": model_version, "decided_at": at.isoformat()}
+    return {"key": product.encode(), "value": json.dumps(payload).encode()}
+
+
 def dlq_message(record: ConsumerRecord, error: FrameRejectedError) -> dict:
     value = record.value or b""
     headers = [(k, v or b"") for k, v in (record.headers or [])

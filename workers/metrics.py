@@ -38,8 +38,20 @@ class WorkerMetrics:
         self.commits_abandoned = Counter(
             "clad_commits_abandoned", "Offset commits given up (group rebalancing or broker "
             "errors); the frames are redone idempotently", registry=r)
+        self.context_drift = Gauge(
+            "clad_context_drift", "Share of a product's recent frames above its line-context "
+            "admission cut (a jump: a new defect or a changed line)", ["product"], registry=r)
+        self.context_frames = Gauge("clad_context_frames", "Frames in a product's line context",
+                                    ["product"], registry=r)
         self.model_reloads = Counter("clad_model_reloads", "Engines swapped", ["product"],
                                      registry=r)
+
+    def record_context(self, product: str, engine: object) -> None:
+        """Drift and size of the engine's line context, when it has one."""
+        line = getattr(engine, "line_context", None)
+        if line is not None:
+            self.context_drift.labels(product).set(line.drift)
+            self.context_frames.labels(product).set(len(line))
 
     def serve(self, port: int) -> None:
         """Expose /metrics on `port`; 0 leaves the endpoint off (tests, the demo)."""

@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 from pipeline.storage.database import engine_from_settings, make_session_factory
 from workers.metrics import WorkerMetrics
 from workers.reload import ModelWatcher
-from workers.scoring import ScoringEngine, load_engines, load_trained
+from workers.scoring import ScoringEngine, context_config, load_engines, load_trained
 from workers.worker import InferenceWorker
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
         watcher = ModelWatcher(
             factory, lambda path, product: load_trained(
                 path, product, override, backend=model.backend,
-                max_batch=settings.worker.batch_size)[1],
+                max_batch=settings.worker.batch_size,
+                context=context_config(settings.context))[1],
             interval_s=settings.worker.model_check_interval_s)
     metrics = WorkerMetrics()
     metrics.serve(settings.worker.metrics_port)

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.settings import Settings
+from pipeline.settings import LineContextSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,20 @@ class CladRuntimeEngine:
     one, regions are stored without descriptions. `describer_encoder`
     (engine.describer_features.DescriberEncoder) computes the describer's input when
     the runtime's patch embeddings are not what it was trained on (the default one).
+    `context` (engine.line_context.ContextConfig) scores every frame also against this
+    product's recent frames: the engine is per product and a reload builds a new one, so
+    the context is never shared across products and restarts empty with a new model (old
+    embeddings do not match).
     """
 
     def __init__(self, runtime: object, *, threshold: float, version: str,
                  describer: object | None = None, backend: object | None = None,
                  pixel_threshold: float | None = None,
-                 describer_encoder: Callable[[np.ndarray], object] | None = None) -> None:
+                 describer_encoder: Callable[[np.ndarray], object] | None = None,
+                 context: object | None = None, context_stage: object | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
         import torch
 
         self._torch = torch
@@ -64,6 +72,17 @@ class CladRuntimeEngine:
         self.describer_encoder = describer_encoder
         # engine.runtime backend (onnxruntime, tensorrt, torch); None = the module itself
         self.backend = backend
+        self.clock = clock or time.monotonic
+        self.line_context = None
+        self.context_stage = None
+        if context is not None:
+            from engine.line_context import LineContext
+
+            self.line_context = LineContext(context, threshold=self.threshold)  # type: ignore[arg-type]
+            self.context_stage = context_stage
+            if backend is not None and context_stage is None:
+                log.info("line context on: %s scores with the torch module, not %s",
+                         version, getattr(backend, "name", backend))
 
     def patch_embeddings(self, frames: np.ndarray) -> object:
         """uint8 NHWC -> the runtime's patch embeddings [N, C, h, w] (describer input).
@@ -78,11 +97,28 @@ class CladRuntimeEngine:
                                       rt.pool)
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.line_context is not None:
+            return self._infer_with_context(frames)
         if self.backend is not None:
             scores, maps = self.backend.infer(np.ascontiguousarray(frames))  # type: ignore[attr-defined]
             return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
         with self._torch.inference_mode():
             out = self.runtime(self._torch.from_numpy(np.ascontiguousarray(frames)))
+        return out.scores.float().numpy(), out.maps.float().numpy()
+
+    def _infer_with_context(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score against references + context, then offer each frame to the context
+        (admitted only under its cut: a run of defects is scored, never learnt)."""
+        from engine.line_context import score_with_context
+
+        line, now = self.line_context, self.clock()
+        x = self._torch.from_numpy(np.ascontiguousarray(frames))
+        with self._torch.inference_mode():
+            out, embs, reference = score_with_context(self.runtime, x, line.items(now),  # type: ignore[union-attr]
+                                                      line.cfg, self.context_stage)  # type: ignore[union-attr,arg-type]
+        # admission on the reference-only score: it does not move with the context
+        for score, emb in zip(reference.tolist(), embs, strict=True):
+            line.offer(emb, score, now)  # type: ignore[union-attr]
         return out.scores.float().numpy(), out.maps.float().numpy()
 
 
@@ -102,9 +138,20 @@ def import_factory(path: str) -> EngineFactory:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def context_config(settings: LineContextSettings) -> object | None:
+    """engine.line_context.ContextConfig from the settings; None when switched off."""
+    if not settings.line_context:
+        return None
+    from engine.line_context import ContextConfig
+
+    return ContextConfig(max_frames=settings.line_context_frames,
+                         max_age_s=settings.line_context_max_age_s,
+                         floor=settings.line_context_floor)
+
+
 def load_trained(path: Path, category: str | None = None,
                  threshold_override: float | None = None, *, backend: str = "torch",
-                 max_batch: int = 32) -> tuple[str, ScoringEngine]:
+                 max_batch: int = 32, context: object | None = None) -> tuple[str, ScoringEngine]:
     """(product, engine) from a saved model version (engine.artifacts layout), served
     by the chosen runtime backend (`ModelSettings.backend`: auto picks TensorRT on a
     GPU, else onnxruntime). ONNX files and engines are cached in the version dir."""
@@ -120,13 +167,22 @@ def load_trained(path: Path, category: str | None = None,
         describer, encoder = default_for(loaded.runtime)
     runner = None if backend == "torch" else make_backend(
         backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
+    stage = None
+    if context is not None and runner is not None and runner.name.startswith("onnxruntime-cpu") \
+            and loaded.runtime.text_branch is None:
+        # the context needs the embeddings: a second graph returns them (onnxruntime),
+        # the context search runs in torch; other backends/text models score in torch
+        from engine.runtime.context_stage import OnnxContextStage
+
+        stage = OnnxContextStage(loaded.runtime, version_dir)
     # an overridden image threshold keeps the calibrated region threshold: that one
     # says what normal pixels look like, whatever rate of frames is flagged
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
                                               version=str(loaded.version), describer=describer,
                                               backend=runner,
                                               pixel_threshold=loaded.pixel_threshold,
-                                              describer_encoder=encoder)
+                                              describer_encoder=encoder, context=context,
+                                              context_stage=stage)
 
 
 def load_region_describer(version_dir: Path, runtime: object) -> object | None:
@@ -194,7 +250,8 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
         for category in categories:
             product, engine = load_trained(root, category, settings.model.anomaly_threshold,
                                            backend=settings.model.backend,
-                                           max_batch=settings.worker.batch_size)
+                                           max_batch=settings.worker.batch_size,
+                                           context=context_config(settings.context))
             engines[product] = engine
     if not engines:
         raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "

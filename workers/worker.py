@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -42,6 +42,7 @@ from workers.delivery import (
     Retrier,
     TransientDatabaseError,
     dlq_message,
+    drift_event,
     now_utc,
     send_all,
     store_verdicts,
@@ -79,6 +80,7 @@ class _Inferred:
     outputs: dict[str, list[Scored]]  # per product
     frames: dict[uuid.UUID, DecodedFrame]
     rejected: list[tuple[ConsumerRecord, FrameRejectedError]]
+    events: list[dict] = field(default_factory=list)  # extra verdicts-topic messages
 
 
 @dataclass
@@ -118,6 +120,7 @@ class InferenceWorker:
         self.delivery_retrier = Retrier(self.stop, max_backoff_s=settings.worker.max_backoff_s,
                                         on_retry=on_retry)
         self.batches = 0
+        self._drifting: set[str] = set()  # products whose context_drift event is out
 
     def run(self) -> None:
         """Until stop is set: the in-flight batch is finished, committed, the group left."""
@@ -208,9 +211,27 @@ class InferenceWorker:
                 outputs[product], failed = infer_product(
                     engines[product], items, chunk=self.settings.worker.batch_size)
                 rejected.extend(failed)
+                self.metrics.record_context(product, engines[product])
         frames = {item.envelope.header.frame_id: item
                   for items in decoded.values() for _r, item in items}
-        return _Inferred(records, engines, outputs, frames, rejected)
+        events = [e for product in decoded if (e := self._drift_event(product, engines[product]))]
+        return _Inferred(records, engines, outputs, frames, rejected, events)
+
+    def _drift_event(self, product: str, engine: ScoringEngine) -> dict | None:
+        """One event when a product's context drift reaches the alert share; re-armed
+        once it has fallen below half of it."""
+        line = getattr(engine, "line_context", None)
+        if line is None:
+            return None
+        alert = self.settings.context.line_context_drift_alert
+        if line.drift >= alert and product not in self._drifting:
+            self._drifting.add(product)
+            log.warning("product %s: %.0f%% of recent frames above the context cut",
+                        product, 100 * line.drift)
+            return drift_event(product, line.drift, engine.version, now_utc())
+        if line.drift < alert / 2:
+            self._drifting.discard(product)
+        return None
 
     def _hand_off(self, batch: _Inferred) -> None:
         """Batch N goes to the delivery thread once batch N-1 is delivered and committed."""
@@ -253,7 +274,7 @@ class InferenceWorker:
         verdicts = described.verdicts
         originals = {fid: (f.envelope.image, f.envelope.header.content_type)
                      for fid, f in batch.frames.items()}
-        if not self._deliver(verdicts, rejected, originals):
+        if not self._deliver(verdicts, rejected, originals, batch.events):
             return False
         decided_at = now_utc()
         # One cache round trip per batch: new descriptions, region masks, latest verdicts.
@@ -301,7 +322,8 @@ class InferenceWorker:
 
     def _deliver(self, verdicts: list[VerdictRecord],
                  rejected: list[tuple[ConsumerRecord, FrameRejectedError]],
-                 originals: dict[uuid.UUID, tuple[bytes, str]]) -> bool:
+                 originals: dict[uuid.UUID, tuple[bytes, str]],
+                 events: list[dict] | None = None) -> bool:
         """Verdicts durable, then events and DLQ records acknowledged; False = stopped first."""
         kafka = self.settings.kafka
         with self.metrics.stage_seconds.labels("write").time():
@@ -314,6 +336,7 @@ class InferenceWorker:
         self.metrics.verdicts.inc(new or 0)
         decided_at = now_utc()
         messages = [(kafka.topic_verdicts, verdict_event(v, decided_at)) for v in verdicts]
+        messages += [(kafka.topic_verdicts, e) for e in events or []]
         messages += [(kafka.topic_dlq, dlq_message(r, e)) for r, e in rejected]
         for record, error in rejected:
             log.warning("frame %s/%s/%s to DLQ: %s", record.topic, record.partition,

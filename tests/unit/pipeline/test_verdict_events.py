@@ -27,6 +27,15 @@ def test_a_redone_batch_yields_each_frame_once_in_first_seen_order() -> None:
     assert [e["decided_at"] for e in events] == ["t1", "t1", "t1"]
 
 
+def test_product_alerts_without_a_frame_id_pass_through() -> None:
+    value = json.dumps({"event": "context_drift", "product": "bottle"}).encode()
+    alert = ConsumerRecord("verdicts", 0, None, 0, 0, 0, b"bottle", value, [], None, 1,
+                           len(value), -1)
+    events = list(unique_events([_event("a"), alert, alert, _event("a")]))
+    assert [e.get("frame_id", e.get("event")) for e in events] == ["a", "context_drift",
+                                                                   "context_drift"]
+
+
 def test_memory_of_ids_is_bounded() -> None:
     seen = RecentIds(capacity=2)
     assert seen.add("a") and seen.add("b") and not seen.add("a")

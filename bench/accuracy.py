@@ -1,0 +1,531 @@
+"""Accuracy suite: every category of every MVTec-layout root, K-shot, with and without
+line context, beside a plain nearest-neighbour memory bank, in one run.
+
+    nice -n 10 .venv/bin/python -m bench.accuracy --data /work/shared/data [--shots 1,4]
+        [--cache /tmp/clad-accuracy-cache] [--floors 0,0.5] [--category transistor]
+
+Per category and shot count K (references: first K of train/good, else of test/good,
+left out of the evaluated set, as `clad eval`):
+- plain: the reference baseline of issue 14 — EfficientNet-Lite0 block groups 2+4
+  (stride 8 + 16) concatenated, 3x3 average pooling, cosine, one map, image score = mean
+  of the top 1% map pixels, 320 px, no augmentation (the runtime's sigma-4 smoothing);
+- engine: `ScoringConfig()` (the defaults `clad eval` and the worker use);
+- engine+batch(f): each evaluated image also against all the other evaluated images
+  (mutual scoring, engine.line_context, floor f);
+- engine+online(f): a fixed shuffled order (seed 0); each image sees only the earlier
+  ones that a `LineContext` admitted (bounded, admission-guarded, as in the worker);
+- ctx-only batch/online (K=0 rows): no reference at all, context only, on the 1-shot
+  evaluated set.
+Categories with more than --max-images (default 160) test images are scored on a
+seeded draw of that many that keeps the defect share (magnetic_tile: 160 of 468), for
+every method alike: the context search is quadratic in the images.
+Metrics: image AUROC, pixel AUROC and AUPRO@0.3 on 256x256 maps (engine.evaluate), and a
+95% bootstrap interval over images (1000 resamples image, 200 pixel on binned scores).
+
+Adoption rule for engine defaults: a change is adopted only when the suite mean (image
+and pixel AUROC, at K=1 and K=4) improves and no category with 30 or more evaluated
+images falls outside the 95% interval of the current default.
+
+Features are cached on disk by network input (bench.feature_cache) and the pairwise
+context distances by category, so a re-run after a scoring change takes minutes.
+Writes bench/results/accuracy.json and bench/results/accuracy.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from bench.feature_cache import FeatureStore
+from engine.builder import ScoringConfig, build_runtime
+from engine.datasets import find_categories, load_mask, load_rgb, split_category
+from engine.evaluate import METRIC_SIZE
+from engine.line_context import ContextConfig, LineContext, fuse, reduce_context
+from engine.metrics import aupro, auroc
+from engine.runtime_model import CladRuntime, patch_embeddings
+
+RESULTS = Path(__file__).parent / "results"
+PLAIN = ScoringConfig(stages=(2, 4), pool=3, pixel_pool=None, aug_shifts=(), aug_rotations=())
+STORE_STAGES = (2, 4)
+# candidate defaults (step 2 of issue 14), scored pure K-shot beside the engine with
+# `--variants NAME,...`; every one reads the same cached stage 2+4 features
+VARIANTS: dict[str, ScoringConfig] = {
+    "s24": ScoringConfig(stages=(2, 4)),  # strides 8+16 for image and pixel map
+    "s24-pix": ScoringConfig(stages=(2, 4), pool=3, pixel_pool=3),  # one pooled 8+16 map
+    "s4-pix3": ScoringConfig(pixel_pool=None),  # one pooled stride-16 map
+    "s4-noaug": ScoringConfig(aug_shifts=(), aug_rotations=()),
+}
+
+
+def roots_under(data: Path) -> list[Path]:
+    """MVTec-layout roots: `data` itself, or its subfolders that hold categories."""
+    data = Path(data)
+    try:
+        find_categories(data)
+        return [data]
+    except FileNotFoundError:
+        pass
+    out = []
+    for sub in sorted(p for p in data.iterdir() if p.is_dir()):
+        try:
+            find_categories(sub)
+            out.append(sub)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+# ---------------------------------------------------------------- metrics + bootstrap
+
+
+def _binned_pixels(masks: np.ndarray, maps: np.ndarray, bins: int = 2000) -> tuple:
+    """Per-image counts of normal / defect pixels per score bin [N, B] (bootstrap input)."""
+    flat = maps.reshape(maps.shape[0], -1)
+    sample = flat.ravel()[:: max(1, flat.size // 200_000)]
+    edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]))
+    b = np.searchsorted(edges, flat, side="right")
+    nb = len(edges) + 1
+    pos = np.zeros((flat.shape[0], nb), np.int64)
+    neg = np.zeros((flat.shape[0], nb), np.int64)
+    m = masks.reshape(masks.shape[0], -1).astype(bool)
+    for i in range(flat.shape[0]):
+        pos[i] = np.bincount(b[i][m[i]], minlength=nb)
+        neg[i] = np.bincount(b[i][~m[i]], minlength=nb)
+    return pos, neg
+
+
+def _binned_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    tp, tn = pos.sum(), neg.sum()
+    if tp == 0 or tn == 0:
+        return float("nan")
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (tp * tn))
+
+
+def bootstrap(
+    labels: np.ndarray, scores: np.ndarray, masks: np.ndarray | None, maps: np.ndarray | None,
+    seed: int = 0, n_image: int = 1000, n_pixel: int = 200,
+) -> dict[str, list[float] | None]:  # fmt: skip
+    """95% intervals of image and pixel AUROC over images resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    vals = []
+    for _ in range(n_image):
+        i = rng.integers(0, n, n)
+        if labels[i].min() != labels[i].max():
+            vals.append(auroc(labels[i], scores[i]))
+    img = [100 * float(np.percentile(vals, 2.5)), 100 * float(np.percentile(vals, 97.5))]
+    pix = None
+    if masks is not None and maps is not None and masks.any():
+        pos, neg = _binned_pixels(masks, maps)
+        pv = []
+        for _ in range(n_pixel):
+            i = rng.integers(0, n, n)
+            v = _binned_auroc(pos[i].sum(0), neg[i].sum(0))
+            if not math.isnan(v):
+                pv.append(v)
+        pix = [100 * float(np.percentile(pv, 2.5)), 100 * float(np.percentile(pv, 97.5))]
+    return {"image_ci": img, "pixel_ci": pix}
+
+
+def measure(labels: np.ndarray, masks: np.ndarray, scores: np.ndarray, maps: np.ndarray) -> dict:
+    has = bool(masks.any())
+    out = {
+        "image_auroc": 100 * auroc(labels, scores),
+        "pixel_auroc": 100 * auroc(masks, maps) if has else float("nan"),
+        "aupro": 100 * aupro(masks, maps) if has else float("nan"),
+    }
+    out.update(bootstrap(labels, scores, masks if has else None, maps if has else None))
+    return out
+
+
+# ---------------------------------------------------------------- scoring on cached features
+
+
+@torch.no_grad()
+def embeddings(rt: CladRuntime, imgs: np.ndarray, batch: int = 16) -> tuple[torch.Tensor, ...]:
+    """(image-grid embeddings [N, C, h, w], pixel-grid embeddings) of uint8 NHWC images."""
+    emb, pemb = [], []
+    for i in range(0, len(imgs), batch):
+        feats = rt.encoder.forward_features(rt.preprocess(torch.from_numpy(imgs[i : i + batch])))
+        e = patch_embeddings(feats, rt.pool)
+        emb.append(e)
+        pemb.append(patch_embeddings(feats, rt.pixel_pool) if rt.split_maps else e)
+    return torch.cat(emb), torch.cat(pemb)
+
+
+@torch.no_grad()
+def finish_all(rt: CladRuntime, amap: torch.Tensor, pmap: torch.Tensor | None) -> tuple:
+    """Grid maps -> (image scores [N], 256x256 maps [N, s, s]) exactly as the runtime."""
+    scores, maps = [], []
+    s = rt.input_size
+    for i in range(0, amap.shape[0], 32):
+        a = amap[i : i + 32]
+        p = None if pmap is None else pmap[i : i + 32]
+        feats = [a.unsqueeze(1)]  # only its batch size is read (no text branch here)
+        out = rt.finish(feats, rt.w_visual * a, None if p is None else rt.w_visual * p, s, s)
+        scores.append(out.scores.numpy())
+        for m in out.maps.numpy():
+            maps.append(cv2.resize(m, (METRIC_SIZE, METRIC_SIZE), interpolation=cv2.INTER_AREA))
+    return np.concatenate(scores), np.stack(maps)
+
+
+@torch.no_grad()
+def pairwise(emb: torch.Tensor, chunk: int = 24) -> torch.Tensor:
+    """D[n, m, p] = cosine distance of patch p of image n to its nearest patch of image m.
+
+    One similarity block serves both directions (max over rows / columns), half the work.
+    """
+    n, c, h, w = emb.shape
+    e = emb.flatten(2).transpose(1, 2).contiguous()  # [N, P, C]
+    p = h * w
+    d = torch.zeros(n, n, p, dtype=torch.float16)
+    for i in range(n):
+        for start in range(i + 1, n, chunk):
+            part = e[start : start + chunk]  # [m, P, C]
+            sim = torch.einsum("pc,mqc->mpq", e[i], part)  # [m, P_i, P_m]
+            d[i, start : start + part.shape[0]] = (1 - sim.amax(dim=2)).half()
+            d[start : start + part.shape[0], i] = (1 - sim.amax(dim=1)).half()
+    return d
+
+
+def cached_pairwise(cache: Path, tag: str, emb: torch.Tensor) -> torch.Tensor:
+    digest = hashlib.blake2b(emb[:, :, ::4, ::4].contiguous().numpy().tobytes(), digest_size=8)
+    path = cache / "pairwise" / f"{tag}-{emb.shape[0]}-{digest.hexdigest()}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    d = pairwise(emb)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(d, path)
+    return d
+
+
+def context_maps(
+    dist: torch.Tensor, idx: list[int], ref: torch.Tensor | None, scale: float,
+    cfg: ContextConfig, protocol: str, admit_scores: np.ndarray | None,
+    image_score: object = None, members_of: dict[int, list[int]] | None = None, seed: int = 0,
+) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """Fused grid maps [N, P] of the evaluated images `idx` (indices into `dist`).
+
+    `admit_scores` [N]: each image's reference-only image score, what admission looks at
+    (None with no references: the fused score is used). batch: the context of an image
+    is every other evaluated image whose admission score is in the lower
+    `cfg.admit_quantile` of all of them (0 references: two passes, the second with the
+    lowest-scoring images of the first). online: a seeded order, a LineContext fed
+    with each image after it is scored; `members_of` (from the image-map pass) replays
+    the same context for the pixel map. `ref` [N, P] reference maps (/ scale) or None.
+    """
+    n = len(idx)
+    sub = dist[idx][:, idx].float()  # [n, n, P]
+    out = torch.zeros(n, sub.shape[2])
+    replay = members_of is not None
+    members_of = members_of if replay else {}
+    if protocol == "batch":
+        if not replay:
+            if admit_scores is None:  # first pass: everything vouches, then re-select
+                first, _ = context_maps(dist, idx, ref, scale, cfg.model_copy(
+                    update={"admit_quantile": 1.0}), "batch", np.zeros(n))  # fmt: skip
+                admit_scores = np.array([image_score(m) for m in first])  # type: ignore[operator]
+            cut = np.quantile(admit_scores, cfg.admit_quantile)
+            allowed = [k for k in range(n) if admit_scores[k] <= cut]
+            for j in range(n):
+                members_of[j] = [k for k in allowed if k != j]
+        for j in range(n):
+            ctx = None
+            if len(members_of[j]) >= cfg.min_frames:
+                ctx = reduce_context(sub[j, members_of[j]][None], cfg.share)[0] / scale
+            out[j] = 0.0 if ref is None and ctx is None else fuse(
+                None if ref is None else ref[j], ctx, cfg.floor)  # fmt: skip
+        return out, {"members_of": members_of}
+    order = np.random.default_rng(seed).permutation(n)
+    line: LineContext[int] = LineContext(cfg)
+    for t, j in enumerate(order):
+        members = members_of[int(j)] if replay else line.items(now=float(t))
+        members_of[int(j)] = members
+        ctx = None
+        if len(members) >= cfg.min_frames:
+            ctx = reduce_context(sub[j, members][None], cfg.share)[0] / scale
+        if ref is None and ctx is None:
+            out[j] = 0.0  # nothing to compare with yet: the frame passes as normal
+            fused_score = 0.0
+        else:
+            out[j] = fuse(None if ref is None else ref[j], ctx, cfg.floor)
+            fused_score = math.nan if replay else image_score(out[j])  # type: ignore[operator]
+        if not replay:  # admission as the worker does it
+            score = fused_score if admit_scores is None else float(admit_scores[j])
+            line.offer(int(j), score, now=float(t))
+    info: dict = {"members_of": members_of}
+    if not replay:
+        info["admitted"] = len({m for ms in members_of.values() for m in ms})
+        info["final_context"] = len(line)
+        info["drift"] = line.drift
+    return out, info
+
+
+def image_scorer(rt: CladRuntime, h: int, w: int) -> object:
+    """Grid map [P] -> the runtime's image score of that map."""
+    s = rt.input_size
+
+    def score(grid: torch.Tensor) -> float:
+        m = grid.reshape(1, h, w)
+        return float(rt.finish([m.unsqueeze(1)], rt.w_visual * m, None, s, s).scores[0])
+
+    return score
+
+
+def subset(samples: list, max_images: int, seed: int = 0) -> list:
+    """At most `max_images` samples, a seeded draw that keeps the normal/defect shares
+    (the context search is quadratic in the images of a category); 0 = all."""
+    if not max_images or len(samples) <= max_images:
+        return samples
+    rng = np.random.default_rng(seed)
+    keep: list = []
+    for label in (0, 1):
+        group = [s for s in samples if s.label == label]
+        n = round(max_images * len(group) / len(samples))
+        keep += [group[i] for i in sorted(rng.choice(len(group), n, replace=False))]
+    return sorted(keep, key=lambda s: str(s.path))
+
+
+def run_category(
+    cat: Path, shots: list[int], store: FeatureStore, cache: Path, floors: list[float],
+    progress: Progress, task: object, variants: tuple[str, ...] = (), max_images: int = 0,
+) -> list[dict]:  # fmt: skip
+    root = cat.parent.name
+    everything = subset(split_category(cat, 0).evaluated, max_images)
+    paths = [s.path for s in everything]
+    pos = {p: i for i, p in enumerate(paths)}
+    size = ScoringConfig().input_size
+    imgs = np.stack([load_rgb(p, size) for p in paths])
+    masks = np.stack([load_mask(s, METRIC_SIZE) for s in everything])
+    labels = np.array([s.label for s in everything])
+    progress.update(task, description=f"{cat.name}: features")
+    engine_cfg = ScoringConfig()
+    probe = build_runtime([imgs[0]], engine_cfg, encoder=store.view(engine_cfg.stages))
+    emb, pemb = embeddings(probe, imgs)
+    progress.update(task, description=f"{cat.name}: pairwise context distances")
+    d_img = cached_pairwise(cache, f"{root}-{cat.name}-img", emb)
+    d_pix = cached_pairwise(cache, f"{root}-{cat.name}-pix", pemb) if probe.split_maps else d_img
+    rows: list[dict] = []
+
+    def add(k: int, method: str, idx: list[int], scores: np.ndarray, maps: np.ndarray,
+            extra: dict | None = None) -> None:  # fmt: skip
+        m = measure(labels[idx], masks[idx], scores, maps)
+        extra = {k: v for k, v in (extra or {}).items() if k != "members_of"}
+        rows.append({"root": root, "category": cat.name, "shots": k, "method": method,
+                     "n_evaluated": len(idx), "n_anomalous": int(labels[idx].sum()),
+                     **m, **(extra or {})})  # fmt: skip
+
+    for k in shots:
+        split = split_category(cat, k)
+        idx = [pos[s.path] for s in split.evaluated if s.path in pos]
+        refs = [load_rgb(p, size) for p in split.references]
+        scorers = [("plain", PLAIN), ("engine", engine_cfg)] + [(v, VARIANTS[v]) for v in variants]
+        for name, cfg in scorers:
+            progress.update(task, description=f"{cat.name}: K={k} {name}")
+            rt = build_runtime(refs, cfg, encoder=store.view(cfg.stages))
+            e, pe = (emb, pemb) if name == "engine" else embeddings(rt, imgs[idx])
+            e, pe = (e[idx], pe[idx]) if name == "engine" else (e, pe)
+            amap = torch.cat([rt.bank_map(e[i : i + 32]) for i in range(0, len(idx), 32)])
+            pmap = None
+            if rt.split_maps:
+                pmap = torch.cat([rt.bank_map(pe[i : i + 32], pixel=True)
+                                  for i in range(0, len(idx), 32)])  # fmt: skip
+            scores, maps = finish_all(rt, amap, pmap)
+            add(k, name, idx, scores, maps)
+            pure_scores = scores
+            if name != "engine":
+                continue
+            h, w = e.shape[-2:]
+            ref_a, ref_p = amap.flatten(1), None if pmap is None else pmap.flatten(1)
+            for floor in floors:
+                ccfg = ContextConfig(floor=floor)
+                for protocol in ("batch", "online"):
+                    progress.update(task, description=f"{cat.name}: K={k} {protocol} f={floor}")
+                    a, info = context_maps(d_img, idx, ref_a, float(rt.scale), ccfg, protocol,
+                                           pure_scores, image_scorer(rt, h, w))  # fmt: skip
+                    p = None
+                    if ref_p is not None:
+                        p, _ = context_maps(
+                            d_pix,
+                            idx,
+                            ref_p,
+                            float(rt.pixel_scale),
+                            ccfg,
+                            protocol,
+                            None,
+                            members_of=info["members_of"],
+                        )
+                        p = p.reshape(-1, h, w)
+                    scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
+                    add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
+        if k == min(shots):  # context only (0 references), on the same evaluated images
+            ccfg = ContextConfig()
+            for protocol in ("batch", "online"):
+                progress.update(task, description=f"{cat.name}: K=0 {protocol}")
+                a, info = context_maps(d_img, idx, None, 1.0, ccfg, protocol, None,
+                                       image_scorer(probe, *emb.shape[-2:]))  # fmt: skip
+                p = None
+                if probe.split_maps:
+                    p, _ = context_maps(
+                        d_pix, idx, None, 1.0, ccfg, protocol, None, members_of=info["members_of"]
+                    )
+                    p = p.reshape(-1, *emb.shape[-2:])
+                scores, maps = finish_all(probe, a.reshape(-1, *emb.shape[-2:]), p)
+                add(0, f"ctx-only+{protocol}", idx, scores, maps, info)
+        progress.advance(task)
+    return rows
+
+
+def mean_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    keys = sorted({(r["shots"], r["method"]) for r in rows})
+    for k, method in keys:
+        sel = [r for r in rows if r["shots"] == k and r["method"] == method]
+        out.append({"shots": k, "method": method, "n_categories": len(sel), **{
+            m: float(np.nanmean([r[m] for r in sel]))
+            for m in ("image_auroc", "pixel_auroc", "aupro")}})  # fmt: skip
+    return out
+
+
+def _below(cand: dict, ref: dict) -> bool:
+    if cand["image_auroc"] < ref["image_ci"][0]:
+        return True
+    return bool(ref["pixel_ci"]) and cand["pixel_auroc"] < ref["pixel_ci"][0]
+
+
+def adoption(rows: list[dict], candidate: str, base: str = "engine") -> list[str]:
+    """The adoption rule, per K: mean image and pixel AUROC both up (or equal), and no
+    category with 30+ evaluated images below the lower end of the base's interval."""
+    lines = []
+    for k in sorted({r["shots"] for r in rows if r["method"] == candidate}):
+        cand = {r["category"]: r for r in rows if r["shots"] == k and r["method"] == candidate}
+        ref = {r["category"]: r for r in rows if r["shots"] == k and r["method"] == base}
+        cats = sorted(set(cand) & set(ref))
+        if not cats:
+            continue
+        d_img = np.nanmean([cand[c]["image_auroc"] - ref[c]["image_auroc"] for c in cats])
+        d_pix = np.nanmean([cand[c]["pixel_auroc"] - ref[c]["pixel_auroc"] for c in cats])
+        worse = [c for c in cats if ref[c]["n_evaluated"] >= 30 and _below(cand[c], ref[c])]
+        ok = d_img >= 0 and d_pix >= 0 and not worse
+        lines.append(f"- {candidate} vs {base}, K={k}: mean image {d_img:+.1f}, pixel "
+                     f"{d_pix:+.1f}; below the interval: {worse or 'none'} -> "
+                     f"{'ADOPT' if ok else 'keep'}")  # fmt: skip
+    return lines
+
+
+def _f(v: float) -> str:
+    return "—" if v is None or v != v else f"{v:.1f}"
+
+
+def markdown(rows: list[dict], means: list[dict], command: str) -> str:
+    cats = list(dict.fromkeys(f"{r['root']}/{r['category']}" for r in rows))
+    lines = [f"Command: `{command}`", "", "image / pixel AUROC (AUPRO in the mean row)", ""]
+    for k in sorted({r["shots"] for r in rows}):
+        methods = list(dict.fromkeys(r["method"] for r in rows if r["shots"] == k))
+        lines += [f"### K = {k}", "", "| category | n (anom.) | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]  # fmt: skip
+        for c in cats:
+            sel = {r["method"]: r for r in rows
+                   if r["shots"] == k and f"{r['root']}/{r['category']}" == c}  # fmt: skip
+            if not sel:
+                continue
+            any_r = next(iter(sel.values()))
+            cells = [f"{_f(sel[m]['image_auroc'])} / {_f(sel[m]['pixel_auroc'])}"
+                     if m in sel else "" for m in methods]  # fmt: skip
+            lines.append(f"| {c} | {any_r['n_evaluated']} ({any_r['n_anomalous']}) | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+        mean = {m["method"]: m for m in means if m["shots"] == k}
+        cells = [f"**{_f(mean[m]['image_auroc'])} / {_f(mean[m]['pixel_auroc'])}** "
+                 f"({_f(mean[m]['aupro'])})" for m in methods]  # fmt: skip
+        lines += ["| **mean** | | " + " | ".join(cells) + " |", ""]
+    lines += ["Adoption rule against the engine default (pure K-shot):", ""]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        if method not in ("engine",) and not method.startswith("ctx-only"):
+            lines += adoption(rows, method)
+    lines += ["", "95% bootstrap intervals (image AUROC) of the engine default:", ""]
+    for r in rows:
+        if r["method"] == "engine":
+            ci = r["image_ci"]
+            lines.append(f"- {r['root']}/{r['category']} K={r['shots']}: "
+                         f"{_f(r['image_auroc'])} [{_f(ci[0])}, {_f(ci[1])}]")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--shots", default="1,4")
+    ap.add_argument("--floors", default="0,0.5")
+    ap.add_argument("--category", action="append", default=None)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/clad-accuracy-cache"))
+    ap.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--max-images",
+        type=int,
+        default=160,
+        help="per category, a seeded draw keeping the defect share (0 = all)",
+    )
+    ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    shots = [int(s) for s in args.shots.split(",")]
+    floors = [float(f) for f in args.floors.split(",")]
+    cats = [c for r in roots_under(args.data) for c in find_categories(r)]
+    if args.category:
+        cats = [c for c in cats if c.name in set(args.category)]
+    if not cats:
+        raise SystemExit(f"no MVTec-layout category under {args.data}")
+    # small categories first: their rows are in the partial file within minutes
+    cats.sort(key=lambda c: len(split_category(c, 0).evaluated))
+    store = FeatureStore(ScoringConfig().backbone, STORE_STAGES, args.cache / "features")
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    with Progress() as progress:
+        task = progress.add_task("suite", total=len(cats) * len(shots))
+        for cat in cats:
+            rows += run_category(
+                cat,
+                shots,
+                store,
+                args.cache,
+                floors,
+                progress,
+                task,
+                tuple(v for v in args.variants.split(",") if v),
+                args.max_images,
+            )
+            partial = args.out.with_suffix(".partial.json")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(rows, indent=1, default=lambda x: None) + "\n")
+    means = mean_rows(rows)
+    command = "python -m bench.accuracy " + " ".join(
+        f"--{k} {v}" for k, v in (("data", args.data), ("shots", args.shots),
+                                  ("floors", args.floors), ("max-images", args.max_images),
+                                  ("variants", args.variants)) if v != "")  # fmt: skip
+    payload = {"command": command, "engine_config": ScoringConfig().model_dump(mode="json"),
+               "plain_config": PLAIN.model_dump(mode="json"),
+               "context_config": ContextConfig().model_dump(mode="json"),
+               "seconds": time.perf_counter() - t0, "feature_cache_hits": store.hits,
+               "feature_cache_misses": store.misses, "categories": rows, "mean": means}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1, default=lambda x: None) + "\n")
+    md = markdown(rows, means, command)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s, feature cache "
+          f"{store.hits} hits / {store.misses} misses)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
