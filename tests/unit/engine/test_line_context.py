@@ -2,12 +2,10 @@
 
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
 from engine.line_context import (
     ContextConfig,
     Embeddings,
@@ -17,27 +15,14 @@ from engine.line_context import (
     score_with_context,
 )
 from engine.runtime_model import CladRuntime
+from tests.line_context_support import stripe_frame, stripe_runtime
 
 pytestmark = pytest.mark.unit
-SIZE = 96
-
-
-def _frame(seed: int, defect: bool = False) -> np.ndarray:
-    """A stripe texture with per-frame noise and phase jitter; `defect`: a dark blob."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    phase = rng.uniform(-0.6, 0.6)
-    base = 128 + 60 * np.sin(xx / 3.0 + phase) + rng.normal(0, 6, (SIZE, SIZE))
-    img = np.repeat(base.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    if defect:
-        cv2.circle(img, (60, 40), 8, (20, 20, 20), -1)
-    return img
 
 
 @pytest.fixture(scope="module")
 def runtime() -> CladRuntime:
-    torch.manual_seed(0)
-    return build_runtime([_frame(0)], ScoringConfig(input_size=SIZE, sigma=2.0))
+    return stripe_runtime()
 
 
 def _run(rt: CladRuntime, line: LineContext[Embeddings], frames: list[np.ndarray],
@@ -68,7 +53,7 @@ def test_reduce_and_fuse_numbers() -> None:
 
 
 def test_too_little_context_equals_the_plain_runtime(runtime: CladRuntime) -> None:
-    x = torch.from_numpy(np.stack([_frame(1), _frame(2, defect=True)]))
+    x = torch.from_numpy(np.stack([stripe_frame(1), stripe_frame(2, defect=True)]))
     _f, embs, _r = score_with_context(runtime, x, [], ContextConfig())
     out, _e, reference = score_with_context(runtime, x, embs, ContextConfig(min_frames=3))
     with torch.no_grad():
@@ -80,8 +65,8 @@ def test_too_little_context_equals_the_plain_runtime(runtime: CladRuntime) -> No
 
 def test_context_lowers_normal_variation_not_the_defect(runtime: CladRuntime) -> None:
     line: LineContext[Embeddings] = LineContext(ContextConfig())
-    _run(runtime, line, [_frame(s) for s in range(10, 40)])
-    x = torch.from_numpy(np.stack([_frame(99), _frame(98, defect=True)]))
+    _run(runtime, line, [stripe_frame(s) for s in range(10, 40)])
+    x = torch.from_numpy(np.stack([stripe_frame(99), stripe_frame(98, defect=True)]))
     with_ctx, _e, reference = score_with_context(runtime, x, line.items(40.0), line.cfg)
     with torch.no_grad():
         plain = runtime(x)
@@ -123,10 +108,10 @@ def test_admission_cut_threshold_then_robust() -> None:
 def _burst(rt: CladRuntime, cfg: ContextConfig) -> tuple[list[float], list[float], list[float],
                                                           list[bool]]:
     line: LineContext[Embeddings] = LineContext(cfg)
-    normal = _run(rt, line, [_frame(100 + s) for s in range(100)])
+    normal = _run(rt, line, [stripe_frame(100 + s) for s in range(100)])
     drift_before = line.drift
     admitted: list[bool] = []
-    burst = _run(rt, line, [_frame(300 + s, defect=True) for s in range(30)], t0=100,
+    burst = _run(rt, line, [stripe_frame(300 + s, defect=True) for s in range(30)], t0=100,
                  admitted=admitted)  # fmt: skip
     return normal, burst, [drift_before, line.drift], admitted
 

@@ -3,38 +3,26 @@ against a defect burst, and its drift exported as a Prometheus gauge."""
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from engine.artifacts import ModelMetadata, save_model
-from engine.builder import ScoringConfig, build_runtime
+from engine.builder import ScoringConfig
 from engine.calibration import Threshold
 from engine.line_context import ContextConfig
 from engine.runtime_model import CladRuntime
 from pipeline.settings import LineContextSettings
+from tests.line_context_support import SIZE, stripe_frame, stripe_runtime
 from workers.metrics import WorkerMetrics
 from workers.scoring import CladRuntimeEngine, context_config, load_trained
 
 pytestmark = pytest.mark.unit
-SIZE = 96
-
-
-def _frame(seed: int, defect: bool = False) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    _yy, xx = np.mgrid[:SIZE, :SIZE]
-    base = 128 + 60 * np.sin(xx / 3.0 + rng.uniform(-0.6, 0.6)) + rng.normal(0, 6, (SIZE, SIZE))
-    img = np.repeat(base.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    if defect:
-        cv2.circle(img, (60, 40), 8, (20, 20, 20), -1)
-    return img
 
 
 @pytest.fixture(scope="module")
 def runtime() -> CladRuntime:
-    torch.manual_seed(0)
-    return build_runtime([_frame(0)], ScoringConfig(input_size=SIZE, sigma=2.0))
+    return stripe_runtime()
 
 
 def _engine(rt: CladRuntime, version: str = "v1", frames: int = 64) -> CladRuntimeEngine:
@@ -60,7 +48,7 @@ def test_settings_switch_the_context() -> None:
 def test_without_context_infer_is_the_plain_runtime(runtime: CladRuntime) -> None:
     plain = CladRuntimeEngine(runtime, threshold=1.0, version="v1")
     assert plain.line_context is None
-    x = np.stack([_frame(1), _frame(2, defect=True)])
+    x = np.stack([stripe_frame(1), stripe_frame(2, defect=True)])
     with torch.no_grad():
         want = runtime(torch.from_numpy(x))
     scores, maps = plain.infer(x)
@@ -69,33 +57,33 @@ def test_without_context_infer_is_the_plain_runtime(runtime: CladRuntime) -> Non
 
 def test_context_is_bounded_and_per_product(runtime: CladRuntime) -> None:
     a, b = _engine(runtime, frames=12), _engine(runtime, frames=12)
-    _feed(a, [_frame(s) for s in range(10, 40)])
+    _feed(a, [stripe_frame(s) for s in range(10, 40)])
     assert len(a.line_context) == 12  # 30 normal frames, bounded at 12
     assert len(b.line_context) == 0  # product b's context never saw product a's frames
-    first_b = _feed(b, [_frame(99)])
-    again_a = _feed(a, [_frame(99)])
+    first_b = _feed(b, [stripe_frame(99)])
+    again_a = _feed(a, [stripe_frame(99)])
     assert again_a[0] < first_b[0]  # a's context vouches for the frame, b has none yet
 
 
 def test_reload_rebuilds_the_context(runtime: CladRuntime) -> None:
     old = _engine(runtime, "v1")
-    _feed(old, [_frame(s) for s in range(10, 30)])
+    _feed(old, [stripe_frame(s) for s in range(10, 30)])
     new = _engine(runtime, "v2")  # what the model watcher swaps in
     assert len(new.line_context) == 0  # embeddings of another model are not reused
-    _feed(new, [_frame(s) for s in range(30, 50)])
+    _feed(new, [stripe_frame(s) for s in range(30, 50)])
     assert 5 <= len(new.line_context) <= 20 and len(old.line_context) >= 5
-    warm = _feed(new, [_frame(77)])[0]
-    cold = _feed(_engine(runtime, "v3"), [_frame(77)])[0]
+    warm = _feed(new, [stripe_frame(77)])[0]
+    cold = _feed(_engine(runtime, "v3"), [stripe_frame(77)])[0]
     assert warm < cold  # scoring with context again after the reload
 
 
 def test_defect_burst_stays_high_and_raises_the_drift_gauge(runtime: CladRuntime) -> None:
     """30 consecutive frames of one defect after 100 normal ones."""
     engine, metrics = _engine(runtime), WorkerMetrics()
-    normal = _feed(engine, [_frame(100 + s) for s in range(100)])
+    normal = _feed(engine, [stripe_frame(100 + s) for s in range(100)])
     metrics.record_context("part", engine)
     before = metrics.registry.get_sample_value("clad_context_drift", {"product": "part"})
-    burst = _feed(engine, [_frame(300 + s, defect=True) for s in range(30)])
+    burst = _feed(engine, [stripe_frame(300 + s, defect=True) for s in range(30)])
     metrics.record_context("part", engine)
     after = metrics.registry.get_sample_value("clad_context_drift", {"product": "part"})
     assert min(burst) > max(normal[50:])
@@ -117,7 +105,7 @@ def test_onnxruntime_context_stage_matches_torch(tmp_path: Path, runtime: CladRu
     _, ref = load_trained(tmp_path, "part", backend="torch", context=cfg)
     assert ort.context_stage is not None and ref.context_stage is None
     assert list((tmp_path / "part" / "v1" / "runtime").glob("context-*.onnx"))
-    frames = [_frame(s) for s in range(10, 30)] + [_frame(5, defect=True)]
+    frames = [stripe_frame(s) for s in range(10, 30)] + [stripe_frame(5, defect=True)]
     got, want = _feed(ort, frames, batch=7), _feed(ref, frames, batch=7)
     np.testing.assert_allclose(got, want, rtol=1e-3)
     assert len(ort.line_context) == len(ref.line_context) > 3  # context was used
