@@ -123,7 +123,8 @@ class InferenceWorker:
         self._drifting: set[str] = set()  # products whose context_drift event is out
 
     def run(self) -> None:
-        """Until stop is set: the in-flight batch is finished, committed, the group left."""
+        """Until stop is set; then the in-flight batch is finished and committed, and the
+        consumer closed (see close() for how it leaves the group)."""
         ws = self.settings.worker
         self.consumer.subscribe([self.settings.kafka.topic_frames])
         log.info("worker consuming %s as group %s (batch %s, max wait %s ms)",
