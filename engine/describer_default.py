@@ -34,6 +34,7 @@ from engine.describer_train import (
     _half_res,
     gt_regions,
     predict_kinds,
+    similarities,
     train_describer,
 )
 from engine.synthetic import augment_normal
@@ -178,18 +179,6 @@ def new_default_describer(vocab_text: torch.Tensor, owner: list[int], in_channel
 def train_config(steps: int, seed: int) -> DescriberTrainConfig:
     # no CLAD text branch to start from: the projections learn at the adapter's rate
     return DescriberTrainConfig(steps=steps, lr_pretrained=1e-3, seed=seed)
-
-
-@torch.no_grad()
-def similarities(describer: RegionDescriber, data: RegionSet, batch: int = 64) -> np.ndarray:
-    """Cosine of every region to every kind prototype [M, K] (logits = this / tau)."""
-    describer.eval()
-    out = []
-    for i in range(0, len(data.labels), batch):
-        idx = torch.arange(i, min(i + batch, len(data.labels)))
-        x = data.features[data.image_of[idx]].float()
-        out.append(describer(x, data.masks[idx]) * describer.tau)
-    return torch.cat(out).numpy()
 
 
 def softmax(sims: np.ndarray, tau: float) -> np.ndarray:

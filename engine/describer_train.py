@@ -186,15 +186,20 @@ def train_describer(describer: RegionDescriber, data: RegionSet,
 
 
 @torch.no_grad()
-def predict_kinds(describer: RegionDescriber, data: RegionSet, batch: int = 64) -> np.ndarray:
-    """Kind index predicted for every region of `data`."""
+def similarities(describer: RegionDescriber, data: RegionSet, batch: int = 64) -> np.ndarray:
+    """Cosine of every region to every kind prototype [M, K] (logits = this / tau)."""
     describer.eval()
     out = []
     for i in range(0, len(data.labels), batch):
         idx = torch.arange(i, min(i + batch, len(data.labels)))
         x = data.features[data.image_of[idx]].float()
-        out.append(describer(x, data.masks[idx]).argmax(dim=1))
+        out.append(describer(x, data.masks[idx]) * describer.tau)
     return torch.cat(out).numpy()
+
+
+def predict_kinds(describer: RegionDescriber, data: RegionSet, batch: int = 64) -> np.ndarray:
+    """Kind index predicted for every region of `data` (tau > 0: same argmax as logits)."""
+    return similarities(describer, data, batch).argmax(axis=1)
 
 
 def make_feature_cache(runtime: torch.nn.Module | None = None, cache_dir: Path | None = None,
