@@ -1,14 +1,17 @@
 """Engine-only throughput per runtime backend and batch size.
 
     .venv/bin/python -m bench.backends [--size 320] [--batches 1 8 32] [--threads 2]
-        [--backends torch onnxruntime] [--seconds 4] [--json bench/results/backends.json]
+        [--backends torch onnxruntime] [--seconds 4] [--context-frames 64]
+        [--json bench/results/backends.json]
 
 Builds a production-default model (1 reference of mvtec-sample/bottle, shifted
 views in the bank) at --size px, then times `backend.infer(batch)` on real test
 frames: images/s (frames / total time), ms per batch p50 and p99 (nearest rank;
 with few repetitions p99 is the slowest one), and on CUDA the GPU memory in use.
 Batch 128 is added on a GPU. Each point runs at least 3 times after one warm-up,
-then until --seconds have passed. Figures are printed and written as JSON.
+then until --seconds have passed. With --context-frames N each backend is timed again
+through the worker's engine (workers.scoring.CladRuntimeEngine) with a full N-frame
+line context, as the worker scores by default. Figures are printed and written as JSON.
 """
 
 from __future__ import annotations
@@ -66,6 +69,40 @@ def gpu_memory_mb(backend: InferenceBackend) -> float | None:
     return None
 
 
+def _print_row(row: dict) -> None:
+    print(
+        f"{row['backend']:>26} batch {row['batch']:>3}: {row['images_per_s']:>8.1f} img/s  "
+        f"p50 {row['ms_per_batch_p50']:>8.1f} ms  p99 {row['ms_per_batch_p99']:>8.1f} ms"
+        f"  ({row['reps']} reps)",
+        flush=True,
+    )
+
+
+def with_full_context(runtime: object, backend: InferenceBackend, frames: np.ndarray,
+                      n: int) -> InferenceBackend:
+    """The worker's engine over `backend`, its line context already holding n frames."""
+    from engine.line_context import ContextConfig, embed
+    from workers.scoring import CladRuntimeEngine
+
+    stage = None
+    if backend.name.startswith("onnxruntime-cpu"):  # as the worker: a context-stage graph
+        from engine.runtime.context_stage import OnnxContextStage
+
+        stage = OnnxContextStage(runtime)
+    engine = CladRuntimeEngine(runtime, threshold=float("inf"), version="bench",
+                               backend=backend, context=ContextConfig(max_frames=n),
+                               context_stage=stage)
+    module, device = engine._context_module, engine._context_device
+    tiled = np.resize(frames, (n, *frames.shape[1:]))
+    with torch.inference_mode():
+        for i in range(0, n, 8):
+            _, embs = embed(module, torch.from_numpy(tiled[i : i + 8]).to(device))
+            for e in embs:
+                engine.line_context.offer(e, 0.0, engine.clock())
+    engine.name = backend.name  # type: ignore[attr-defined]
+    return engine  # type: ignore[return-value]
+
+
 def gpu_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
@@ -89,6 +126,9 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2, help="torch / onnxruntime CPU threads")
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--context-frames", type=int, default=0,
+                    help="also time each backend through the worker's engine with a full "
+                         "line context of this many frames (0: off)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "backends.json")
     args = ap.parse_args()
 
@@ -129,12 +169,18 @@ def main() -> None:
                 "gpu_memory_mb": gpu_memory_mb(backend),
             }
             results.append(row)
-            print(
-                f"{row['backend']:>18} batch {batch:>3}: {row['images_per_s']:>8.1f} img/s  "
-                f"p50 {row['ms_per_batch_p50']:>8.1f} ms  p99 {row['ms_per_batch_p99']:>8.1f} ms"
-                f"  ({row['reps']} reps)",
-                flush=True,
-            )
+            _print_row(row)
+        if args.context_frames:
+            engine = with_full_context(runtime, backend, frames, args.context_frames)
+            for batch in batches:
+                row = {
+                    "backend": f"{backend.name}+context{args.context_frames}",
+                    "batch": batch,
+                    **time_backend(engine, frames, batch, args.seconds),
+                    "gpu_memory_mb": gpu_memory_mb(backend),
+                }
+                results.append(row)
+                _print_row(row)
     env = {
         "torch": torch.__version__,
         "python": platform.python_version(),

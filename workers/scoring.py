@@ -80,9 +80,13 @@ class CladRuntimeEngine:
 
             self.line_context = LineContext(context, threshold=self.threshold)  # type: ignore[arg-type]
             self.context_stage = context_stage
+            self._context_module, self._context_device, self._context_fp16 = \
+                context_runtime(self.runtime, backend, torch)
             if backend is not None and context_stage is None:
-                log.info("line context on: %s scores with the torch module, not %s",
-                         version, getattr(backend, "name", backend))
+                log.info("line context on: %s scores with the torch module on %s%s, not %s",
+                         version, self._context_device,
+                         " (fp16)" if self._context_fp16 else "",
+                         getattr(backend, "name", backend))
 
     def patch_embeddings(self, frames: np.ndarray) -> object:
         """uint8 NHWC -> the runtime's patch embeddings [N, C, h, w] (describer input).
@@ -111,15 +115,38 @@ class CladRuntimeEngine:
         (admitted only under its cut: a run of defects is scored, never learnt)."""
         from engine.line_context import score_with_context
 
-        line, now = self.line_context, self.clock()
-        x = self._torch.from_numpy(np.ascontiguousarray(frames))
-        with self._torch.inference_mode():
-            out, embs, reference = score_with_context(self.runtime, x, line.items(now),  # type: ignore[union-attr]
+        torch, line, now = self._torch, self.line_context, self.clock()
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self._context_device)
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16,
+                                                    enabled=self._context_fp16):
+            out, embs, reference = score_with_context(self._context_module, x,
+                                                      line.items(now),  # type: ignore[union-attr]
                                                       line.cfg, self.context_stage)  # type: ignore[union-attr,arg-type]
         # admission on the reference-only score: it does not move with the context
         for score, emb in zip(reference.tolist(), embs, strict=True):
             line.offer(emb, score, now)  # type: ignore[union-attr]
-        return out.scores.float().numpy(), out.maps.float().numpy()
+        return out.scores.float().cpu().numpy(), out.maps.float().cpu().numpy()
+
+
+def context_runtime(runtime: object, backend: object | None,
+                    torch: object) -> tuple[object, object, bool]:
+    """(module, device, fp16) that score with a line context.
+
+    The context search needs the encoder's embeddings, which a compiled backend does not
+    return, so it runs in torch. On a GPU worker it runs on the GPU in fp16 like the
+    torch-cuda backend (the backend's own CUDA copy when it has one): on the CPU it
+    would be ~100x slower than the GPU it replaces. Elsewhere: the module on the CPU.
+    """
+    device = getattr(backend, "device", None)
+    if getattr(device, "type", None) == "cuda":  # TorchBackend on CUDA: reuse its copy
+        return backend.runtime, device, bool(getattr(backend, "fp16", False))  # type: ignore[union-attr]
+    name = str(getattr(backend, "name", ""))
+    if name.startswith("tensorrt") and torch.cuda.is_available():  # type: ignore[attr-defined]
+        import copy
+
+        cuda = torch.device("cuda")  # type: ignore[attr-defined]
+        return copy.deepcopy(runtime).eval().to(cuda), cuda, True  # type: ignore[attr-defined]
+    return runtime, torch.device("cpu"), False  # type: ignore[attr-defined]
 
 
 def region_threshold_of(engine: ScoringEngine) -> float:
