@@ -75,6 +75,17 @@ def test_compose_wiring(compose: dict[str, Any]) -> None:
         assert mounted.is_file()
 
 
+def test_prometheus_scrapes_the_api_with_a_mounted_token(compose: dict[str, Any]) -> None:
+    # the API's /metrics refuses a scrape without a viewer token
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    api = next(job for job in config["scrape_configs"] if job["job_name"] == "clad-api")
+    token_file = Path(api["authorization"]["credentials_file"])
+    assert api["authorization"]["type"] == "Bearer"
+    mounts = [v.split(":") for v in compose["services"]["prometheus"]["volumes"]]
+    assert any(token_file.is_relative_to(inside) and (DEPLOY / host).is_dir()
+               for host, inside, *_ in mounts), "the token file's folder is not mounted"
+
+
 def test_grafana_dashboard_queries_worker_metrics() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "clad-line.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
