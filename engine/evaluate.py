@@ -13,6 +13,7 @@ import torch
 
 from engine.builder import ScoringConfig, build_runtime
 from engine.datasets import CategorySplit, load_mask, load_rgb, split_category
+from engine.line_context import ContextConfig, LineContext, score_with_context
 from engine.metrics import aupro, auroc, f1_max
 from engine.runtime_model import CladRuntime
 from engine.visual_encoder import VisualEncoder
@@ -34,6 +35,7 @@ class CategoryResult:
     aupro: float
     f1_max: float
     seconds: float
+    context: str = "off"  # "online": scored as the worker does, against earlier frames
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -54,6 +56,34 @@ def score_split(
         for m in out.maps.numpy():
             maps.append(cv2.resize(m, (METRIC_SIZE, METRIC_SIZE), interpolation=cv2.INTER_AREA))
     return np.concatenate(scores), np.stack(maps)
+
+
+@torch.no_grad()
+def score_split_online(
+    rt: CladRuntime, split: CategorySplit, size: int, context: ContextConfig,
+    batch: int = 8, seed: int = 0, progress: Progress = lambda it: it,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """score_split as a line scores: a seeded shuffled order, in batches, each batch
+    against the references and the line context of the frames before it, then each
+    frame offered to the context on its reference-only score (the worker's admission).
+    The first frames see little or no context; results come back in split order."""
+    samples = split.evaluated
+    order = np.random.default_rng(seed).permutation(len(samples))
+    line: LineContext = LineContext(context)
+    scores = np.zeros(len(samples), np.float32)
+    maps = np.zeros((len(samples), METRIC_SIZE, METRIC_SIZE), np.float32)
+    for t, i in enumerate(progress(range(0, len(order), batch))):
+        idx = order[i : i + batch]
+        imgs = np.stack([load_rgb(samples[j].path, size) for j in idx])
+        now = float(t)  # one second per batch: the age limit never binds in an evaluation
+        out, embs, reference = score_with_context(rt, torch.from_numpy(imgs), line.items(now),
+                                                  context)  # fmt: skip
+        for k, j in enumerate(idx):
+            scores[j] = out.scores[k]
+            maps[j] = cv2.resize(out.maps[k].numpy(), (METRIC_SIZE, METRIC_SIZE),
+                                 interpolation=cv2.INTER_AREA)  # fmt: skip
+            line.offer(embs[k], float(reference[k]), now)
+    return scores, maps
 
 
 def metrics_for(
@@ -77,8 +107,10 @@ def evaluate_category(
     encoder: VisualEncoder | None = None,
     model_factory: Callable[[list[np.ndarray]], CladRuntime] | None = None,
     progress: Progress = lambda it: it,
+    context: ContextConfig | None = None,
 ) -> CategoryResult:
-    """Build from the first `shots` references (or with `model_factory`) and score the rest."""
+    """Build from the first `shots` references (or with `model_factory`) and score the rest;
+    with `context`, as a line does (score_split_online)."""
     t0 = time.perf_counter()
     split = split_category(cat, shots)
     refs = [load_rgb(p, config.input_size) for p in split.references]
@@ -86,13 +118,17 @@ def evaluate_category(
         rt = model_factory(refs)
     else:
         rt = build_runtime(refs, config, encoder=encoder)
-    scores, maps = score_split(rt, split, config.input_size, config.batch_size, progress)
+    if context is None:
+        scores, maps = score_split(rt, split, config.input_size, config.batch_size, progress)
+    else:
+        scores, maps = score_split_online(rt, split, config.input_size, context,
+                                          config.batch_size, progress=progress)
     m = metrics_for(split, scores, maps)
     return CategoryResult(
         category=split.name, shots=shots, n_references=len(refs),
         reference_source=split.reference_source, n_evaluated=len(split.evaluated),
         n_anomalous=sum(s.label for s in split.evaluated), seconds=time.perf_counter() - t0,
-        **m,
+        context="off" if context is None else "online", **m,
     )  # fmt: skip
 
 

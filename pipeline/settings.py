@@ -102,7 +102,9 @@ class LineContextSettings(BaseSettings):
 
     # Off: every frame is scored against its references only. On: with the onnxruntime
     # CPU backend a second graph returns the embeddings and the context search runs in
-    # torch; with TensorRT or a text-branch model the torch module scores.
+    # torch; on a GPU worker the torch module scores in fp16 on the GPU; with a
+    # text-branch model (or TensorRT beside a CPU-only torch) the torch module on the CPU.
+    # `clad eval` follows this setting too (--context/--no-context overrides it).
     line_context: bool = True
     line_context_frames: int = Field(64, ge=1, le=1024)
     line_context_max_age_s: float = Field(3600.0, gt=0)

@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_command(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="MVTec-layout root, or one category folder.")],
     shots: Annotated[int, typer.Option(min=0, help="Reference images per category (K).")] = 1,
     category: Annotated[list[str] | None, typer.Option(help="Only these categories.")] = None,
@@ -31,6 +32,11 @@ def eval_command(
         str | None, typer.Option(help="Override the config's block groups, e.g. '4' or '4,5'.")
     ] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    context: Annotated[bool | None, typer.Option(
+        "--context/--no-context",
+        help="Score as the worker does: each frame (seeded order, in batches) also against "
+             "the line context of the frames before it. Default: CLAD_LINE_CONTEXT (on).",
+    )] = None,
 ) -> None:
     """Image/pixel AUROC, AUPRO (FPR<=0.3) and F1-max per category and their mean."""
     import torch
@@ -63,6 +69,7 @@ def eval_command(
         console.print("[red]error:[/red] --shots 0 (text only) needs a trained model (--model DIR)")
         raise typer.Exit(2)
     encoder = None if model is not None else VisualEncoder(cfg.backbone, cfg.stages)
+    line = _line_context(ctx, context)
     results = []
     for cat in cats:
         factory = None
@@ -71,18 +78,31 @@ def eval_command(
         res = evaluate_category(
             cat, shots, cfg, encoder=encoder, model_factory=factory,
             progress=lambda it, name=cat.name: track(it, description=f"{name:>14}"),
+            context=line,
         )  # fmt: skip
         results.append(res)
-    console.print(_table(results, mean_row(results), shots, Table))
+    console.print(_table(results, mean_row(results), shots, Table, line is not None))
     if json_out is not None:
         payload = {
             "data": str(data), "shots": shots, "model": str(model) if model else None,
+            "line_context": None if line is None else line.model_dump(mode="json"),
             "config": cfg.model_dump(mode="json"),
             "categories": [r.as_dict() for r in results], "mean": mean_row(results),
         }  # fmt: skip
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2, default=_nan_to_none) + "\n")
         console.print(f"wrote {json_out}")
+
+
+def _line_context(ctx: typer.Context, flag: bool | None) -> object | None:
+    """The worker's ContextConfig (from CLAD_LINE_CONTEXT*), or None when switched off."""
+    from workers.cli import settings_from
+    from workers.scoring import context_config
+
+    settings = settings_from(ctx).context
+    if flag is not None:
+        settings = settings.model_copy(update={"line_context": flag})
+    return context_config(settings)
 
 
 def _trained_factory(model: Path, category: str, cfg: object) -> tuple[object, object]:
@@ -122,8 +142,9 @@ def _fmt(v: float) -> str:
     return "—" if v != v else f"{v:.1f}"
 
 
-def _table(results: list, mean: dict, shots: int, table_cls: type) -> object:
-    t = table_cls(title=f"{shots}-shot evaluation (AUROC/AUPRO/F1 in %)")
+def _table(results: list, mean: dict, shots: int, table_cls: type, context: bool) -> object:
+    how = "with online line context" if context else "references only"
+    t = table_cls(title=f"{shots}-shot evaluation, {how} (AUROC/AUPRO/F1 in %)")
     for col in ("category", "refs", "evaluated (anom.)", "image AUROC", "pixel AUROC",
                 "AUPRO@0.3", "F1-max", "s"):  # fmt: skip
         t.add_column(col, justify="left" if col == "category" else "right")

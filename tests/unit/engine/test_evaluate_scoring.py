@@ -1,14 +1,16 @@
 """MVTec-layout reader and the k-shot evaluation on a tiny synthetic category."""
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from engine.builder import ScoringConfig
-from engine.datasets import find_categories, split_category
-from engine.evaluate import evaluate_category
+from engine.builder import ScoringConfig, build_runtime
+from engine.datasets import find_categories, load_rgb, split_category
+from engine.evaluate import evaluate_category, score_split, score_split_online
+from engine.line_context import ContextConfig
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +64,43 @@ def test_evaluate_category_detects_blobs(category: Path) -> None:
     assert (res.n_references, res.n_evaluated, res.n_anomalous) == (1, 6, 3)
     assert res.image_auroc == 100.0
     assert res.pixel_auroc > 90.0
+
+
+def test_online_scoring_returns_split_order(category: Path) -> None:
+    """With a context that never fills, the line protocol must give exactly the plain
+    scores, in split order, whatever order the frames were scored in."""
+    cfg = ScoringConfig(input_size=96, aug_shifts=(), sigma=2.0)
+    split = split_category(category, 1)
+    rt = build_runtime([load_rgb(p, 96) for p in split.references], cfg)
+    plain_scores, plain_maps = score_split(rt, split, 96, batch=2)
+    scores, maps = score_split_online(rt, split, 96, ContextConfig(min_frames=99), batch=2,
+                                      seed=3)  # fmt: skip
+    np.testing.assert_allclose(scores, plain_scores, rtol=1e-5)
+    np.testing.assert_allclose(maps, plain_maps, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_category_with_line_context(category: Path) -> None:
+    cfg = ScoringConfig(input_size=96, aug_shifts=(), sigma=2.0)
+    res = evaluate_category(category, 1, cfg, context=ContextConfig(min_frames=2))
+    assert res.context == "online" and res.n_evaluated == 6
+    assert res.image_auroc == 100.0
+    assert res.pixel_auroc > 90.0
+
+
+def test_clad_eval_scores_with_the_worker_context_by_default(category: Path,
+                                                             tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from workers.cli import _register_subcommands, app
+
+    _register_subcommands()
+    out = tmp_path / "eval.json"
+    args = ["eval", "--data", str(category), "--input-size", "96", "--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["line_context"]["max_frames"] == 64
+    assert payload["categories"][0]["context"] == "online"
+    assert CliRunner().invoke(app, [*args, "--no-context"]).exit_code == 0
+    payload = json.loads(out.read_text())
+    assert payload["line_context"] is None and payload["categories"][0]["context"] == "off"
