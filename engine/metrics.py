@@ -1,43 +1,28 @@
-"""Anomaly-detection metrics computed as in the MVTec AD paper (numpy only)."""
+"""Anomaly-detection metrics as in the MVTec AD paper: AUROC and F1 via scikit-learn, AUPRO here."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    """Area under the ROC curve (ties count one half); NaN when only one class is present."""
     y = np.asarray(labels).ravel().astype(bool)
     s = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():  # scikit-learn raises here; a category may lack one class
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty_like(s)
-    # average rank within tied groups, so ties count 1/2 as in sklearn
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Best F1 over all thresholds `score >= t`."""
+    """Best F1 over all thresholds `score >= t`; NaN without positives."""
     y = np.asarray(labels).ravel().astype(bool)
     s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.sum() == 0:
+    if not y.any():
         return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(~y_sorted)
-    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s) - 1]  # one point per distinct t
-    tp, fp = tp[last], fp[last]
-    precision = tp / (tp + fp)
-    recall = tp / y.sum()
+    precision, recall, _ = precision_recall_curve(y, s)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(f1.max())
 
