@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from pipeline.settings import LineContextSettings
 
 pytestmark = pytest.mark.unit
 
@@ -84,6 +87,25 @@ def test_prometheus_scrapes_the_api_with_a_mounted_token(compose: dict[str, Any]
     mounts = [v.split(":") for v in compose["services"]["prometheus"]["volumes"]]
     assert any(token_file.is_relative_to(inside) and (DEPLOY / host).is_dir()
                for host, inside, *_ in mounts), "the token file's folder is not mounted"
+
+
+def test_alert_rules_use_metrics_the_worker_exports(compose: dict[str, Any]) -> None:
+    from workers.metrics import WorkerMetrics
+
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    volumes = compose["services"]["prometheus"]["volumes"]
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in volumes
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    exported = {m.name for m in WorkerMetrics().registry.collect()}
+    for alert, expr in exprs.items():
+        used = set(re.findall(r"clad_[a-z_]+", expr))
+        assert used, alert
+        # counters are exported as <name>_total
+        assert {u.removesuffix("_total") for u in used} <= exported, (alert, used - exported)
+    drift = LineContextSettings().line_context_drift_alert
+    assert exprs["CladLineContextDrift"].endswith(f">= {drift}")
 
 
 def test_grafana_dashboard_queries_worker_metrics() -> None:
