@@ -77,6 +77,7 @@ def from_sklearn(forest: object, n_kinds: int) -> KindForest:
         v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
         full = np.zeros((t.node_count, n_kinds), np.float64)
         full[:, classes] = v
+        full[inner] = 0  # only leaves answer: zeros compress
         vals.append(np.round(full * 255).astype(np.uint8))
         offset += t.node_count
     # float32 thresholds: a feature equal to a float64 threshold may round to either side;
