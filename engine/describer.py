@@ -13,6 +13,7 @@ Inference only; training lives in engine.describer_train.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +24,19 @@ from engine.defect_kinds import UNCLEAR, UNCLEAR_TEXT
 from engine.runtime_model import patch_embeddings
 
 N_STATS = 7
+
+
+class KindDescriber(Protocol):
+    """What the describing calls need: RegionDescriber (patch embeddings + text) and the
+    default describer's engine.shape_describer.ShapeDescriber (pixels + a forest)."""
+
+    joint_dim: int
+    vocab_owner: torch.Tensor
+
+    def eval(self) -> Any: ...
+    def region_embeddings(self, patch_emb: torch.Tensor, masks: torch.Tensor) -> torch.Tensor: ...
+    def kind_probabilities(self, emb: torch.Tensor) -> torch.Tensor: ...
+    def phrase_scores(self, emb: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,14 @@ class RegionDescriber(nn.Module):
         protos = torch.zeros(self.n_kinds, t.shape[1]).index_add_(0, self.vocab_owner, t)
         return F.normalize(protos, dim=-1)
 
+    def kind_probabilities(self, emb: torch.Tensor) -> torch.Tensor:
+        """Region embeddings [N, D] -> softmax over the kinds [N, K]."""
+        return (emb @ self.kind_prototypes().T / self.tau).softmax(dim=1)
+
+    def phrase_scores(self, emb: torch.Tensor) -> torch.Tensor:
+        """[N, P] cosine of each region to each phrasing (the closest one is the text)."""
+        return emb @ self.text_embeddings().T
+
     def forward(self, patch_emb: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return self.region_embeddings(patch_emb, masks) @ self.kind_prototypes().T / self.tau
 
@@ -173,7 +195,7 @@ def frame_patch_embeddings(
 
 @torch.no_grad()
 def embed_regions(
-    describer: RegionDescriber, patch_emb: torch.Tensor, masks: np.ndarray | torch.Tensor
+    describer: KindDescriber, patch_emb: torch.Tensor, masks: np.ndarray | torch.Tensor
 ) -> torch.Tensor:
     """Region embeddings [R, D] of ONE frame: patch_emb [1, C, h, w], masks [R, H, W]."""
     masks_t = torch.as_tensor(np.asarray(masks, dtype=bool))
@@ -185,14 +207,14 @@ def embed_regions(
 
 @torch.no_grad()
 def search_descriptions(
-    describer: RegionDescriber, emb: torch.Tensor, kinds: list[str], phrases: list[str]
+    describer: KindDescriber, emb: torch.Tensor, kinds: list[str], phrases: list[str]
 ) -> list[Description]:
     """The text search: best kind (+ its closest phrasing), runner-up, softmax confidences.
     Split from embedding so a cache keyed by the embedding can skip it."""
     if emb.shape[0] == 0:
         return []
-    probs = (emb @ describer.kind_prototypes().T / describer.tau).softmax(dim=1)
-    phrase_sim = emb @ describer.text_embeddings().T
+    probs = describer.kind_probabilities(emb)
+    phrase_sim = describer.phrase_scores(emb)
     owner = describer.vocab_owner
     out = []
     for r in range(emb.shape[0]):
@@ -225,7 +247,7 @@ def mark_unclear(descriptions: list[Description], below: float | None) -> list[D
 
 
 def describe_regions(
-    describer: RegionDescriber, patch_emb: torch.Tensor, masks: np.ndarray | torch.Tensor,
+    describer: KindDescriber, patch_emb: torch.Tensor, masks: np.ndarray | torch.Tensor,
     kinds: list[str], phrases: list[str], unclear_below: float | None = None,
 ) -> list[Description]:  # fmt: skip
     """Describe every region of ONE frame (embedding, the text search, the unclear cut)."""

@@ -18,9 +18,13 @@ import torch
 
 from engine.describer import RegionDescriber
 from engine.errors import ModelArtifactError
+from engine.kind_forest import KindForest
+from engine.region_features import WORK
+from engine.shape_describer import PIXELS, ShapeDescriber
 from engine.vocabulary import Vocabulary, load_vocabulary, save_vocabulary
 
 WEIGHTS, CONFIG = "describer.pt", "describer.json"
+FOREST = "forest.npz"  # the default describer's model (engine.shape_describer)
 GENERIC = "generic"  # the category of a describer of the generic kinds (a default one)
 # the default describer shipped in the package (engine.describer_default rebuilds it)
 DEFAULT_DIR = Path(__file__).parent / "describers" / "default"
@@ -28,7 +32,7 @@ DEFAULT_DIR = Path(__file__).parent / "describers" / "default"
 
 @dataclass(frozen=True)
 class LoadedDescriber:
-    describer: RegionDescriber
+    describer: RegionDescriber | ShapeDescriber
     vocabulary: Vocabulary
     features: dict[str, Any]  # backbone, stages, input_size, pool the embeddings expect
     metadata: dict[str, Any]
@@ -107,6 +111,44 @@ def load_describer(
                            unclear_below=None if cut is None else float(cut))  # fmt: skip
 
 
+def save_forest_describer(directory: str | Path, forest: KindForest, feature_names: list[str],
+                          metrics: dict[str, Any]) -> Path:  # fmt: skip
+    """The default describer: forest.npz + describer.json + vocabulary.json (generic)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = load_vocabulary(GENERIC)
+    meta = {"type": "region-forest", "category": GENERIC, "kinds": vocab.keys,
+            "features": {"encoder": PIXELS, "input_size": WORK, "names": feature_names},
+            "metrics": metrics}  # fmt: skip
+    tmp_f, tmp_c = out / f".{FOREST}.tmp.npz", out / f".{CONFIG}.tmp"
+    forest.save(tmp_f)
+    tmp_c.write_text(json.dumps(meta, indent=2) + "\n")
+    save_vocabulary(vocab, out)
+    tmp_f.rename(out / FOREST)
+    tmp_c.rename(out / CONFIG)
+    return out
+
+
+def load_forest_describer(directory: str | Path) -> LoadedDescriber:
+    vdir = Path(directory)
+    meta = json.loads((vdir / CONFIG).read_text())
+    vocab = load_vocabulary(GENERIC, model_dir=vdir)
+    if vocab.keys != meta["kinds"]:
+        raise ModelArtifactError(f"{vdir}: the vocabulary's kinds {vocab.keys} are not the "
+                                 f"forest's {meta['kinds']}")  # fmt: skip
+    _phrases, owner = vocab.phrases()
+    describer = ShapeDescriber(KindForest.load(vdir / FOREST), owner)
+    digest = hashlib.sha256((vdir / FOREST).read_bytes())
+    digest.update((vdir / CONFIG).read_bytes() + json.dumps(vocab.to_dict()).encode())
+    cut = meta["metrics"].get("unclear_below")
+    return LoadedDescriber(describer, vocab, dict(meta["features"]), dict(meta["metrics"]),
+                           identity=digest.hexdigest()[:16], source="default",
+                           unclear_below=None if cut is None else float(cut))  # fmt: skip
+
+
 def load_default_describer(directory: str | Path = DEFAULT_DIR) -> LoadedDescriber:
-    """The generic-kind describer that serves every product without one of its own."""
+    """The generic-kind describer that serves every product without one of its own:
+    a region-feature forest (forest.npz), or an embedding describer (describer.pt)."""
+    if (Path(directory) / FOREST).is_file():
+        return load_forest_describer(directory)
     return load_describer(directory, source="default")

@@ -1,16 +1,20 @@
 """The default describer: names the generic defect kinds on any product, with no label
 from that product.
 
-Trained on (a) defects drawn on normal images of several products, whose kind is known
-because engine.synthetic_defects drew them, and (b) the labelled ground-truth regions of
-the shared data sets, their folder mapped to a generic kind by engine.defect_kinds.
-It ships in engine/describers/default/ (describer.pt in float16, a few hundred KB);
+A random forest over product-agnostic region features (engine.region_features: the
+region's shape, and its brightness, colour and texture against a ring around it),
+trained on (a) defects drawn on normal images of several products, whose kind is known
+because engine.synthetic_defects drew them, and (b) the labelled ground-truth regions
+of the shared data sets, their folder mapped to a generic kind by engine.defect_kinds.
+Every region is seen twice in training: with its exact mask and grown into the blob an
+anomaly map gives at run time. It ships in engine/describers/default/ (forest.npz);
 rebuild it, seeded, with
 
-    python -m engine.describer_default build --data /work/shared/data --unclear-below CUT
+    python -m engine.describer_default build --data /work/shared/data
 
-and measure it leave-one-source-out (no image, label or normal of the evaluated source in
-training) with `python -m engine.describer_default evaluate --data ...`.
+which first measures it leave-one-source-out (no image, label or normal of the
+evaluated source in training; `evaluate` prints only that), calibrates the "unclear
+defect" cut on those held-out answers, then fits on everything.
 """
 
 from __future__ import annotations
@@ -20,23 +24,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from engine.datasets import _images, load_rgb, split_category
+from engine.datasets import _images, load_mask, load_rgb, split_category
 from engine.defect_kinds import GENERIC_KINDS, generic_kind
-from engine.describer import RegionDescriber, frame_patch_embeddings, pool_grid
-from engine.describer_train import (
-    DescriberTrainConfig,
-    FeatureCache,
-    RegionSet,
-    _half_res,
-    gt_regions,
-    predict_kinds,
-    similarities,
-    train_describer,
-)
+from engine.region_features import FEATURE_NAMES, WORK, region_features
+from engine.regions import split_mask
 from engine.synthetic import augment_normal
 from engine.synthetic_defects import draw_defect
 
@@ -48,151 +43,140 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "leather": ("mvtec-more/leather",),
     "mvtec-sample": ("mvtec-sample/bottle", "mvtec-sample/capsule", "mvtec-sample/grid"),
 }
-# its own features (not the product model's, which may change): a full encoder pass on
-# the frames that have regions
-BACKBONE, STAGES = "efficientnet-lite0", (2, 4)
-SYNTH_VERSION = 1  # bump when engine.synthetic_defects draws differently (cache key)
-# the default describer is small enough to ship in the package
-HIDDEN, JOINT = 128, 128
+ROWS_VERSION = 2  # bump when the drawings or the features change (cache key)
+# an anomaly map's region is the defect grown by about one patch cell: 8 px at WORK
+BLOB_RADIUS = 8
+TREES, MIN_LEAF = 60, 8  # forest.npz stays a few hundred KB (150 trees, leaf 4: 1.4 MB)
 
 
 @dataclass
-class Corpus:
-    """Regions with the source each comes from and whether it was drawn."""
+class Rows:
+    """Per region: features of its exact mask and of its blob [M, 2, F], kind, source
+    index, drawn or real, and its folder (the data set's defect kind, "drawn")."""
 
-    regions: RegionSet
-    source: torch.Tensor  # [M] long, index into the source names
-    drawn: torch.Tensor  # [M] bool
+    x: np.ndarray
+    kind: np.ndarray
+    source: np.ndarray
+    drawn: np.ndarray
+    folder: np.ndarray
 
-    def subset(self, rows: np.ndarray) -> Corpus:
-        idx = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        return Corpus(self.regions.subset(rows), self.source[idx], self.drawn[idx])
+    def subset(self, rows: np.ndarray) -> Rows:
+        return Rows(self.x[rows], self.kind[rows], self.source[rows], self.drawn[rows],
+                    self.folder[rows])  # fmt: skip
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        return Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                      ("x", "kind", "source", "drawn", "folder")))  # fmt: skip
 
 
-def _region_set(images: list[Path], feats: list[torch.Tensor], image_of: list[int],
-                masks: list[torch.Tensor], labels: list[int]) -> RegionSet:  # fmt: skip
-    return RegionSet(list(GENERIC_KINDS), images, torch.stack(feats), torch.tensor(image_of),
-                     torch.stack(masks), torch.tensor(labels))  # fmt: skip
+def blob(mask: np.ndarray, radius: int = BLOB_RADIUS) -> np.ndarray:
+    """The mask grown as an anomaly map's region around the same defect would be."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(np.asarray(mask, np.uint8), k)
 
 
-def real_regions(category: Path, cache: FeatureCache, min_area: int = 4) -> RegionSet | None:
+def _views(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.stack([region_features(image, mask), region_features(image, blob(mask))])
+
+
+def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
     """Ground-truth regions of a category's defect images, labelled with generic kinds."""
-    images, feats, image_of, masks, labels = [], [], [], [], []
+    x, kind, folder = [], [], []
     for s in split_category(category, 0).evaluated:
-        kind = generic_kind(category.name, s.kind) if s.label == 1 else None
-        if kind is None or s.mask_path is None:
+        k = generic_kind(category.name, s.kind) if s.label == 1 else None
+        if k is None or s.mask_path is None:
             continue
-        regions = gt_regions(s, cache.size, min_area)
-        if not regions:
-            continue
-        images.append(s.path)
-        feats.append(cache.get(s.path))
-        for m in regions:
-            image_of.append(len(images) - 1)
-            masks.append(_half_res(m))
-            labels.append(GENERIC_KINDS.index(kind))
-    return _region_set(images, feats, image_of, masks, labels) if masks else None
+        image = load_rgb(s.path, WORK)
+        for m in split_mask(load_mask(s, WORK).astype(bool), min_area=min_area):
+            x.append(_views(image, m))
+            kind.append(GENERIC_KINDS.index(k))
+            folder.append(s.kind)
+    if not x:
+        return None
+    n = len(x)
+    return Rows(np.stack(x), np.array(kind), np.full(n, source), np.zeros(n, bool),
+                np.array(folder))  # fmt: skip
 
 
 def normal_images(category: Path) -> list[Path]:
     return _images(category / "train" / "good") or _images(category / "test" / "good")
 
 
-def drawn_regions(category: Path, cache: FeatureCache, count: int, seed: int,
-                  cache_dir: Path | None = None, progress: bool = True) -> RegionSet:  # fmt: skip
+def drawn_rows(category: Path, source: int, count: int, seed: int,
+               progress: bool = True) -> Rows:  # fmt: skip
     """`count` defects drawn on the category's normal images, the kinds in turn."""
-    key = None
-    if cache_dir is not None:
-        name = f"drawn-v{SYNTH_VERSION}-{category.parent.name}-{category.name}-{count}-{seed}"
-        key = cache_dir / f"{name}-{cache.size}-{cache.grid}.pt"
-        if key.is_file():
-            return RegionSet(**torch.load(key, weights_only=False))
     normals = normal_images(category)
     if not normals:
         raise ValueError(f"{category}: no normal images to draw on")
     # one seed per category: adding a category does not change the others' drawings
     rng = np.random.default_rng([seed, sum(map(ord, f"{category.parent.name}/{category.name}"))])
-    originals = [load_rgb(p, cache.size) for p in normals]
-    images, feats, masks, labels = [], [], [], []
+    originals = [load_rgb(p, WORK) for p in normals]
+    x, kind = [], []
     for i in tqdm(range(count), desc=f"drawing {category.name}", disable=not progress,
                   leave=False):  # fmt: skip
-        kind = GENERIC_KINDS[i % len(GENERIC_KINDS)]
-        j = int(rng.integers(len(originals)))
-        base = np.ascontiguousarray(augment_normal(originals[j], rng))
-        donors = [originals[int(rng.integers(len(originals)))]]
-        img, mask = draw_defect(base, kind, rng, donors)
+        k = GENERIC_KINDS[i % len(GENERIC_KINDS)]
+        base = np.ascontiguousarray(augment_normal(originals[int(rng.integers(len(originals)))],
+                                                   rng))  # fmt: skip
+        img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]])
         if mask.sum() < 4:
             continue
-        frame = torch.from_numpy(img[None])
-        feat = frame_patch_embeddings(cache.encoder, cache.preprocess, frame, cache.pool)
-        images.append(normals[j])
-        feats.append(pool_grid(feat, cache.grid)[0].half())
-        masks.append(_half_res(mask.astype(bool)))
-        labels.append(GENERIC_KINDS.index(kind))
-    out = _region_set(images, feats, list(range(len(images))), masks, labels)
-    if key is not None:
-        key.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(out.__dict__, key)
-    return out
+        x.append(_views(img, mask))
+        kind.append(GENERIC_KINDS.index(k))
+    n = len(x)
+    return Rows(np.stack(x), np.array(kind), np.full(n, source), np.ones(n, bool),
+                np.full(n, "drawn"))  # fmt: skip
 
 
-def build_corpus(data: Path, cache: FeatureCache, drawn_per_category: int, seed: int,
-                 cache_dir: Path | None, progress: bool = True) -> Corpus:  # fmt: skip
-    """Every source's real regions and drawn regions, in one set."""
-    parts: list[tuple[RegionSet, int, bool]] = []
-    for s, (_name, cats) in enumerate(SOURCES.items()):
+def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path | None,
+                 progress: bool = True) -> Rows:  # fmt: skip
+    """Every source's real regions and drawn regions (cached per category)."""
+    parts: list[Rows] = []
+    for s, cats in enumerate(SOURCES.values()):
         for rel in cats:
             cat = data / rel
             if not cat.is_dir():
                 continue
-            real = real_regions(cat, cache)
-            if real is not None:
-                parts.append((real, s, False))
+            key = None
+            if cache_dir is not None:
+                key = cache_dir / (f"rows-v{ROWS_VERSION}-{cat.parent.name}-{cat.name}-"
+                                   f"{drawn_per_category}-{seed}.npz")  # fmt: skip
+                if key.is_file():
+                    with np.load(key, allow_pickle=False) as z:
+                        parts.append(Rows(z["x"], z["kind"], z["source"], z["drawn"],
+                                          z["folder"]))  # fmt: skip
+                    continue
+            here = [r for r in (real_rows(cat, s),) if r is not None]
             if normal_images(cat):
-                parts.append((drawn_regions(cat, cache, drawn_per_category, seed, cache_dir,
-                                            progress), s, True))  # fmt: skip
+                here.append(drawn_rows(cat, s, drawn_per_category, seed, progress))
+            if not here:
+                continue
+            rows = Rows.concat(here)
+            if key is not None:
+                key.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(key, **rows.__dict__)
+            parts.append(rows)
     if not parts:
         raise FileNotFoundError(f"none of the data sets {sorted(SOURCES)} under {data}")
-    images, feats, image_of, masks, labels, source, drawn = [], [], [], [], [], [], []
-    offset = 0
-    for rs, s, is_drawn in parts:
-        images += rs.images
-        feats.append(rs.features)
-        image_of.append(rs.image_of + offset)
-        masks.append(rs.masks)
-        labels.append(rs.labels)
-        source.append(torch.full((len(rs.labels),), s))
-        drawn.append(torch.full((len(rs.labels),), is_drawn))
-        offset += len(rs.images)
-    regions = RegionSet(list(GENERIC_KINDS), images, torch.cat(feats), torch.cat(image_of),
-                        torch.cat(masks), torch.cat(labels))  # fmt: skip
-    return Corpus(regions, torch.cat(source), torch.cat(drawn))
+    return Rows.concat(parts)
 
 
-def new_default_describer(vocab_text: torch.Tensor, owner: list[int], in_channels: int,
-                          seed: int) -> RegionDescriber:  # fmt: skip
-    torch.manual_seed(seed)
-    return RegionDescriber(in_channels, int(vocab_text.shape[1]), vocab_text, owner,
-                           joint_dim=JOINT, hidden=HIDDEN, relative=True)  # fmt: skip
+def fit_forest(rows: Rows, seed: int) -> object:
+    """A class-balanced random forest on both views of every region."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.concatenate([rows.x[:, 0], rows.x[:, 1]])
+    y = np.concatenate([rows.kind, rows.kind])
+    forest = RandomForestClassifier(TREES, min_samples_leaf=MIN_LEAF, class_weight="balanced",
+                                    random_state=seed, n_jobs=1)  # fmt: skip
+    return forest.fit(x, y)
 
 
-def train_config(steps: int, seed: int) -> DescriberTrainConfig:
-    # no CLAD text branch to start from: the projections learn at the adapter's rate
-    return DescriberTrainConfig(steps=steps, lr_pretrained=1e-3, seed=seed)
-
-
-def softmax(sims: np.ndarray, tau: float) -> np.ndarray:
-    z = sims / tau
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def calibrated_tau(sims: np.ndarray, truth: np.ndarray) -> float:
-    """The softmax temperature that makes held-out confidences honest (least negative
-    log-likelihood on a grid): training's 0.07 makes every answer look near-certain."""
-    grid = np.geomspace(0.02, 2.0, 60)
-    nll = [-np.log(softmax(sims, t)[np.arange(len(truth)), truth] + 1e-12).mean() for t in grid]
-    return float(grid[int(np.argmin(nll))])
+def kind_shares(forest: object, x: np.ndarray) -> np.ndarray:
+    """[N, F] -> [N, len(GENERIC_KINDS)] (kinds absent from training: 0)."""
+    out = np.zeros((len(x), len(GENERIC_KINDS)))
+    out[:, forest.classes_] = forest.predict_proba(x)  # type: ignore[attr-defined]
+    return out
 
 
 def unclear_cut(conf: np.ndarray, correct: np.ndarray, precision: float = 0.5) -> float:
@@ -206,53 +190,47 @@ def unclear_cut(conf: np.ndarray, correct: np.ndarray, precision: float = 0.5) -
     return float(conf[order][ok[-1]])
 
 
-def leave_one_source_out(corpus: Corpus, vocab_text: torch.Tensor, owner: list[int],
-                         steps: int, seed: int, progress: bool = True) -> dict:  # fmt: skip
-    """Per source: accuracy on its REAL regions of a describer trained on the other
-    sources only (their real and drawn regions), and of the untuned describer."""
-    names = list(SOURCES)
-    c = int(corpus.regions.features.shape[1])
+def _per_source(probs: np.ndarray, truth: np.ndarray, folder: np.ndarray) -> dict:
+    pred = probs.argmax(axis=1)
+    present = sorted(set(truth.tolist()))
+    return {
+        "n_regions": int(len(truth)), "accuracy": 100 * float((pred == truth).mean()),
+        "chance": 100 / len(GENERIC_KINDS),
+        "majority_kind": 100 * max(float(np.mean(truth == k)) for k in present),
+        "per_folder": {f: {"n": int(np.sum(folder == f)),
+                           "acc": 100 * float(np.mean(pred[folder == f] == truth[folder == f])),
+                           "said": _counts(pred[folder == f])}
+                       for f in sorted(set(folder.tolist()))},
+    }  # fmt: skip
+
+
+def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
+    """Per source: accuracy on its REAL regions (exact masks, and grown into map-like
+    blobs) of a forest fitted on the other sources only; the "unclear" cut calibrated
+    on all of those held-out answers together."""
     results: dict = {"sources": {}}
-    all_sims, all_truth = [], []
-    for s, name in enumerate(names):
-        test_rows = np.flatnonzero((corpus.source == s).numpy() & ~corpus.drawn.numpy())
-        if not len(test_rows):
+    confs, hits = [], []
+    for s, name in enumerate(SOURCES):
+        test = np.flatnonzero((rows.source == s) & ~rows.drawn)
+        if not len(test):
             continue
-        train_rows = np.flatnonzero((corpus.source != s).numpy())
-        test = corpus.subset(test_rows).regions
-        truth = test.labels.numpy()
-        desc = new_default_describer(vocab_text, owner, c, seed)
-        untuned = predict_kinds(desc, test) == truth
-        train_describer(desc, corpus.subset(train_rows).regions, owner,
-                        train_config(steps, seed), progress=progress)  # fmt: skip
-        pred = predict_kinds(desc, test)
-        all_sims.append(similarities(desc, test))
-        all_truth.append(truth)
-        present = sorted(set(truth.tolist()))
-        majority = max(float(np.mean(truth == k)) for k in present)
-        per_kind = {GENERIC_KINDS[k]: {"n": int((truth == k).sum()),
-                                       "acc": 100 * float((pred[truth == k] == k).mean()),
-                                       "said": _counts(pred[truth == k])}
-                    for k in present}  # fmt: skip
-        folder = _folders(test)
-        per_folder = {f: {"n": int(np.sum(folder == f)),
-                          "acc": 100 * float(np.mean(pred[folder == f] == truth[folder == f]))}
-                      for f in sorted(set(folder))}  # fmt: skip
-        results["sources"][name] = {
-            "n_regions": int(len(truth)), "n_train_regions": int(len(train_rows)),
-            "chance": 100 / len(GENERIC_KINDS), "majority_kind": 100 * majority,
-            "untuned": 100 * float(untuned.mean()), "default": 100 * float((pred == truth).mean()),
-            "per_kind": per_kind, "per_folder": per_folder}  # fmt: skip
-    sims, truth = np.concatenate(all_sims), np.concatenate(all_truth)
-    tau = calibrated_tau(sims, truth)
-    probs = softmax(sims, tau)
-    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == truth
-    cut = unclear_cut(conf, correct)
-    kept = conf >= cut
-    results["tau"] = tau
+        train = np.flatnonzero(rows.source != s)
+        forest = fit_forest(rows.subset(train), seed)
+        held = rows.subset(test)
+        entry = {"n_train_regions": int(len(train))}
+        for v, view in enumerate(("mask", "blob")):
+            probs = kind_shares(forest, held.x[:, v])
+            entry[view] = _per_source(probs, held.kind, held.folder)
+            confs.append(probs.max(axis=1))
+            hits.append(probs.argmax(axis=1) == held.kind)
+        results["sources"][name] = entry
+    conf, correct = np.concatenate(confs), np.concatenate(hits)
+    cut = unclear_cut(conf, correct, precision)
+    named = conf >= cut
     results["unclear_below"] = cut
-    results["kept_share"] = 100 * float(kept.mean())
-    results["kept_accuracy"] = 100 * float(correct[kept].mean()) if kept.any() else None
+    results["precision_target"] = precision
+    results["named_share"] = 100 * float(named.mean())
+    results["named_accuracy"] = 100 * float(correct[named].mean()) if named.any() else None
     return results
 
 
@@ -261,66 +239,47 @@ def _counts(pred: np.ndarray) -> dict[str, int]:
                                                      strict=True)}  # fmt: skip
 
 
-def _folders(data: RegionSet) -> np.ndarray:
-    return np.array([data.images[int(i)].parent.name for i in data.image_of])
-
-
 def main(argv: list[str] | None = None) -> None:
-    from engine.describer_artifacts import GENERIC, save_describer
-    from engine.describer_train import feature_settings, make_feature_cache
-    from engine.text_encoder import load_text_encoder
-    from engine.vocabulary import load_vocabulary
+    from engine.describer_artifacts import save_forest_describer
+    from engine.kind_forest import from_sklearn
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["build", "evaluate"])
     ap.add_argument("--data", type=Path, required=True, help="Folder holding the data sets.")
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
-    ap.add_argument("--drawn", type=int, default=220, help="Drawn defects per category.")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--drawn", type=int, default=440, help="Drawn defects per category.")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", type=float, default=0.6,
+                    help="The share of named regions that should be right (the cut).")
     ap.add_argument("--cache-dir", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (a shared box).")
-    ap.add_argument("--result", type=Path, default=None, help="evaluate: JSON written here.")
+    ap.add_argument("--result", type=Path, default=None, help="LOSO JSON written here.")
     ap.add_argument("--exclude", action="append", default=[], choices=list(SOURCES),
                     help="build: leave a source out (to check it on unseen images).")
-    ap.add_argument("--unclear-below", type=float, default=None,
-                    help="build: the confidence cut (from `evaluate`).")
-    ap.add_argument("--tau", type=float, default=None,
-                    help="build: the calibrated softmax temperature (from `evaluate`).")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cache = make_feature_cache(cache_dir=args.cache_dir, backbone=BACKBONE, stages=STAGES)
-    corpus = build_corpus(args.data, cache, args.drawn, args.seed, args.cache_dir)
-    # object-free phrasings (vocab/generic.json: "a crack"), so any product uses the
-    # stored phrase embeddings and no text encoder is needed at run time
-    vocab = load_vocabulary(GENERIC)
-    phrases, owner = vocab.phrases()
-    text = load_text_encoder().encode(phrases)
-    if args.action == "evaluate":
-        res = leave_one_source_out(corpus, text, owner, args.steps, args.seed)
-        res["command"] = {k: str(v) for k, v in vars(args).items()}
-        body = json.dumps(res, indent=2)
-        if args.result is not None:
-            args.result.parent.mkdir(parents=True, exist_ok=True)
-            args.result.write_text(body + "\n")
-        print(body)
-        return
+    rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir)
     if args.exclude:
-        left_out = [list(SOURCES).index(x) for x in args.exclude]
-        corpus = corpus.subset(np.flatnonzero(~np.isin(corpus.source.numpy(), left_out)))
-    desc = new_default_describer(text, owner, int(corpus.regions.features.shape[1]), args.seed)
-    metrics = train_describer(desc, corpus.regions, owner, train_config(args.steps, args.seed))
-    if args.tau is not None:
-        desc.tau = args.tau  # confidences as calibrated held out; the ranking is unchanged
-    metrics["unclear_below"] = args.unclear_below
-    metrics["calibrated_tau"] = args.tau
-    metrics["n_drawn"] = int(corpus.drawn.sum())
-    metrics["n_real"] = int((~corpus.drawn).sum())
-    metrics["sources_left_out"] = args.exclude
-    features = {**feature_settings(cache), "backbone": BACKBONE, "stages": list(STAGES)}
-    save_describer(args.out, desc, vocab, features, metrics, half=True)
+        rows = rows.subset(np.flatnonzero(~np.isin(rows.source, [list(SOURCES).index(x)
+                                                                  for x in args.exclude])))
+    res = leave_one_source_out(rows, args.seed, args.precision)
+    res["command"] = {k: str(v) for k, v in vars(args).items()}
+    body = json.dumps(res, indent=2)
+    if args.result is not None:
+        args.result.parent.mkdir(parents=True, exist_ok=True)
+        args.result.write_text(body + "\n")
+    print(body)
+    if args.action == "evaluate":
+        return
+    forest = from_sklearn(fit_forest(rows, args.seed), len(GENERIC_KINDS))
+    metrics = {"unclear_below": res["unclear_below"], "loso_named_share": res["named_share"],
+               "loso_named_accuracy": res["named_accuracy"],
+               "loso_accuracy": {n: {v: e[v]["accuracy"] for v in ("mask", "blob")}
+                                 for n, e in res["sources"].items()},
+               "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),
+               "trees": TREES, "min_samples_leaf": MIN_LEAF, "seed": args.seed,
+               "drawn_per_category": args.drawn, "sources_left_out": args.exclude}  # fmt: skip
+    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics)
     print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "
-          f"loss {metrics['final_loss']:.3f}, saved in {args.out}")
+          f"cut {res['unclear_below']:.3f}, saved in {args.out}")
 
 
 if __name__ == "__main__":

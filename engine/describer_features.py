@@ -1,4 +1,5 @@
-"""The patch embeddings a describer reads, when the product model does not compute them.
+"""The patch embeddings a describer reads, when the product model does not compute them
+(or, for the default describer of engine.shape_describer, the frame's pixels).
 
 A product's own describer is trained on its model's patch embeddings, so the worker
 hands it those. The default describer was trained on features of its own (recorded in
@@ -16,6 +17,7 @@ import torch
 from engine.describer import frame_patch_embeddings
 from engine.describer_artifacts import LoadedDescriber
 from engine.runtime_model import CladRuntime
+from engine.shape_describer import PIXELS, pixel_input
 from engine.visual_encoder import VisualEncoder
 
 
@@ -23,6 +25,9 @@ class DescriberEncoder:
     """uint8 NHWC frames -> the patch embeddings a describer was trained on."""
 
     def __init__(self, features: dict[str, Any]) -> None:
+        self.pixels = features.get("encoder") == PIXELS  # the default describer reads pixels
+        if self.pixels:
+            return
         if "backbone" not in features or "stages" not in features:
             raise ValueError("the describer does not record its encoder (backbone, stages); "
                              "it reads its product model's embeddings")  # fmt: skip
@@ -33,6 +38,8 @@ class DescriberEncoder:
                                    pool=int(features["pool"]))  # fmt: skip
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        if self.pixels:
+            return pixel_input(frames)
         rt = self.runtime
         return frame_patch_embeddings(rt.encoder, rt.preprocess,
                                       torch.from_numpy(np.ascontiguousarray(frames)), rt.pool)
@@ -41,6 +48,8 @@ class DescriberEncoder:
 def reads_runtime_features(loaded: LoadedDescriber, runtime: Any) -> bool:
     """True when the product model computes the embeddings the describer expects."""
     f = loaded.features
+    if f.get("encoder") == PIXELS:  # no model computes its input: the frame is its input
+        return False
     enc = getattr(runtime, "encoder", None)
     if enc is None or sum(getattr(enc, "channels", ())) != loaded.describer.in_channels:
         return False

@@ -47,9 +47,10 @@ def _reference_model(references: Sequence[Path]) -> tuple[Any, Any]:
 
 def _describer(describer_dir: Path | None, runtime: Any) -> tuple[Any, Any]:
     """(the describer, a function frames -> its input): a product's own when the
-    directory holds one, else the default describer of generic kinds; (None, None)
-    when there is neither."""
-    from engine.describer_artifacts import load_default_describer, load_describer
+    directory holds one, a default describer built elsewhere when it holds a forest,
+    else the shipped default describer of generic kinds; (None, None) when there is
+    neither."""
+    from engine.describer_artifacts import FOREST, load_default_describer, load_describer
     from engine.describer_features import DescriberEncoder, reads_runtime_features
     from engine.describer_train import make_feature_cache
     from engine.errors import ModelArtifactError
@@ -68,7 +69,8 @@ def _describer(describer_dir: Path | None, runtime: Any) -> tuple[Any, Any]:
         return own, lambda frames: frame_patch_embeddings(
             cache.encoder, cache.preprocess, torch.from_numpy(frames), cache.pool)
     try:
-        default = load_default_describer()
+        given = describer_dir is not None and (Path(describer_dir) / FOREST).is_file()
+        default = load_default_describer(describer_dir) if given else load_default_describer()
     except ModelArtifactError:
         return None, None
     if runtime is not None and reads_runtime_features(default, runtime):

@@ -159,3 +159,35 @@ def test_unsure_regions_are_described_and_cached_as_unclear(redis_client: redis.
     second = describe_batch({"widget": engine}, verdicts, frames, cache)
     assert second.cached == 3 and searched == [3]
     assert [r.description for v in second.verdicts for r in v.regions] == ["unclear defect"] * 3
+
+
+class PixelDescribingEngine(DescribingEngine):
+    """A product served by the shipped default describer: it reads the frame's pixels."""
+
+    def __init__(self) -> None:
+        from engine.describer_artifacts import load_default_describer
+
+        super().__init__()
+        self.describer = load_default_describer()
+
+    def patch_embeddings(self, frames: np.ndarray) -> torch.Tensor:
+        from engine.shape_describer import pixel_input
+
+        self.embedded += len(frames)
+        return pixel_input(frames)
+
+
+def test_the_default_describer_goes_through_the_cache(redis_client: redis.Redis,
+                                                      searched: list[int]) -> None:
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    engine = PixelDescribingEngine()
+    verdicts, frames = _batch()
+    first = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [3] and first.computed == 3
+    texts = [r.description for v in first.verdicts for r in v.regions]
+    phrases = set(engine.describer.vocabulary.phrases()[0]) | {"unclear defect"}
+    assert all(t in phrases for t in texts)
+    cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
+    second = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [3] and second.cached == 3
+    assert [r.description for v in second.verdicts for r in v.regions] == texts

@@ -1,4 +1,5 @@
-"""The default describer: the "unclear" cut, its calibration, and the shipped weights."""
+"""The default describer: the "unclear" cut, its calibration, the shipped forest and its
+leave-one-source-out evaluation."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import torch
 
 from engine.defect_kinds import GENERIC_KINDS, UNCLEAR, UNCLEAR_TEXT
 from engine.describer import Description, RegionDescriber, describe_regions, mark_unclear
-from engine.describer_artifacts import DEFAULT_DIR, WEIGHTS, load_default_describer
-from engine.describer_default import calibrated_tau, softmax, unclear_cut
+from engine.describer_artifacts import DEFAULT_DIR, FOREST, load_default_describer
+from engine.describer_default import Rows, leave_one_source_out, unclear_cut
+from engine.kind_forest import from_sklearn
+from engine.region_features import N_FEATURES
+from engine.shape_describer import ShapeDescriber, pixel_input
 
 pytestmark = pytest.mark.unit
 
@@ -56,20 +60,52 @@ def test_unclear_cut_keeps_descriptions_right_at_least_half_the_time() -> None:
 def test_the_shipped_default_describer_names_the_generic_kinds() -> None:
     loaded = load_default_describer()
     assert loaded.source == "default" and loaded.vocabulary.keys == list(GENERIC_KINDS)
+    assert isinstance(loaded.describer, ShapeDescriber)
     assert loaded.unclear_below is not None and 0 < loaded.unclear_below < 1
-    assert loaded.features["backbone"] and loaded.features["stages"]
+    assert loaded.features["encoder"] == "pixels"
     assert len(loaded.identity) == 16
-    assert (DEFAULT_DIR / WEIGHTS).stat().st_size < 500_000  # ships in the package
+    assert (DEFAULT_DIR / FOREST).stat().st_size < 500_000  # ships in the package
     phrases, _ = loaded.vocabulary.phrases()
     assert all("<object>" not in p for p in phrases)
 
 
-def test_the_calibrated_temperature_follows_how_often_the_best_kind_is_right() -> None:
+def _shape_describer(seed: int = 0) -> ShapeDescriber:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(200, N_FEATURES))
+    rf = RandomForestClassifier(10, random_state=0).fit(x, (x[:, 0] > 0).astype(int))
+    return ShapeDescriber(from_sklearn(rf, 2), [0, 0, 1, 1])
+
+
+def test_the_shape_describer_describes_regions_of_pixels_with_the_cut() -> None:
+    d = _shape_describer()
+    frame = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 2:8, 2:8] = masks[1, 20:30, 10:30] = True
+    plain = describe_regions(d, pixel_input(frame), masks, ["crack", "hole"],
+                             ["a crack", "a long crack", "a hole", "a small hole"])  # fmt: skip
+    assert [x.kind in {"crack", "hole"} for x in plain] == [True, True]
+    assert {x.text for x in plain} <= {"a crack", "a hole"}  # a kind reads as its first phrasing
+    assert all(x.embedding.shape == (N_FEATURES,) for x in plain)
+    cut = min(x.confidence for x in plain) + 1e-6
+    marked = describe_regions(d, pixel_input(frame), masks, ["crack", "hole"],
+                              ["a crack", "a long crack", "a hole", "a small hole"],
+                              unclear_below=cut)  # fmt: skip
+    assert [x.kind == UNCLEAR for x in marked] == [x.confidence < cut for x in plain]
+
+
+def test_leave_one_source_out_never_trains_on_the_evaluated_source() -> None:
+    """Each source's kinds are separable only by a feature the other sources lack: a
+    leak would score 100%, a true hold-out cannot."""
     rng = np.random.default_rng(0)
-    sims = rng.uniform(-0.2, 0.2, size=(400, 5))
-    best = sims.argmax(axis=1)
-    always_right = calibrated_tau(sims, best)
-    mostly_wrong = calibrated_tau(sims, (best + 1 + rng.integers(0, 4, 400)) % 5)
-    assert always_right < 0.05 < 0.5 < mostly_wrong  # sure when right, flat when not
-    probs = softmax(sims, always_right)
-    assert np.allclose(probs.sum(axis=1), 1) and (probs.argmax(axis=1) == best).all()
+    n, parts = 60, []
+    for s in range(4):
+        x = rng.normal(size=(n, 2, N_FEATURES)).astype(np.float32)
+        kind = rng.integers(0, 3, n)
+        x[:, :, 5 + s] = kind[:, None] * 10.0  # only this source carries its kinds here
+        parts.append(Rows(x, kind, np.full(n, s), np.zeros(n, bool), np.full(n, "k")))
+    res = leave_one_source_out(Rows.concat(parts), seed=0, precision=0.5)
+    accs = [e["mask"]["accuracy"] for e in res["sources"].values()]
+    assert len(accs) == 4 and max(accs) < 70
+    assert 0 <= res["named_share"] <= 100

@@ -74,3 +74,15 @@ def test_no_default_describer_leaves_regions_without_words(model_dir: Path,
     monkeypatch.setattr(scoring, "default_describer", lambda: None)
     _, engine = scoring.load_trained(model_dir, "part")
     assert engine.describer is None and engine.describer_encoder is None
+
+
+def test_the_shipped_default_reads_the_frames_pixels(model_dir: Path) -> None:
+    """The shipped default describer needs no model's embeddings: its encoder hands it
+    the frame itself, whatever the product model computes."""
+    shipped = scoring.default_describer()
+    assert shipped is not None
+    loaded, encoder = shipped
+    _, engine = scoring.load_trained(model_dir, "part")
+    assert engine.describer is loaded and engine.describer_encoder is encoder
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    assert tuple(engine.patch_embeddings(frames).shape) == (2, 3, 64, 64)
