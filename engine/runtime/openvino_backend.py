@@ -79,6 +79,19 @@ def cache_path(version_dir: str | Path, key: dict[str, object]) -> Path:
     return Path(version_dir) / RUNTIME_SUBDIR / OPENVINO_SUBDIR / name
 
 
+def request_runner(request: Any) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+    """One infer request as a RequestPool runner: frames -> every output, float32 copies."""
+    count = len(request.model_outputs)
+
+    def run(frames: np.ndarray) -> tuple[np.ndarray, ...]:
+        request.infer({0: frames}, share_inputs=True)
+        # copies: the request's output tensors are reused by its next batch
+        return tuple(np.array(request.get_output_tensor(i).data, np.float32, copy=True)
+                     for i in range(count))  # fmt: skip
+
+    return run
+
+
 class OpenVinoBackend:
     """InferenceBackend over a compiled OpenVINO model: N infer requests, one per stream."""
 
@@ -99,19 +112,9 @@ class OpenVinoBackend:
         self.max_batch = int(max_batch)
         self.name = f"openvino-cpu-{precision}"
         self._pool = RequestPool(
-            [self._runner(compiled.create_infer_request()) for _ in range(self.requests)],
+            [request_runner(compiled.create_infer_request()) for _ in range(self.requests)],
             "openvino",
         )
-
-    @staticmethod
-    def _runner(request: Any) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
-        def run(frames: np.ndarray) -> tuple[np.ndarray, ...]:
-            request.infer({0: frames}, share_inputs=True)
-            # copies: the request's output tensors are reused by its next batch
-            return tuple(np.array(request.get_output_tensor(i).data, np.float32, copy=True)
-                         for i in range(len(OUTPUT_NAMES)))  # fmt: skip
-
-        return run
 
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._pool.run(frames)  # type: ignore[return-value]
