@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.engine [--size 320] [--batches 1 8 32] [--reps 7]
         [--configs ort-fp32-1 ort-fp32-N ov-fp32-1 ov-fp32-N ov-bf16-N torch-fp32-1]
-        [--cores 2] [--json bench/results/engine.json]
+        [--cores 2] [--context-frames 64] [--json bench/results/engine.json]
 
 Builds a production-default model (1 reference of mvtec-sample/bottle, shifted views in
 the bank; random frames of a synthetic reference when the shared data is absent), then
@@ -18,7 +18,11 @@ the figures. Writes JSON; never asserted on in tests.
 Configuration names: <runtime>-<precision>-<requests>, N = one request per core (at
 most 4, engine.runtime.parallel), threads per request = cores / requests.
 `-stream` variants keep two batches in flight (protocol.pipelined), as a worker that
-pipelines inference across batches would.
+pipelines inference across batches would. `+ctx<K>` variants score with a line context
+of K frames as the worker does by default (CLAD_LINE_CONTEXT): the context-stage graph
+under that runtime, then the context search in torch (engine.line_context); their
+parity is against torch scoring with the same context, their speedup against
+ort-fp32-1+ctx<K> (the worker's default path before issue 17).
 """
 
 from __future__ import annotations
@@ -43,11 +47,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 BASELINE = "ort-fp32-1"
 DEFAULT_CONFIGS = ["ort-fp32-1", "ort-fp32-N", "ov-fp32-1", "ov-fp32-N", "ov-fp32-N-stream",
-                   "ov-bf16-N", "torch-fp32-1"]  # fmt: skip
+                   "ov-bf16-N", "torch-fp32-1", "ort-fp32-1+ctx", "ort-fp32-N+ctx",
+                   "ov-fp32-N+ctx"]  # fmt: skip
 # frames per timed call group: enough work per point that one call's jitter is small
 FRAMES_PER_POINT = 32
 
 Infer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def baseline_of(name: str) -> str:
+    """The row a configuration's speedup is against: the path before issue 17, with
+    the same line context when the configuration has one."""
+    _, plus, context = name.partition("+")
+    return BASELINE + plus + context
 
 
 def load_frames(data: Path, category: str, size: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -71,10 +83,44 @@ def supports_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def build_config(name: str, runtime: torch.nn.Module, cores: int, max_batch: int) -> Infer:
-    runtime_name, precision, requests, *mode = name.split("-")
+def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
+    """A full line context of `size` frames (engine.line_context), from the test frames."""
+    from engine.line_context import embed
+
+    x = torch.from_numpy(tile(frames, size))
+    with torch.no_grad():
+        return [e for i in range(0, size, 8) for e in embed(runtime, x[i : i + 8])[1]]
+
+
+def context_scorer(runtime: torch.nn.Module, context: list, stage: object | None) -> Infer:
+    """Scoring with the line context as the worker does (the stage: the CPU graph)."""
+    from engine.line_context import ContextConfig, score_with_context
+
+    cfg = ContextConfig(max_frames=len(context))
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out, _, _ = score_with_context(runtime, torch.from_numpy(x), context, cfg, stage)  # type: ignore[arg-type]
+        return out.scores.numpy(), out.maps.numpy()
+
+    return run
+
+
+def build_config(
+    name: str, runtime: torch.nn.Module, cores: int, max_batch: int, context: list | None
+) -> Infer:
+    base, _, with_context = name.partition("+")
+    runtime_name, precision, requests, *mode = base.split("-")
     n = default_requests(cores) if requests == "N" else int(requests)
     threads = max(1, cores // n)
+    if with_context:
+        from engine.runtime.context_stage import OnnxContextStage
+
+        if runtime_name == "torch":
+            torch.set_num_threads(cores)
+            return context_scorer(runtime, context or [], None)
+        kind = {"ort": "onnxruntime", "ov": "openvino"}[runtime_name]
+        stage = OnnxContextStage(runtime, None, threads, requests=n, kind=kind)  # type: ignore[arg-type]
+        return context_scorer(runtime, context or [], stage)
     if runtime_name == "torch":
         torch.set_num_threads(cores)
         return make_backend("torch", runtime, max_batch=max_batch).infer
@@ -127,6 +173,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--configs", nargs="+", default=None)
     ap.add_argument("--cores", type=int, default=None, help="default: this process's CPUs")
+    ap.add_argument(
+        "--context-frames",
+        type=int,
+        default=64,
+        help="size of the line context of the +ctx configurations (0: none)",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     args = ap.parse_args()
     cores = args.cores or cpu_cores()
@@ -151,15 +203,23 @@ def main() -> None:
         flush=True,
     )
 
-    fns = {name: build_config(name, runtime, cores, max_batch) for name in names}
+    context = context_of(runtime, frames, args.context_frames) if args.context_frames else None
+    names = [n + f"+ctx{args.context_frames}" if n.endswith("+ctx") else n for n in names]
+    if not args.context_frames:
+        names = [n for n in names if "+ctx" not in n]
+    names += [baseline_of(n) for n in names if baseline_of(n) not in names]
+    fns = {name: build_config(name, runtime, cores, max_batch, context) for name in names}
     check = frames[:8]
     with torch.no_grad():
         ref = runtime(torch.from_numpy(check))
-    ref_scores, ref_maps = ref.scores.numpy(), ref.maps.numpy()
+    refs = {False: (ref.scores.numpy(), ref.maps.numpy())}
+    if context is not None:  # context rows against torch scoring with the same context
+        refs[True] = context_scorer(runtime, context, None)(check)
     parity = {}
     for name, fn in fns.items():  # also the warm-up of every configuration and batch size
         stream = name.endswith("-stream")
         s, m = fn(np.stack([check])) if stream else fn(check)
+        ref_scores, ref_maps = refs["+ctx" in name]
         parity[name] = (float(np.abs(s - ref_scores).max()), float(np.abs(m - ref_maps).max()))
         for b in args.batches:
             fn(tile(frames, b)[None]) if stream else fn(tile(frames, b))
@@ -175,13 +235,14 @@ def main() -> None:
 
     rows = []
     for b in args.batches:
-        base = speeds[(BASELINE, b)]
         for name in names:
             v = speeds[(name, b)]
+            base = speeds[(baseline_of(name), b)]
             ratios = [x / y for x, y in zip(v, base, strict=True)]
             row = {
                 "config": name, "batch": b, "img_per_s_median": round(statistics.median(v), 2),
                 "img_per_s_min": round(min(v), 2), "img_per_s_max": round(max(v), 2),
+                "baseline": baseline_of(name),
                 "speedup_median": round(statistics.median(ratios), 3),
                 "speedup_min": round(min(ratios), 3), "speedup_max": round(max(ratios), 3),
                 "max_abs_score_diff_vs_torch": parity[name][0],
