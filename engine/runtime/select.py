@@ -98,14 +98,20 @@ def make_backend(
     (given, or the one `model` was loaded from); without one they are rebuilt in a
     temporary directory each time. `precision` applies to tensorrt and to torch on
     CUDA; onnxruntime, openvino and CPU torch always run FP32. `requests` (CPU
-    onnxruntime and openvino): inference requests in flight, None = one per core up to
-    4; `intra_op_threads` is then per request (None = cores / requests).
+    onnxruntime and openvino): inference requests in flight; None = as many requests of
+    `intra_op_threads` threads as fill the cores, or, without that either, one per core
+    up to 4 with cores / requests threads each.
     """
     runtime, loaded_dir = _runtime_and_dir(model)
     vdir = Path(version_dir) if version_dir is not None else loaded_dir
     chosen = resolve_kind(kind)
     cores = cpu_cores()
-    n = requests if requests is not None else default_requests(cores)
+    if requests is not None:
+        n = requests
+    elif intra_op_threads is not None:  # requests of that many threads filling the cores
+        n = max(1, cores // intra_op_threads)
+    else:
+        n = default_requests(cores)
     threads = intra_op_threads if intra_op_threads is not None else threads_per_request(cores, n)
     log.info("runtime backend: %s (asked: %s)%s", chosen, kind,
              f", {n} requests x {threads} threads" if chosen in ("onnxruntime", "openvino")

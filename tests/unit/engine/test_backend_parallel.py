@@ -122,3 +122,24 @@ def test_onnxruntime_sessions_in_flight_score_like_one(
                                rtol=0, atol=1e-4)  # fmt: skip
     with pytest.raises(ValueError, match="max batch"):
         three.submit(np.concatenate([frames, frames]))
+
+
+@pytest.mark.parametrize(
+    ("cores", "requests", "threads", "want"),
+    [(2, None, None, (2, 1)), (4, None, None, (4, 1)), (8, None, None, (4, 2)),
+     (4, None, 2, (2, 2)), (2, None, 2, (1, 2)), (4, 3, None, (3, 1)), (4, 1, 3, (1, 3))],
+)  # fmt: skip
+def test_requests_and_threads_chosen_by_make_backend(
+    monkeypatch: pytest.MonkeyPatch, runtime: torch.nn.Module, cores: int,
+    requests: int | None, threads: int | None, want: tuple[int, int],
+) -> None:  # fmt: skip
+    monkeypatch.setattr("engine.runtime.select.cpu_cores", lambda: cores)
+    made: list[tuple[int, int]] = []
+
+    class Recorder:
+        def __init__(self, _model: object, _device: str, t: int, _mb: int, n: int) -> None:
+            made.append((n, t))
+
+    monkeypatch.setattr("engine.runtime.onnxruntime_backend.OnnxRuntimeBackend", Recorder)
+    make_backend("onnxruntime", runtime, requests=requests, intra_op_threads=threads)
+    assert made == [want]
