@@ -204,7 +204,7 @@ def main() -> None:
     )
 
     context = context_of(runtime, frames, args.context_frames) if args.context_frames else None
-    names = [n + f"+ctx{args.context_frames}" if n.endswith("+ctx") else n for n in names]
+    names = [n + str(args.context_frames) if n.endswith("+ctx") else n for n in names]
     if not args.context_frames:
         names = [n for n in names if "+ctx" not in n]
     names += [baseline_of(n) for n in names if baseline_of(n) not in names]
