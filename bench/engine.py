@@ -18,7 +18,8 @@ the figures. Writes JSON; never asserted on in tests.
 Configuration names: <runtime>-<precision>-<requests>, N = one request per core (at
 most 4, engine.runtime.parallel), threads per request = cores / requests.
 `-stream` variants keep two batches in flight (protocol.pipelined), as a worker that
-pipelines inference across batches would. `+ctx<K>` variants score with a line context
+pipelines inference across batches would; `-nopin` OpenVINO variants leave the stream
+threads unpinned (ENABLE_CPU_PINNING=NO). `+ctx<K>` variants score with a line context
 of K frames as the worker does by default (CLAD_LINE_CONTEXT): the context-stage graph
 under that runtime, then the context search in torch (engine.line_context); their
 parity is against torch scoring with the same context, their speedup against
@@ -131,10 +132,11 @@ def build_config(
         from engine.runtime.openvino_backend import openvino_backend
 
         backend = openvino_backend(runtime, None, requests=n, threads=threads,
-                                   max_batch=max_batch, precision=precision)  # type: ignore[arg-type]  # fmt: skip
+                                   max_batch=max_batch, precision=precision,
+                                   cpu_pinning="nopin" not in mode)  # type: ignore[arg-type]  # fmt: skip
     else:
         raise ValueError(f"unknown configuration {name}")
-    if mode == ["stream"]:
+    if "stream" in mode:
         return lambda x: _stream(backend, x)
     return backend.infer
 

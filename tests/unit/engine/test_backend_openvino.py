@@ -67,6 +67,8 @@ def test_precision_is_pinned_to_fp32() -> None:
     assert config["INFERENCE_PRECISION_HINT"] == "f32"
     assert config["PERFORMANCE_HINT"] == "THROUGHPUT"
     assert config["NUM_STREAMS"] == "2" and config["INFERENCE_NUM_THREADS"] == "2"
+    assert config["ENABLE_CPU_PINNING"] == "YES"
+    assert compile_config(1, 2, "fp32", cpu_pinning=False)["ENABLE_CPU_PINNING"] == "NO"
 
 
 def test_compiled_model_is_cached_beside_the_onnx_file(
