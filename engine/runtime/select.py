@@ -2,9 +2,12 @@
 
 auto = tensorrt where a CUDA GPU and the tensorrt + pycuda packages are present;
 else onnxruntime where its CUDA EP build is installed; else, on an x86 CPU with the
-openvino package, openvino (measured 2026-11-30 on the AMD EPYC workers at batch 1, 8
-and 32: faster than onnxruntime at equal scores, engine/runtime/NOTES.md); else
-onnxruntime's CPU EP (on ARM, where the OpenVINO CPU plugin was not measured, too).
+openvino package, openvino; else onnxruntime's CPU EP (also on ARM, where the OpenVINO
+CPU plugin was not measured). The x86 rule follows issue 17's side-by-side run on the
+2-core AMD EPYC workers (OpenVINO 2.05x / 1.41x at batch 1 / 8 against onnxruntime's
+1.84x / 1.30x with 2 sessions, equal scores); on a loaded host on 2026-11-30 the two
+were level at batch 8 and onnxruntime ahead at batch 1 (engine/runtime/NOTES.md):
+a quiet run of bench.engine confirms or flips it.
 
 On CPU several inference requests run at once (`requests`, default one per core up
 to 4, each with cores / requests threads: parallel.py).
