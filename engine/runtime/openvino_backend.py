@@ -1,7 +1,7 @@
 """OpenVINO backend (CPU plugin): the exported ONNX file, compiled for this CPU.
 
-Measured faster than onnxruntime on the x86 workers at equal scores (issue 17 and
-NOTES.md "2026-11-30"). The compiled model is exported once and cached beside the
+Issue 17 measured it ahead of onnxruntime on the 2-core x86 workers at equal scores;
+on a loaded host on 2026-11-30 the two were level at batch 8 (NOTES.md "2026-11-30"). The compiled model is exported once and cached beside the
 ONNX file (`runtime/openvino/`), keyed like the TensorRT engines by the weights hash,
 OpenVINO version, CPU, precision, streams and threads: a worker that restarts, or a
 second worker on the same host, imports it instead of compiling. N infer requests
@@ -55,7 +55,8 @@ def compile_config(
     """CPU plugin properties: throughput mode with one stream per request in flight.
 
     The precision is pinned: on CPUs with AVX512-BF16 or AMX the plugin's default is
-    bf16, which moved scores by ~5e-2 here (the parity bound is 1e-4). `cpu_pinning`
+    bf16, which moved scores by 5e-2 (64 px) to 0.19 (320 px) here (the parity bound is
+    1e-4). `cpu_pinning`
     False leaves the stream threads to the OS scheduler (a host shared with other
     processes)."""
     return {
