@@ -1,9 +1,10 @@
 """OpenVINO backend (CPU plugin): the exported ONNX file, compiled for this CPU.
 
 Issue 17 measured it ahead of onnxruntime on the 2-core x86 workers at equal scores;
-on a loaded host on 2026-11-30 the two were level at batch 8 (NOTES.md "2026-11-30"). The compiled model is exported once and cached beside the
-ONNX file (`runtime/openvino/`), keyed like the TensorRT engines by the weights hash,
-OpenVINO version, CPU, precision, streams and threads: a worker that restarts, or a
+on a loaded host on 2026-11-30 the two were level at batch 8 (NOTES.md "2026-11-30").
+The compiled model is exported once and cached beside the ONNX file
+(`runtime/openvino/`), keyed like the TensorRT engines by the weights hash, OpenVINO
+version, CPU, precision, streams, threads and pinning: a worker that restarts, or a
 second worker on the same host, imports it instead of compiling. N infer requests
 (one per stream, PERFORMANCE_HINT=THROUGHPUT) share each batch (parallel.py).
 `openvino` is imported only when this backend is built.
