@@ -1,132 +1,276 @@
-"""Engine-only throughput: images/s and ms/image p50/p99 at batch 1, 8, 32 on this CPU.
+"""Engine-only throughput of every CPU backend, precision and requests-in-flight setting.
 
-    .venv/bin/python -m bench.engine [--threads 2] [--input-size 320] [--no-onnx]
-        [--context-frames 64]
+    .venv/bin/python -m bench.engine [--size 320] [--batches 1 8 32] [--reps 7]
+        [--configs ort-fp32-1 ort-fp32-N ov-fp32-1 ov-fp32-N ov-bf16-N torch-fp32-1]
+        [--cores 2] [--context-frames 64] [--json bench/results/engine.json]
 
-Builds a 1-shot runtime from a synthetic reference (the bank size is what a real
-1-shot model has), then times the torch module and, if available, its ONNX export
-under onnxruntime, and both again scoring with a full line context (--context-frames,
-default 64: engine.line_context; onnxruntime = the context-stage graph + torch search).
-Writes bench/results/engine.json. Never asserted on in tests.
+Builds a production-default model (1 reference of mvtec-sample/bottle, shifted views in
+the bank; random frames of a synthetic reference when the shared data is absent), then
+times `backend.infer(batch)` on real test frames. Repetitions are interleaved: each
+repetition runs every configuration once per batch size, in a rotated order, so a
+change in the machine's load hits all of them alike; every row's speedup is the median
+over repetitions of its img/s divided by the baseline's (onnxruntime fp32, one session
+with all cores, i.e. the path before issue 17) in the same repetition. Each row also
+carries its largest |score| and |map| difference to torch fp32 on the same frames
+(parity bound 1e-4 on scores). The load average before and after is recorded beside
+the figures. Writes JSON; never asserted on in tests.
+
+Configuration names: <runtime>-<precision>-<requests>, N = one request per core (at
+most 4, engine.runtime.parallel), threads per request = cores / requests.
+`-stream` variants keep two batches in flight (protocol.pipelined), as a worker that
+pipelines inference across batches would; `-nopin` OpenVINO variants leave the stream
+threads unpinned (ENABLE_CPU_PINNING=NO). `+ctx<K>` variants score with a line context
+of K frames as the worker does by default (CLAD_LINE_CONTEXT): the context-stage graph
+under that runtime, then the context search in torch (engine.line_context); their
+parity is against torch scoring with the same context, their speedup against
+ort-fp32-1+ctx<K> (the worker's default path before issue 17).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import tempfile
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.builder import ScoringConfig, build_runtime
+from engine.runtime import make_backend, pipelined
+from engine.runtime.parallel import cpu_cores, default_requests
 
-RESULTS = Path(__file__).parent / "results" / "engine.json"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BASELINE = "ort-fp32-1"
+DEFAULT_CONFIGS = ["ort-fp32-1", "ort-fp32-N", "ov-fp32-1", "ov-fp32-N", "ov-fp32-N-stream",
+                   "ov-bf16-N", "torch-fp32-1", "ort-fp32-1+ctx", "ort-fp32-N+ctx",
+                   "ov-fp32-N+ctx"]  # fmt: skip
+# frames per timed call group: enough work per point that one call's jitter is small
+FRAMES_PER_POINT = 32
+
+Infer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _frames(n: int, size: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+def baseline_of(name: str) -> str:
+    """The row a configuration's speedup is against: the path before issue 17, with
+    the same line context when the configuration has one."""
+    _, plus, context = name.partition("+")
+    return BASELINE + plus + context
 
 
-def _time(fn: object, frames: np.ndarray, batch: int, iters: int) -> dict[str, float]:
-    x = frames[:batch]
-    fn(x)  # warm-up (allocations, onnxruntime graph optimisation)
-    per_batch = []
-    for _ in range(iters):
+def load_frames(data: Path, category: str, size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """(references, test frames) at `size`: mvtec-sample, or synthetic if absent."""
+    folder = data / "mvtec-sample" / category
+    if folder.is_dir():
+        from engine.datasets import load_rgb, split_category
+
+        split = split_category(folder, shots=1)
+        refs = [load_rgb(p, size) for p in split.references]
+        return refs, np.stack([load_rgb(s.path, size) for s in split.evaluated])
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (size, size, 3), np.uint8)], rng.integers(
+        0, 256, (32, size, size, 3), np.uint8
+    )
+
+
+def supports_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
+    """A full line context of `size` frames (engine.line_context), from the test frames."""
+    from engine.line_context import embed
+
+    x = torch.from_numpy(tile(frames, size))
+    with torch.no_grad():
+        return [e for i in range(0, size, 8) for e in embed(runtime, x[i : i + 8])[1]]
+
+
+def context_scorer(runtime: torch.nn.Module, context: list, stage: object | None) -> Infer:
+    """Scoring with the line context as the worker does (the stage: the CPU graph)."""
+    from engine.line_context import ContextConfig, score_with_context
+
+    cfg = ContextConfig(max_frames=len(context))
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out, _, _ = score_with_context(runtime, torch.from_numpy(x), context, cfg, stage)  # type: ignore[arg-type]
+        return out.scores.numpy(), out.maps.numpy()
+
+    return run
+
+
+def build_config(
+    name: str, runtime: torch.nn.Module, cores: int, max_batch: int, context: list | None
+) -> Infer:
+    base, _, with_context = name.partition("+")
+    runtime_name, precision, requests, *mode = base.split("-")
+    n = default_requests(cores) if requests == "N" else int(requests)
+    threads = max(1, cores // n)
+    if with_context:
+        from engine.runtime.context_stage import OnnxContextStage
+
+        if runtime_name == "torch":
+            torch.set_num_threads(cores)
+            return context_scorer(runtime, context or [], None)
+        kind = {"ort": "onnxruntime", "ov": "openvino"}[runtime_name]
+        stage = OnnxContextStage(runtime, None, threads, requests=n, kind=kind)  # type: ignore[arg-type]
+        return context_scorer(runtime, context or [], stage)
+    if runtime_name == "torch":
+        torch.set_num_threads(cores)
+        return make_backend("torch", runtime, max_batch=max_batch).infer
+    if runtime_name == "ort":
+        backend = make_backend("onnxruntime", runtime, max_batch=max_batch, requests=n,
+                               intra_op_threads=threads)  # fmt: skip
+    elif runtime_name == "ov":
+        from engine.runtime.openvino_backend import openvino_backend
+
+        backend = openvino_backend(runtime, None, requests=n, threads=threads,
+                                   max_batch=max_batch, precision=precision,
+                                   cpu_pinning="nopin" not in mode)  # type: ignore[arg-type]  # fmt: skip
+    else:
+        raise ValueError(f"unknown configuration {name}")
+    if "stream" in mode:
+        return lambda x: _stream(backend, x)
+    return backend.infer
+
+
+def _stream(backend: object, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`x` is a stack of equal batches [calls, B, H, W, 3]: all of them, two in flight."""
+    parts = list(pipelined(backend, iter(x)))  # type: ignore[arg-type]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def tile(frames: np.ndarray, n: int) -> np.ndarray:
+    return np.ascontiguousarray(np.resize(frames, (n, *frames.shape[1:])))
+
+
+def time_point(fn: Infer, frames: np.ndarray, batch: int, stream: bool) -> float:
+    """img/s of one repetition: ceil(FRAMES_PER_POINT / batch) calls (at least one)."""
+    calls = max(1, -(-FRAMES_PER_POINT // batch))
+    x = tile(frames, batch)
+    if stream:  # all calls' batches handed over at once, two in flight
+        xs = np.stack([x] * calls)
         t = time.perf_counter()
+        fn(xs)
+        return calls * batch / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(calls):
         fn(x)
-        per_batch.append(time.perf_counter() - t)
-    ms_img = np.array(per_batch) * 1000 / batch
-    return {
-        "batch": batch, "iters": iters, "images_per_s": batch * iters / sum(per_batch),
-        "ms_per_image_p50": float(np.percentile(ms_img, 50)),
-        "ms_per_image_p99": float(np.percentile(ms_img, 99)),
-    }  # fmt: skip
+    return calls * batch / (time.perf_counter() - t)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--input-size", type=int, default=None)
-    ap.add_argument("--batches", default="1,8,32")
-    ap.add_argument("--seconds", type=float, default=10.0, help="time budget per setting")
-    ap.add_argument("--no-onnx", action="store_true")
-    ap.add_argument("--context-frames", type=int, default=64,
-                    help="also time scoring with a full line context of this many frames (0: off)")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=SHARED)
+    ap.add_argument("--category", default="bottle")
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--configs", nargs="+", default=None)
+    ap.add_argument("--cores", type=int, default=None, help="default: this process's CPUs")
+    ap.add_argument(
+        "--context-frames",
+        type=int,
+        default=64,
+        help="size of the line context of the +ctx configurations (0: none)",
+    )
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = ScoringConfig() if args.input_size is None else ScoringConfig(input_size=args.input_size)
-    size = cfg.input_size
-    rt = build_runtime([_frames(1, size, 1)[0]], cfg)
-    frames = _frames(32, size)
-    batches = [int(b) for b in args.batches.split(",")]
+    cores = args.cores or cpu_cores()
+    names = args.configs or DEFAULT_CONFIGS
+    from engine.runtime.openvino_backend import openvino_installed
 
-    @torch.no_grad()
-    def torch_fn(x: np.ndarray) -> object:
-        return rt(torch.from_numpy(x))
+    if not openvino_installed():
+        names = [n for n in names if not n.startswith("ov-")]
+    elif not supports_bf16():
+        names = [n for n in names if not n.startswith("ov-bf16")]
+    if BASELINE not in names:
+        names.insert(0, BASELINE)
 
-    backends = {"torch": torch_fn}
-    if not args.no_onnx:
-        import onnxruntime as ort
+    torch.set_num_threads(cores)
+    refs, frames = load_frames(args.data, args.category, args.size)
+    runtime = build_runtime(refs, ScoringConfig(input_size=args.size))
+    max_batch = max(args.batches)
+    load_before = os.getloadavg()
+    print(
+        f"{len(frames)} frames at {args.size} px, {cores} cores, load average "
+        f"{load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}",
+        flush=True,
+    )
 
-        path = Path(tempfile.mkdtemp()) / "engine.onnx"
-        torch.onnx.export(rt, (torch.from_numpy(frames[:2]),), str(path),
-                          input_names=["frames"], output_names=["scores", "maps"],
-                          dynamic_axes={"frames": {0: "n"}, "scores": {0: "n"}, "maps": {0: "n"}},
-                          opset_version=17, dynamo=False)  # fmt: skip
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        backends["onnxruntime"] = lambda x: sess.run(None, {"frames": x})
-    if args.context_frames:
-        from engine.line_context import ContextConfig, embed, score_with_context
+    context = context_of(runtime, frames, args.context_frames) if args.context_frames else None
+    names = [n + str(args.context_frames) if n.endswith("+ctx") else n for n in names]
+    if not args.context_frames:
+        names = [n for n in names if "+ctx" not in n]
+    names += [baseline_of(n) for n in names if baseline_of(n) not in names]
+    fns = {name: build_config(name, runtime, cores, max_batch, context) for name in names}
+    check = frames[:8]
+    with torch.no_grad():
+        ref = runtime(torch.from_numpy(check))
+    refs = {False: (ref.scores.numpy(), ref.maps.numpy())}
+    if context is not None:  # context rows against torch scoring with the same context
+        refs[True] = context_scorer(runtime, context, None)(check)
+    parity = {}
+    for name, fn in fns.items():  # also the warm-up of every configuration and batch size
+        stream = name.endswith("-stream")
+        s, m = fn(np.stack([check])) if stream else fn(check)
+        ref_scores, ref_maps = refs["+ctx" in name]
+        parity[name] = (float(np.abs(s - ref_scores).max()), float(np.abs(m - ref_maps).max()))
+        for b in args.batches:
+            fn(tile(frames, b)[None]) if stream else fn(tile(frames, b))
 
-        ccfg = ContextConfig(max_frames=args.context_frames)
-        ctx_frames = _frames(args.context_frames, size, 2)
-        context = [e for i in range(0, len(ctx_frames), 8)
-                   for e in embed(rt, torch.from_numpy(ctx_frames[i : i + 8]))[1]]  # fmt: skip
-
-        @torch.no_grad()
-        def torch_ctx(x: np.ndarray) -> object:
-            return score_with_context(rt, torch.from_numpy(x), context, ccfg)
-
-        backends[f"torch+context{args.context_frames}"] = torch_ctx
-        if not args.no_onnx:
-            from engine.runtime.context_stage import OnnxContextStage
-
-            stage = OnnxContextStage(rt, intra_op_threads=args.threads)
-
-            @torch.no_grad()
-            def ort_ctx(x: np.ndarray) -> object:
-                return score_with_context(rt, torch.from_numpy(x), context, ccfg, stage)
-
-            backends[f"onnxruntime+context{args.context_frames}"] = ort_ctx
+    speeds: dict[tuple[str, int], list[float]] = {(n, b): [] for n in names for b in args.batches}
+    for rep in range(args.reps):
+        for b in args.batches:
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            for name in order:
+                speeds[(name, b)].append(time_point(fns[name], frames, b, name.endswith("-stream")))
+        print(f"repetition {rep + 1}/{args.reps} done, load {os.getloadavg()[0]:.2f}", flush=True)
+    load_after = os.getloadavg()
 
     rows = []
-    for name, fn in backends.items():
-        for b in batches:
-            t = time.perf_counter()
-            fn(frames[:b])
-            one = time.perf_counter() - t
-            iters = max(3, min(50, int(args.seconds / max(one, 1e-3))))
-            row = {"backend": name, **_time(fn, frames, b, iters)}
+    for b in args.batches:
+        for name in names:
+            v = speeds[(name, b)]
+            base = speeds[(baseline_of(name), b)]
+            ratios = [x / y for x, y in zip(v, base, strict=True)]
+            row = {
+                "config": name, "batch": b, "img_per_s_median": round(statistics.median(v), 2),
+                "img_per_s_min": round(min(v), 2), "img_per_s_max": round(max(v), 2),
+                "baseline": baseline_of(name),
+                "speedup_median": round(statistics.median(ratios), 3),
+                "speedup_min": round(min(ratios), 3), "speedup_max": round(max(ratios), 3),
+                "max_abs_score_diff_vs_torch": parity[name][0],
+                "max_abs_map_diff_vs_torch": parity[name][1], "reps": len(v),
+            }  # fmt: skip
             rows.append(row)
-            print(f"{name:12s} batch {b:3d}: {row['images_per_s']:7.1f} img/s  "
-                  f"p50 {row['ms_per_image_p50']:7.1f} ms/img  "
-                  f"p99 {row['ms_per_image_p99']:7.1f} ms/img", flush=True)  # fmt: skip
-    out = {
-        "machine": platform.processor() or platform.machine(), "threads": args.threads,
-        "torch": torch.__version__, "input_size": size, "frame_size": size,
-        "bank_size": int(rt.bank.shape[0]), "context_frames": args.context_frames,
-        "config": cfg.model_dump(mode="json"), "rows": rows,
+            print(f"{name:>18} batch {b:>3}: {row['img_per_s_median']:7.1f} img/s "
+                  f"({row['img_per_s_min']:.1f}-{row['img_per_s_max']:.1f})  "
+                  f"x{row['speedup_median']:.2f} ({row['speedup_min']:.2f}-"
+                  f"{row['speedup_max']:.2f})  |Δscore| {parity[name][0]:.1e}",
+                  flush=True)  # fmt: skip
+    env = {
+        "cpu": platform.processor() or platform.machine(), "cores": cores,
+        "requests_N": default_requests(cores), "size": args.size, "category": args.category,
+        "frames": len(frames), "bank_rows": int(runtime.bank.shape[0]), "torch": torch.__version__,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after], "baseline": BASELINE,
     }  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    for package in ("onnxruntime", "openvino"):
+        try:
+            env[package] = __import__(package).__version__
+        except ImportError:
+            env[package] = None
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -152,12 +152,16 @@ def main() -> None:
                              "streams (default), or the dataset's PNG files as they are")
     parser.add_argument("--backend", default=None,
                         help="runtime backend (default: CLAD_BACKEND, i.e. auto = the worker's)")
+    parser.add_argument("--requests", type=int, default=None,
+                        help="CPU inference requests in flight (default: CLAD_INFER_REQUESTS, "
+                             "i.e. one per core up to 4; 1 = the path before issue 17)")
     args = parser.parse_args()
     base = load_settings()
     backend = args.backend or base.model.backend
     product = discover(DATA / "bottle", shots=4)[0]
     # threshold calibrated from the references; the same backend the worker would use
-    engines = build_engines([product], backend=backend, max_batch=32)
+    requests = args.requests or base.model.infer_requests
+    engines = build_engines([product], backend=backend, max_batch=32, requests=requests)
     paths = (product.frames * (args.frames // len(product.frames) + 1))[:args.frames]
     rgb = [load_rgb(p) for p in paths]
     images = [(f"{i}:{p}", p.read_bytes() if args.encoding == "png" else jpeg_bytes(im))
@@ -193,6 +197,9 @@ def main() -> None:
                    if thr["cpu_s_per_frame"] else None,
                    "engine_only_cpu_ms_per_frame": engine_cpu * 1000,
                    "pipeline_cpu_ms_per_frame": (thr["cpu_s_per_frame"] or 0) * 1000,
+                   # the pipeline's own CPU (decode, heatmaps, DB, Kafka) beside the engine's
+                   "pipeline_cpu_ms_per_frame_outside_engine":
+                       ((thr["cpu_s_per_frame"] or 0) - engine_cpu) * 1000,
                    "backlog_latency_ms_p50": thr["latency_ms_p50"],
                    "backlog_stage_seconds": thr["stage_seconds"],
                    "backlog_batches": thr["batches"],
@@ -202,7 +209,9 @@ def main() -> None:
             print(f"batch {batch:>3}: engine-only {engine_fps:6.1f} f/s | pipeline "
                   f"{row['pipeline_frames_per_s']:6.1f} f/s | efficiency {row['efficiency']:.2f}"
                   f" (engine before/after {before[0]:.1f}/{after[0]:.1f} f/s; CPU-time "
-                  f"efficiency {row['cpu_efficiency'] or 0:.2f})"
+                  f"efficiency {row['cpu_efficiency'] or 0:.2f}; CPU ms/frame engine "
+                  f"{row['engine_only_cpu_ms_per_frame']:.1f} + outside "
+                  f"{row['pipeline_cpu_ms_per_frame_outside_engine']:.1f})"
                   f" | latency p50 {row['latency_ms_p50']:7.1f} ms p99 "
                   f"{row['latency_ms_p99']:7.1f} ms", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +220,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "frame": f"mvtec-sample/bottle 900x900, published as {args.encoding.upper()}"
                  + (" (quality 95)" if args.encoding == "jpeg" else " (the files)"),
-        "engine": f"CLAD k-shot (4 refs) efficientnet-lite0, backend {backend}",
+        "engine": f"CLAD k-shot (4 refs) efficientnet-lite0, backend {backend}, "
+                  f"requests {requests or 'default'}",
         "load_average": os.getloadavg(), "results": results,
     }, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""`clad export`: ONNX file and TensorRT engine of a saved model version.
+"""`clad export`: ONNX file, TensorRT engine or OpenVINO compiled model of a saved model version.
 
 Both are written inside the model version directory (runtime/), named by a hash of
 the weights, so workers find them instead of rebuilding at start-up.
@@ -25,7 +25,11 @@ def export_command(
         "--category", help="Product, when --model is the model root.")] = None,
     version: Annotated[str | None, typer.Option(
         "--version", help="Version (default: the latest).")] = None,
-    backend: Annotated[Literal["onnx", "tensorrt"], typer.Option("--backend")] = "onnx",
+    backend: Annotated[Literal["onnx", "tensorrt", "openvino"],
+                       typer.Option("--backend")] = "onnx",
+    requests: Annotated[int | None, typer.Option(
+        "--requests", min=1, help="OpenVINO: requests in flight, as the worker's "
+        "CLAD_INFER_REQUESTS (default: the worker's rule, one per core up to 4).")] = None,
     max_batch: Annotated[int, typer.Option(
         "--max-batch", min=1, help="TensorRT profile maximum.")] = 32,
     opt_batch: Annotated[int | None, typer.Option(
@@ -34,7 +38,8 @@ def export_command(
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Compare the export with torch on two frames.")] = True,
 ) -> None:  # fmt: skip
-    """Export a saved model to ONNX (opset 17, dynamic batch) or build its TensorRT engine."""
+    """Export a saved model to ONNX (opset 17, dynamic batch), build its TensorRT engine or
+    compile it for this CPU with OpenVINO (cached under the key the worker looks up)."""
     from engine.artifacts import load_model, resolve
     from engine.runtime.export import ensure_onnx
     from engine.runtime.protocol import BackendUnavailableError
@@ -49,6 +54,21 @@ def export_command(
     if backend == "onnx":
         if check:
             _check(loaded.runtime, "onnxruntime", version_dir, exp.frame_size, max_batch, precision)
+        return
+    if backend == "openvino":
+        from engine.runtime.select import make_backend
+
+        try:
+            ov = make_backend("openvino", loaded.runtime, version_dir=version_dir,
+                              max_batch=max_batch, requests=requests,
+                              progress=typer.echo)  # fmt: skip
+        except BackendUnavailableError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"openvino: compiled model ready ({ov.name}, "
+                   f"{ov.requests} requests)")  # type: ignore[attr-defined]  # fmt: skip
+        if check:
+            _check(loaded.runtime, ov, version_dir, exp.frame_size, max_batch, precision)
         return
     from engine.runtime.tensorrt_backend import tensorrt_backend
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def build_engines(products: list[DemoProduct], threshold: float | None = None,
                   model_dir: Path | None = None, backend: str = "torch",
-                  max_batch: int = 32) -> dict[str, ScoringEngine]:
+                  max_batch: int = 32, requests: int | None = None) -> dict[str, ScoringEngine]:
     """A trained model from model_dir when the product has one, else a k-shot model
     from its references. Thresholds are calibrated per product (with the model, or
     from the references by workers.demo_calibration); `threshold` overrides both."""
@@ -56,12 +56,12 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
     for p in products:
         if model_dir is not None and (model_dir / p.name).is_dir():
             engines[p.name] = load_trained(model_dir, p.name, threshold, backend=backend,
-                                           max_batch=max_batch)[1]
+                                           max_batch=max_batch, requests=requests)[1]
             continue
         runtime, calibrated = calibrated_runtime([load_rgb(r) for r in p.references], config,
                                                  encoder)
         runner = None if backend == "torch" else make_backend(
-            backend, runtime, max_batch=max_batch)  # type: ignore[arg-type]
+            backend, runtime, max_batch=max_batch, requests=requests)  # type: ignore[arg-type]
         describer, describer_encoder = default_for(runtime)  # a k-shot model has no words
         engines[p.name] = CladRuntimeEngine(
             runtime, threshold=calibrated.value if threshold is None else threshold,
@@ -109,7 +109,8 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
                       "its references ...")
         engines = build_engines(products, settings.model.anomaly_threshold,
                                 settings.model.model_dir, backend=settings.model.backend,
-                                max_batch=settings.worker.batch_size)
+                                max_batch=settings.worker.batch_size,
+                                requests=settings.model.infer_requests)
         console.print("thresholds: " + ", ".join(f"{name} {e.threshold:.3f}"
                                                  for name, e in engines.items()))
         ensure_topics(demo.kafka)

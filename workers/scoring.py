@@ -178,10 +178,13 @@ def context_config(settings: LineContextSettings) -> object | None:
 
 def load_trained(path: Path, category: str | None = None,
                  threshold_override: float | None = None, *, backend: str = "torch",
-                 max_batch: int = 32, context: object | None = None) -> tuple[str, ScoringEngine]:
+                 max_batch: int = 32, context: object | None = None,
+                 requests: int | None = None) -> tuple[str, ScoringEngine]:
     """(product, engine) from a saved model version (engine.artifacts layout), served
     by the chosen runtime backend (`ModelSettings.backend`: auto picks TensorRT on a
-    GPU, else onnxruntime). ONNX files and engines are cached in the version dir."""
+    GPU, else OpenVINO on x86 when installed, else onnxruntime) with `requests` CPU
+    inference requests in flight (None: engine.runtime.parallel's default). ONNX files
+    and compiled engines are cached in the version dir."""
     from engine.artifacts import load_model, resolve
     from engine.runtime.select import make_backend
 
@@ -193,15 +196,21 @@ def load_trained(path: Path, category: str | None = None,
     if describer is None:
         describer, encoder = default_for(loaded.runtime)
     runner = None if backend == "torch" else make_backend(
-        backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch)  # type: ignore[arg-type]
+        backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch,  # type: ignore[arg-type]
+        requests=requests)
     stage = None
-    if context is not None and runner is not None and runner.name.startswith("onnxruntime-cpu") \
-            and loaded.runtime.text_branch is None:
-        # the context needs the embeddings: a second graph returns them (onnxruntime),
-        # the context search runs in torch; other backends/text models score in torch
+    stage_kind = next((k for k in ("onnxruntime-cpu", "openvino-cpu")
+                       if runner is not None and runner.name.startswith(k)), None)
+    if context is not None and stage_kind is not None and loaded.runtime.text_branch is None:
+        # the context needs the embeddings: a second graph returns them (same CPU runtime,
+        # same requests in flight), the context search runs in torch; other backends and
+        # text models score in torch
         from engine.runtime.context_stage import OnnxContextStage
+        from engine.runtime.parallel import cpu_cores, default_requests, threads_per_request
 
-        stage = OnnxContextStage(loaded.runtime, version_dir)
+        n = requests or default_requests(cpu_cores())
+        stage = OnnxContextStage(loaded.runtime, version_dir, threads_per_request(cpu_cores(), n),
+                                 requests=n, kind=stage_kind.removesuffix("-cpu"))  # type: ignore[arg-type]
     # an overridden image threshold keeps the calibrated region threshold: that one
     # says what normal pixels look like, whatever rate of frames is flagged
     return loaded.category, CladRuntimeEngine(loaded.runtime, threshold=threshold,
@@ -278,7 +287,8 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
             product, engine = load_trained(root, category, settings.model.anomaly_threshold,
                                            backend=settings.model.backend,
                                            max_batch=settings.worker.batch_size,
-                                           context=context_config(settings.context))
+                                           context=context_config(settings.context),
+                                           requests=settings.model.infer_requests)
             engines[product] = engine
     if not engines:
         raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "

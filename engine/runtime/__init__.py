@@ -1,6 +1,6 @@
-"""Runtime backends for the exported CLAD scoring model: torch, onnxruntime, tensorrt.
+"""Runtime backends for the exported CLAD scoring model: torch, onnxruntime, openvino, tensorrt.
 
-Light on import: backends (and tensorrt/pycuda) are imported when one is made.
+Light on import: backends (and openvino, tensorrt/pycuda) are imported when one is made.
 """
 
 from engine.runtime.protocol import BackendUnavailableError, InferenceBackend, pipelined

@@ -138,3 +138,29 @@ def load_or_build(
         tmp.replace(path)  # the .plan appears last: its presence means "complete"
         say(f"built TensorRT engine {path.name} in {meta['build_seconds']} s")
         return data, path
+
+
+def load_or_build_file(
+    path: Path, key: dict[str, object], build: Callable[[], bytes], say: ProgressFn, what: str
+) -> bytes:
+    """A compiled artefact at `path` (sidecar `.json` holding `key`), built once.
+
+    The generic half of `load_or_build` for runtimes whose compiled form is keyed by a
+    plain dict (OpenVINO): same lock, same atomic write, the file appears last.
+    """
+    with _build_lock(path.parent):
+        if path.is_file():
+            say(f"using cached {what} {path.name}")
+            return path.read_bytes()
+        say(f"no cached {what} for this model and machine; compiling one")
+        start = time.monotonic()
+        data = build()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        meta = {"key": key, "build_seconds": round(time.monotonic() - start, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "bytes": len(data)}  # fmt: skip
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.replace(path)
+        say(f"compiled {what} {path.name} in {meta['build_seconds']} s")
+        return data

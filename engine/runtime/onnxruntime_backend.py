@@ -1,17 +1,20 @@
-"""ONNX Runtime backend: the default where there is no GPU (CPU EP), CUDA EP when present.
+"""ONNX Runtime backend: the CPU path where OpenVINO is not installed, CUDA EP when present.
 
 Depthwise convolutions (EfficientNet-Lite) are several times faster in ONNX Runtime's
-CPU kernels than in eager torch, which is why this, not torch, is the CPU path.
+CPU kernels than in eager torch, which is why this, not torch, is a CPU path. On CPU it
+runs N sessions of fewer threads each with a batch split over them (parallel.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from engine.runtime.export import INPUT_NAME, OUTPUT_NAMES
+from engine.runtime.parallel import PendingBatch, RequestPool
 from engine.runtime.protocol import BackendUnavailableError, check_frames, infer_chunked
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -24,7 +27,7 @@ def available_providers() -> list[str]:
 
 
 class OnnxRuntimeBackend:
-    """One InferenceSession over an exported file (or its bytes)."""
+    """`requests` InferenceSessions over an exported file (or its bytes); on CUDA one."""
 
     def __init__(
         self,
@@ -32,6 +35,7 @@ class OnnxRuntimeBackend:
         device: Device = "auto",
         intra_op_threads: int | None = None,
         max_batch: int = 32,
+        requests: int = 1,
     ) -> None:
         import onnxruntime as ort
 
@@ -52,7 +56,13 @@ class OnnxRuntimeBackend:
         opts.inter_op_num_threads = 1  # the graph is one chain: parallel branches buy nothing
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, opts, providers=providers)
+        # one GPU stream gains nothing from several sessions; CPU sessions do (parallel.py)
+        n = 1 if use_cuda else max(1, int(requests))
+        self.sessions = [ort.InferenceSession(source, opts, providers=providers)
+                         for _ in range(n)]  # fmt: skip
+        self.session = self.sessions[0]
+        self.requests = n
+        self._pool = RequestPool([self._runner(s) for s in self.sessions], "onnxruntime")
         inp = self.session.get_inputs()[0]
         outs = tuple(o.name for o in self.session.get_outputs())
         if inp.name != INPUT_NAME or outs != OUTPUT_NAMES:
@@ -63,9 +73,27 @@ class OnnxRuntimeBackend:
         self.providers = self.session.get_providers()
         self.name = "onnxruntime-" + ("cuda" if self.providers[0].startswith("CUDA") else "cpu")
 
+    @staticmethod
+    def _runner(session: object) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+        def run(frames: np.ndarray) -> tuple[np.ndarray, ...]:
+            scores, maps = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames})  # type: ignore[attr-defined]
+            return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
+
+        return run
+
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, maps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames})
-        return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
+        return self._pool.run(frames)  # type: ignore[return-value]
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return infer_chunked(self._run, check_frames(frames, self.frame_size), self.max_batch)
+
+    def submit(self, frames: np.ndarray) -> PendingBatch:
+        """Start a batch of at most `max_batch` frames and return at once (pipelined())."""
+        frames = check_frames(frames, self.frame_size)
+        if frames.shape[0] > self.max_batch:
+            raise ValueError(f"batch of {frames.shape[0]} > max batch {self.max_batch}; "
+                             "use infer()")  # fmt: skip
+        return self._pool.submit(frames)
+
+    def close(self) -> None:
+        self._pool.close()

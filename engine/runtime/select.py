@@ -1,12 +1,23 @@
 """Choose and build a runtime backend for a model (the choice is an argument, never env).
 
-auto = tensorrt where a CUDA GPU and the tensorrt + pycuda packages are present,
-else onnxruntime (CPU EP, or CUDA EP if that build of onnxruntime is installed).
+auto = tensorrt where a CUDA GPU and the tensorrt + pycuda packages are present;
+else onnxruntime where its CUDA EP build is installed; else, on an x86 CPU with the
+openvino package, openvino; else onnxruntime's CPU EP (also on ARM, where the OpenVINO
+CPU plugin was not measured). The x86 rule follows issue 17's side-by-side run on the
+2-core AMD EPYC workers (OpenVINO 2.05x / 1.41x at batch 1 / 8 against onnxruntime's
+1.84x / 1.30x with 2 sessions, equal scores); on a loaded host on 2026-11-30 the two
+were level at batch 8 and onnxruntime ahead at batch 1 (engine/runtime/NOTES.md):
+a quiet run of bench.engine confirms or flips it.
+
+On CPU several inference requests run at once (`requests`, default one per core up
+to 4, each with cores / requests threads: parallel.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import platform
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -14,11 +25,14 @@ from typing import Literal
 from torch import nn
 
 from engine.runtime.engine_cache import Precision, ProgressFn
+from engine.runtime.parallel import cpu_cores, default_requests, threads_per_request
 from engine.runtime.protocol import InferenceBackend
 
 log = logging.getLogger(__name__)
 
-BackendKind = Literal["auto", "tensorrt", "onnxruntime", "torch"]
+BackendKind = Literal["auto", "tensorrt", "onnxruntime", "openvino", "torch"]
+ConcreteKind = Literal["tensorrt", "onnxruntime", "openvino", "torch"]
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
 
 
 def tensorrt_usable() -> bool:
@@ -28,10 +42,36 @@ def tensorrt_usable() -> bool:
     return gpu_packages_present() and cuda_device_count() > 0
 
 
-def resolve_kind(kind: BackendKind) -> Literal["tensorrt", "onnxruntime", "torch"]:
+def onnxruntime_cuda_usable() -> bool:
+    from engine.runtime.onnxruntime_backend import available_providers
+
+    return "CUDAExecutionProvider" in available_providers()
+
+
+def is_x86_cpu() -> bool:
+    return platform.machine().lower() in X86_MACHINES
+
+
+@functools.cache
+def openvino_usable() -> bool:
+    """The openvino package is installed; says once per process when it is not."""
+    from engine.runtime.openvino_backend import INSTALL_HINT, openvino_installed
+
+    if openvino_installed():
+        return True
+    log.info("openvino is not installed: auto uses onnxruntime on this x86 CPU (%s for the "
+             "faster CPU backend)", INSTALL_HINT)  # fmt: skip
+    return False
+
+
+def resolve_kind(kind: BackendKind) -> ConcreteKind:
     if kind != "auto":
         return kind
-    return "tensorrt" if tensorrt_usable() else "onnxruntime"
+    if tensorrt_usable():
+        return "tensorrt"
+    if onnxruntime_cuda_usable():
+        return "onnxruntime"
+    return "openvino" if is_x86_cpu() and openvino_usable() else "onnxruntime"
 
 
 def _runtime_and_dir(model: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
@@ -53,18 +93,32 @@ def make_backend(
     intra_op_threads: int | None = None,
     device: str | None = None,
     progress: ProgressFn | None = None,
+    requests: int | None = None,
 ) -> InferenceBackend:
     """A backend for `model`: a CladRuntime, or a saved model version directory.
 
     Exported ONNX files and TensorRT engines are cached under the version directory
     (given, or the one `model` was loaded from); without one they are rebuilt in a
     temporary directory each time. `precision` applies to tensorrt and to torch on
-    CUDA; onnxruntime and CPU torch always run FP32.
+    CUDA; onnxruntime, openvino and CPU torch always run FP32. `requests` (CPU
+    onnxruntime and openvino): inference requests in flight; None = as many requests of
+    `intra_op_threads` threads as fill the cores, or, without that either, one per core
+    up to 4 with cores / requests threads each.
     """
     runtime, loaded_dir = _runtime_and_dir(model)
     vdir = Path(version_dir) if version_dir is not None else loaded_dir
     chosen = resolve_kind(kind)
-    log.info("runtime backend: %s (asked: %s)", chosen, kind)
+    cores = cpu_cores()
+    if requests is not None:
+        n = requests
+    elif intra_op_threads is not None:  # requests of that many threads filling the cores
+        n = max(1, cores // intra_op_threads)
+    else:
+        n = default_requests(cores)
+    threads = intra_op_threads if intra_op_threads is not None else threads_per_request(cores, n)
+    log.info("runtime backend: %s (asked: %s)%s", chosen, kind,
+             f", {n} requests x {threads} threads" if chosen in ("onnxruntime", "openvino")
+             else "")  # fmt: skip
     if chosen == "torch":
         from engine.runtime.torch_backend import TorchBackend
 
@@ -78,10 +132,15 @@ def make_backend(
         ort_device = "cuda" if device and device.startswith("cuda") else (device or "auto")
         if vdir is not None:
             path = ensure_onnx(runtime, vdir).path
-            return OnnxRuntimeBackend(path, ort_device, intra_op_threads, max_batch)  # type: ignore[arg-type]
+            return OnnxRuntimeBackend(path, ort_device, threads, max_batch, n)  # type: ignore[arg-type]
         with tempfile.TemporaryDirectory() as tmp:
             data = export_onnx(runtime, Path(tmp) / "model.onnx").path.read_bytes()
-        return OnnxRuntimeBackend(data, ort_device, intra_op_threads, max_batch)  # type: ignore[arg-type]
+        return OnnxRuntimeBackend(data, ort_device, threads, max_batch, n)  # type: ignore[arg-type]
+    if chosen == "openvino":
+        from engine.runtime.openvino_backend import openvino_backend
+
+        return openvino_backend(runtime, vdir, requests=n, threads=threads, max_batch=max_batch,
+                                progress=progress)  # fmt: skip
     from engine.runtime.tensorrt_backend import tensorrt_backend
 
     gpu = int(device.split(":")[1]) if device and ":" in device else 0

@@ -47,3 +47,21 @@ def test_export_tensorrt_without_packages(version_dir: Path) -> None:
     result = _run("--model", str(version_dir), "--backend", "tensorrt", "--max-batch", "8")
     assert result.exit_code == 2
     assert "pip install 'clad-line[gpu]'" in result.output
+
+
+def test_export_openvino_compiles_into_version_dir(version_dir: Path) -> None:
+    pytest.importorskip("openvino")
+    result = _run("--model", str(version_dir), "--backend", "openvino", "--requests", "2")
+    assert result.exit_code == 0, result.output
+    assert "openvino: compiled model ready (openvino-cpu-fp32, 2 requests)" in result.output
+    assert "check vs torch" in result.output
+    assert list((version_dir / "runtime" / "openvino").glob("*-s2t*-64x64.blob"))
+
+
+def test_export_openvino_without_the_package(
+    version_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.runtime.openvino_backend.openvino_installed", lambda: False)
+    result = _run("--model", str(version_dir), "--backend", "openvino")
+    assert result.exit_code == 2
+    assert "pip install openvino" in result.output

@@ -26,6 +26,7 @@ def test_defaults_are_the_embedded_demo() -> None:
     assert settings.redis.redis_url is None
     assert settings.worker.batch_size == 8
     assert settings.model.backend == "auto"
+    assert settings.model.infer_requests is None  # engine.runtime.parallel's default
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +37,10 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.worker.batch_size == 32
     assert settings.redis.redis_url == "redis://127.0.0.1:6379/3"
     assert settings.model.backend == "onnxruntime"
+    monkeypatch.setenv("CLAD_BACKEND", "openvino")
+    monkeypatch.setenv("CLAD_INFER_REQUESTS", "3")
+    settings = load_settings()
+    assert settings.model.backend == "openvino" and settings.model.infer_requests == 3
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
@@ -50,6 +55,7 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     ("CLAD_BATCH_SIZE", "abc"),
     ("CLAD_BATCH_SIZE", "0"),
     ("CLAD_BACKEND", "cuda-magic"),
+    ("CLAD_INFER_REQUESTS", "0"),
     ("CLAD_DATABASE_URL", "mysql://x"),
     ("CLAD_REDIS_URL", "http://127.0.0.1"),
     ("CLAD_API_BOOTSTRAP_TOKEN", "changeme"),

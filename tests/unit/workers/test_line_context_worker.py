@@ -94,16 +94,24 @@ def test_defect_burst_stays_high_and_raises_the_drift_gauge(runtime: CladRuntime
     assert frames is not None and 30 <= frames <= 64  # about half the normals are admitted
 
 
-def test_onnxruntime_context_stage_matches_torch(tmp_path: Path, runtime: CladRuntime) -> None:
-    """The worker's onnxruntime path with context: embeddings from a second graph,
-    scores and maps as the torch path's."""
+@pytest.mark.parametrize(("backend", "requests"),
+                         [("onnxruntime", None), ("onnxruntime", 2), ("openvino", 2)])
+def test_cpu_context_stage_matches_torch(tmp_path: Path, runtime: CladRuntime, backend: str,
+                                         requests: int | None) -> None:
+    """The worker's CPU paths with context: embeddings from a second graph (under the
+    backend's runtime, `requests` in flight), scores and maps as the torch path's."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     save_model(runtime, tmp_path, ModelMetadata(
         category="part", scoring=ScoringConfig(input_size=SIZE, sigma=2.0),
         threshold=Threshold(1e9, "false_alarm_rate", 2, 0), version="v1"))
     cfg = ContextConfig()
-    _, ort = load_trained(tmp_path, "part", backend="onnxruntime", context=cfg)
+    _, ort = load_trained(tmp_path, "part", backend=backend, context=cfg, requests=requests)
     _, ref = load_trained(tmp_path, "part", backend="torch", context=cfg)
     assert ort.context_stage is not None and ref.context_stage is None
+    assert ort.context_stage.name == f"{backend}-cpu-context"
+    if requests is not None:
+        assert ort.context_stage.requests == requests
     assert list((tmp_path / "part" / "v1" / "runtime").glob("context-*.onnx"))
     frames = [stripe_frame(s) for s in range(10, 30)] + [stripe_frame(5, defect=True)]
     got, want = _feed(ort, frames, batch=7), _feed(ref, frames, batch=7)
