@@ -154,7 +154,7 @@ def main() -> None:
                         help="runtime backend (default: CLAD_BACKEND, i.e. auto = the worker's)")
     parser.add_argument("--requests", type=int, default=None,
                         help="CPU inference requests in flight (default: CLAD_INFER_REQUESTS, "
-                             "i.e. one per core up to 4; 1 = the path before issue 17)")
+                             "i.e. one per 4 cores up to 4; 1 = the path before issue 17)")
     args = parser.parse_args()
     base = load_settings()
     backend = args.backend or base.model.backend

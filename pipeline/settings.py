@@ -91,7 +91,7 @@ class ModelSettings(BaseSettings):
     model_dir: Path = Path("models")
     backend: Literal["auto", "tensorrt", "onnxruntime", "openvino", "torch"] = "auto"
     # CPU inference requests in flight per model (onnxruntime sessions / OpenVINO infer
-    # requests, each batch split over them); None = one per core, at most 4.
+    # requests, each batch split over them); None = one per 4 cores, at most 4.
     infer_requests: int | None = Field(None, ge=1, le=64)
     # Overrides the threshold calibrated with the model; None keeps the calibrated one.
     anomaly_threshold: float | None = Field(None, ge=0.0)

@@ -29,7 +29,7 @@ def export_command(
                        typer.Option("--backend")] = "onnx",
     requests: Annotated[int | None, typer.Option(
         "--requests", min=1, help="OpenVINO: requests in flight, as the worker's "
-        "CLAD_INFER_REQUESTS (default: the worker's rule, one per core up to 4).")] = None,
+        "CLAD_INFER_REQUESTS (default: the worker's rule, one per 4 cores up to 4).")] = None,
     max_batch: Annotated[int, typer.Option(
         "--max-batch", min=1, help="TensorRT profile maximum.")] = 32,
     opt_batch: Annotated[int | None, typer.Option(

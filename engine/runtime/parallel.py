@@ -20,6 +20,7 @@ import numpy as np
 
 Arrays = tuple[np.ndarray, ...]
 Runner = Callable[[np.ndarray], Arrays]
+CORES_PER_DEFAULT_REQUEST = 4
 MAX_DEFAULT_REQUESTS = 4  # beyond this each request's batch part gets too small to pay
 
 
@@ -32,8 +33,14 @@ def cpu_cores() -> int:
 
 
 def default_requests(cores: int) -> int:
-    """N requests in flight when the settings give none: one per core, at most 4."""
-    return max(1, min(MAX_DEFAULT_REQUESTS, cores))
+    """N requests in flight when the settings give none: one per 4 cores, at most 4.
+
+    On 2 cores with nothing else running, 2 one-thread requests were 0.55x one 2-thread
+    session at batch 1 and level at batch 8 (bench.engine, 2026-11-30): a batch split in
+    two leaves a request idle at batch 1, and one session already keeps 2 cores busy.
+    Many-core hosts, where one session's intra-op threads stop scaling, get several;
+    that part was not measured here."""
+    return max(1, min(MAX_DEFAULT_REQUESTS, cores // CORES_PER_DEFAULT_REQUEST))
 
 
 def threads_per_request(cores: int, requests: int) -> int:

@@ -1,23 +1,22 @@
 """Choose and build a runtime backend for a model (the choice is an argument, never env).
 
 auto = tensorrt where a CUDA GPU and the tensorrt + pycuda packages are present;
-else onnxruntime where its CUDA EP build is installed; else, on an x86 CPU with the
-openvino package, openvino; else onnxruntime's CPU EP (also on ARM, where the OpenVINO
-CPU plugin was not measured). The x86 rule follows issue 17's side-by-side run on the
-2-core AMD EPYC workers (OpenVINO 2.05x / 1.41x at batch 1 / 8 against onnxruntime's
-1.84x / 1.30x with 2 sessions, equal scores); on a loaded host on 2026-11-30 the two
-were level at batch 8 and onnxruntime ahead at batch 1 (engine/runtime/NOTES.md):
-a quiet run of bench.engine confirms or flips it.
+else onnxruntime where its CUDA EP build is installed; else onnxruntime's CPU EP.
+OpenVINO runs only when asked for (`CLAD_BACKEND=openvino`): on this project's 2-core
+x86 host (AVX-512) with nothing else running, one onnxruntime session was faster than
+OpenVINO at batch 1, 8 and 32 (x0.48 / 0.91 / 0.91 for OpenVINO with 2 requests,
+bench.engine on 2026-11-30, engine/runtime/NOTES.md). Issue 17 had measured OpenVINO
+2.05x ahead on an AVX2-only EPYC, but on a machine under load, where runtimes with more
+threads take a larger share of the CPU: a plant with such CPUs should run bench.engine
+there and set the backend it wins with.
 
-On CPU several inference requests run at once (`requests`, default one per core up
-to 4, each with cores / requests threads: parallel.py).
+On CPU several inference requests can run at once (`requests`; default one per 4 cores,
+at most 4, each with cores / requests threads: parallel.py).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import platform
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 BackendKind = Literal["auto", "tensorrt", "onnxruntime", "openvino", "torch"]
 ConcreteKind = Literal["tensorrt", "onnxruntime", "openvino", "torch"]
-X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686"})
 
 
 def tensorrt_usable() -> bool:
@@ -48,22 +46,6 @@ def onnxruntime_cuda_usable() -> bool:
     return "CUDAExecutionProvider" in available_providers()
 
 
-def is_x86_cpu() -> bool:
-    return platform.machine().lower() in X86_MACHINES
-
-
-@functools.cache
-def openvino_usable() -> bool:
-    """The openvino package is installed; says once per process when it is not."""
-    from engine.runtime.openvino_backend import INSTALL_HINT, openvino_installed
-
-    if openvino_installed():
-        return True
-    log.info("openvino is not installed: auto uses onnxruntime on this x86 CPU (%s for the "
-             "faster CPU backend)", INSTALL_HINT)  # fmt: skip
-    return False
-
-
 def resolve_kind(kind: BackendKind) -> ConcreteKind:
     if kind != "auto":
         return kind
@@ -71,7 +53,7 @@ def resolve_kind(kind: BackendKind) -> ConcreteKind:
         return "tensorrt"
     if onnxruntime_cuda_usable():
         return "onnxruntime"
-    return "openvino" if is_x86_cpu() and openvino_usable() else "onnxruntime"
+    return "onnxruntime"
 
 
 def _runtime_and_dir(model: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
@@ -102,8 +84,8 @@ def make_backend(
     temporary directory each time. `precision` applies to tensorrt and to torch on
     CUDA; onnxruntime, openvino and CPU torch always run FP32. `requests` (CPU
     onnxruntime and openvino): inference requests in flight; None = as many requests of
-    `intra_op_threads` threads as fill the cores, or, without that either, one per core
-    up to 4 with cores / requests threads each.
+    `intra_op_threads` threads as fill the cores, or, without that either, one per 4
+    cores up to 4 with cores / requests threads each.
     """
     runtime, loaded_dir = _runtime_and_dir(model)
     vdir = Path(version_dir) if version_dir is not None else loaded_dir

@@ -33,7 +33,7 @@ def test_split_batch_covers_in_order(n: int, parts: int) -> None:
 
 
 def test_default_requests_and_threads_follow_the_cores() -> None:
-    assert [default_requests(c) for c in (1, 2, 3, 4, 16, 64)] == [1, 2, 3, 4, 4, 4]
+    assert [default_requests(c) for c in (1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 1, 2, 4, 4]
     assert threads_per_request(2, 2) == 1 and threads_per_request(16, 4) == 4
     assert threads_per_request(1, 4) == 1
 
@@ -126,7 +126,7 @@ def test_onnxruntime_sessions_in_flight_score_like_one(
 
 @pytest.mark.parametrize(
     ("cores", "requests", "threads", "want"),
-    [(2, None, None, (2, 1)), (4, None, None, (4, 1)), (8, None, None, (4, 2)),
+    [(2, None, None, (1, 2)), (4, None, None, (1, 4)), (8, None, None, (2, 4)),
      (4, None, 2, (2, 2)), (2, None, 2, (1, 2)), (4, 3, None, (3, 1)), (4, 1, 3, (1, 3))],
 )  # fmt: skip
 def test_requests_and_threads_chosen_by_make_backend(

@@ -85,8 +85,7 @@ def test_check_frames_makes_contiguous() -> None:
 
 
 def test_auto_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the CPU choice between onnxruntime and openvino: tests/unit/engine/test_backend_select.py
-    monkeypatch.setattr("engine.runtime.select.openvino_usable", lambda: False)
+    # auto on CPUs and openvino: tests/unit/engine/test_backend_select.py
     monkeypatch.setattr("engine.runtime.select.tensorrt_usable", lambda: False)
     assert resolve_kind("auto") == "onnxruntime"
     assert resolve_kind("torch") == "torch"
