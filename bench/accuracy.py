@@ -391,7 +391,7 @@ def run_category(
                     scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
                     add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
         # context only (0 references), on the same evaluated images
-        if k == min(shots, key=shot_order):
+        if k != "all" and k == min(shots, key=shot_order):
             ccfg = ContextConfig()
             for protocol in ("batch", "online"):
                 progress.update(task, description=f"{cat.name}: K=0 {protocol}")
