@@ -6,7 +6,9 @@ line context, beside a plain nearest-neighbour memory bank, in one run.
 
 Per category and shot count K (references: first K of train/good, else of test/good,
 left out of the evaluated set, as `clad eval`; K = "all": every train/good image, only
-where train/good exists, the bank cut to max_bank by a random draw, see ALL_SHOTS_BANK):
+where train/good exists, the bank cut to max_bank by the engine's greedy core-set; on a
+shared 2-core machine run it with `--threads 1`: two threads make its many small steps
+six times slower):
 - plain: the reference baseline of issue 14 — EfficientNet-Lite0 block groups 2+4
   (stride 8 + 16) concatenated, 3x3 average pooling, cosine, one map, image score = mean
   of the top 1% map pixels, 320 px, no augmentation (the runtime's sigma-4 smoothing);
@@ -57,11 +59,6 @@ from engine.runtime_model import CladRuntime, patch_embeddings
 RESULTS = Path(__file__).parent / "results"
 PLAIN = ScoringConfig(stages=(2, 4), pool=3, pixel_pool=None, aug_shifts=(), aug_rotations=())
 STORE_STAGES = (2, 4)
-# K = "all": the bank (hundreds of thousands of patches) is cut to max_bank by a seeded
-# random draw (coreset_candidates = 0), not the greedy core-set: 20,000 greedy steps over
-# 80,000 candidates took 5-30 min per bank on this shared 2-core machine (NOTES-scoring.md
-# 2026-11-30 session 5 has the accuracy check of the two)
-ALL_SHOTS_BANK = 0
 # candidate defaults (step 2 of issue 14), scored pure K-shot beside the engine with
 # `--variants NAME,...`; every one reads the same cached stage 2+4 features
 VARIANTS: dict[str, ScoringConfig] = {
@@ -359,8 +356,6 @@ def run_category(
         scorers = [("plain", PLAIN), ("engine", engine_cfg)] + [(v, VARIANTS[v]) for v in variants]
         for name, cfg in scorers:
             progress.update(task, description=f"{cat.name}: K={k} {name}")
-            if k == "all":  # see ALL_SHOTS_BANK
-                cfg = cfg.model_copy(update={"coreset_candidates": ALL_SHOTS_BANK})
             rt = build_runtime(refs, cfg, encoder=store.view(cfg.stages))
             e, pe = (emb, pemb) if name == "engine" else embeddings(rt, imgs[idx])
             e, pe = (e[idx], pe[idx]) if name == "engine" else (e, pe)
