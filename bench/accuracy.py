@@ -5,7 +5,10 @@ line context, beside a plain nearest-neighbour memory bank, in one run.
         [--cache /tmp/clad-accuracy-cache] [--floors 0,0.5] [--category transistor]
 
 Per category and shot count K (references: first K of train/good, else of test/good,
-left out of the evaluated set, as `clad eval`):
+left out of the evaluated set, as `clad eval`; K = "all": every train/good image, only
+where train/good exists, the bank cut to max_bank by the engine's greedy core-set; on a
+shared 2-core machine run it with `--threads 1`: two threads make its many small steps
+six times slower):
 - plain: the reference baseline of issue 14 — EfficientNet-Lite0 block groups 2+4
   (stride 8 + 16) concatenated, 3x3 average pooling, cosine, one map, image score = mean
   of the top 1% map pixels, 320 px, no augmentation (the runtime's sigma-4 smoothing);
@@ -47,7 +50,7 @@ from rich.progress import Progress
 
 from bench.feature_cache import FeatureStore
 from engine.builder import ScoringConfig, build_runtime
-from engine.datasets import find_categories, load_mask, load_rgb, split_category
+from engine.datasets import IMAGE_SUFFIXES, find_categories, load_mask, load_rgb, split_category
 from engine.evaluate import METRIC_SIZE
 from engine.line_context import ContextConfig, LineContext, fuse, reduce_context
 from engine.metrics import aupro, auroc
@@ -296,8 +299,25 @@ def subset(samples: list, max_images: int, seed: int = 0) -> list:
     return sorted(keep, key=lambda s: str(s.path))
 
 
+Shots = int | str  # a count, or "all" (every train/good image)
+
+
+def shot_order(k: Shots) -> tuple[int, int]:
+    """Sort key: counts in order, "all" last."""
+    return (1, 0) if k == "all" else (0, int(k))
+
+
+def shot_count(cat: Path, k: Shots) -> int | None:
+    """References for K = k in `cat`; None where "all" has no train/good to draw from."""
+    if k != "all":
+        return int(k)
+    if split_category(cat, 0).reference_source != "train/good":
+        return None
+    return sum(1 for p in (cat / "train" / "good").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def run_category(
-    cat: Path, shots: list[int], store: FeatureStore, cache: Path, floors: list[float],
+    cat: Path, shots: list[Shots], store: FeatureStore, cache: Path, floors: list[float],
     progress: Progress, task: object, variants: tuple[str, ...] = (), max_images: int = 0,
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
@@ -317,7 +337,7 @@ def run_category(
     d_pix = cached_pairwise(cache, f"{root}-{cat.name}-pix", pemb) if probe.split_maps else d_img
     rows: list[dict] = []
 
-    def add(k: int, method: str, idx: list[int], scores: np.ndarray, maps: np.ndarray,
+    def add(k: Shots, method: str, idx: list[int], scores: np.ndarray, maps: np.ndarray,
             extra: dict | None = None) -> None:  # fmt: skip
         m = measure(labels[idx], masks[idx], scores, maps)
         extra = {k: v for k, v in (extra or {}).items() if k != "members_of"}
@@ -326,7 +346,11 @@ def run_category(
                      **m, **(extra or {})})  # fmt: skip
 
     for k in shots:
-        split = split_category(cat, k)
+        count = shot_count(cat, k)
+        if count is None:
+            progress.advance(task)
+            continue
+        split = split_category(cat, count)
         idx = [pos[s.path] for s in split.evaluated if s.path in pos]
         refs = [load_rgb(p, size) for p in split.references]
         scorers = [("plain", PLAIN), ("engine", engine_cfg)] + [(v, VARIANTS[v]) for v in variants]
@@ -368,7 +392,8 @@ def run_category(
                         p = p.reshape(-1, h, w)
                     scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
                     add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
-        if k == min(shots):  # context only (0 references), on the same evaluated images
+        # context only (0 references), on the same evaluated images
+        if k != "all" and k == min(shots, key=shot_order):
             ccfg = ContextConfig()
             for protocol in ("batch", "online"):
                 progress.update(task, description=f"{cat.name}: K=0 {protocol}")
@@ -388,7 +413,7 @@ def run_category(
 
 def mean_rows(rows: list[dict]) -> list[dict]:
     out = []
-    keys = sorted({(r["shots"], r["method"]) for r in rows})
+    keys = sorted({(r["shots"], r["method"]) for r in rows}, key=lambda x: (shot_order(x[0]), x[1]))
     for k, method in keys:
         sel = [r for r in rows if r["shots"] == k and r["method"] == method]
         out.append({"shots": k, "method": method, "n_categories": len(sel), **{
@@ -407,7 +432,7 @@ def adoption(rows: list[dict], candidate: str, base: str = "engine") -> list[str
     """The adoption rule, per K: mean image and pixel AUROC both up (or equal), and no
     category with 30+ evaluated images below the lower end of the base's interval."""
     lines = []
-    for k in sorted({r["shots"] for r in rows if r["method"] == candidate}):
+    for k in sorted({r["shots"] for r in rows if r["method"] == candidate}, key=shot_order):
         cand = {r["category"]: r for r in rows if r["shots"] == k and r["method"] == candidate}
         ref = {r["category"]: r for r in rows if r["shots"] == k and r["method"] == base}
         cats = sorted(set(cand) & set(ref))
@@ -430,7 +455,7 @@ def _f(v: float) -> str:
 def markdown(rows: list[dict], means: list[dict], command: str) -> str:
     cats = list(dict.fromkeys(f"{r['root']}/{r['category']}" for r in rows))
     lines = [f"Command: `{command}`", "", "image / pixel AUROC (AUPRO in the mean row)", ""]
-    for k in sorted({r["shots"] for r in rows}):
+    for k in sorted({r["shots"] for r in rows}, key=shot_order):
         methods = list(dict.fromkeys(r["method"] for r in rows if r["shots"] == k))
         lines += [f"### K = {k}", "", "| category | n (anom.) | " + " | ".join(methods) + " |",
                   "|---|---|" + "---|" * len(methods)]  # fmt: skip
@@ -464,7 +489,7 @@ def markdown(rows: list[dict], means: list[dict], command: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--shots", default="1,4")
+    ap.add_argument("--shots", default="1,4,all", help='counts, and "all" = every train/good')
     ap.add_argument("--floors", default="0,0.5")
     ap.add_argument("--category", action="append", default=None)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/clad-accuracy-cache"))
@@ -479,7 +504,7 @@ def main() -> None:
     ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shots = [int(s) for s in args.shots.split(",")]
+    shots: list[Shots] = [s if s == "all" else int(s) for s in args.shots.split(",")]
     floors = [float(f) for f in args.floors.split(",")]
     cats = [c for r in roots_under(args.data) for c in find_categories(r)]
     if args.category:

@@ -40,6 +40,10 @@ class ScoringConfig(BaseModel):
     aug_flips: bool = False
     max_bank: int = 20000  # above this the bank is reduced by greedy core-set
     coreset_ratio: float = 0.25
+    # the greedy core-set picks from a random subset of this many patches: it keeps
+    # "every train image" (hundreds of thousands of patches) to minutes; banks under
+    # max_bank (K <= 4 with the default augmentation) are not touched
+    coreset_candidates: int | None = 80000
     w_visual: float = 1.0
     w_text_pixel: float = 0.0
     w_text_image: float = 0.0
@@ -112,7 +116,8 @@ def build_runtime(
     banks = _embed(rt, views, cfg.batch_size, pools)
     if banks[0].shape[0] > cfg.max_bank:
         keep = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * banks[0].shape[0])))
-        banks = [b[greedy_coreset(b, keep, seed=cfg.seed)] for b in banks]
+        banks = [b[greedy_coreset(b, keep, seed=cfg.seed, max_candidates=cfg.coreset_candidates)]
+                 for b in banks]  # fmt: skip
     rt.bank = banks[0].contiguous()
     if split:
         rt.pixel_bank = banks[1].contiguous()

@@ -38,17 +38,27 @@ def nearest_distance(
 
 
 def greedy_coreset(
-    features: torch.Tensor, n_keep: int, proj_dim: int = 128, seed: int = 0
+    features: torch.Tensor,
+    n_keep: int,
+    proj_dim: int = 128,
+    seed: int = 0,
+    max_candidates: int | None = None,
 ) -> torch.Tensor:
     """Indices of `n_keep` rows chosen by greedy k-centre selection (PatchCore).
 
     Distances are computed on a random Gaussian projection to `proj_dim` dims:
     it preserves distances well enough (Johnson-Lindenstrauss) and is much cheaper.
+    `max_candidates`: the selection runs on a seeded random subset of that many rows
+    (its cost is n_keep x rows: with every train image of a product, hundreds of
+    thousands of patches, the full greedy pass takes tens of minutes on a CPU).
     """
     m = features.shape[0]
     if n_keep >= m:
         return torch.arange(m)
     gen = torch.Generator().manual_seed(seed)
+    if max_candidates is not None and max(n_keep, max_candidates) < m:
+        cand = torch.randperm(m, generator=gen)[: max(n_keep, max_candidates)].sort().values
+        return cand[greedy_coreset(features[cand], n_keep, proj_dim, seed)]
     x = features.float()
     if x.shape[1] > proj_dim:
         proj = torch.randn(x.shape[1], proj_dim, generator=gen) / proj_dim**0.5
@@ -56,9 +66,12 @@ def greedy_coreset(
     first = int(torch.randint(m, (1,), generator=gen))
     chosen = torch.empty(n_keep, dtype=torch.long)
     chosen[0] = first
-    min_d = ((x - x[first]) ** 2).sum(dim=1)
+    # |x - c|^2 = |x|^2 + |c|^2 - 2 x.c: one matrix-vector product per step instead of an
+    # [m, d] temporary (15x faster at 80,000 x 112 on this machine)
+    sq = (x * x).sum(dim=1)
+    min_d = sq + sq[first] - 2.0 * (x @ x[first])
     for i in range(1, n_keep):
         nxt = int(torch.argmax(min_d))
         chosen[i] = nxt
-        min_d = torch.minimum(min_d, ((x - x[nxt]) ** 2).sum(dim=1))
+        torch.minimum(min_d, sq + sq[nxt] - 2.0 * (x @ x[nxt]), out=min_d)
     return chosen

@@ -48,3 +48,17 @@ def test_coreset_unique_and_bounded() -> None:
     r100 = torch.cdist(x, x[idx]).min(1).values.max()
     assert r100 <= r50
     assert torch.equal(greedy_coreset(x, 600), torch.arange(500))
+
+
+def test_coreset_from_candidates_indexes_the_full_set() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]])
+    pts = torch.cat([c + 0.1 * torch.randn(400, 2, generator=g) for c in centres])
+    idx = greedy_coreset(pts, 3, proj_dim=128, max_candidates=60)
+    # drawn from 60 of 1200 rows, still one point per cluster, as indices of all 1200
+    assert sorted((idx // 400).tolist()) == [0, 1, 2]
+    assert len(set(idx.tolist())) == 3 and idx.max() < 1200
+    assert torch.equal(greedy_coreset(pts, 3, max_candidates=5000), greedy_coreset(pts, 3))
+    # n_keep above the candidate count: every kept row is still distinct
+    many = greedy_coreset(pts, 100, proj_dim=128, max_candidates=60)
+    assert len(set(many.tolist())) == 100
