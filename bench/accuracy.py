@@ -14,7 +14,7 @@ six times slower):
   of the top 1% map pixels, 320 px, no augmentation (the runtime's sigma-4 smoothing);
 - engine: `ScoringConfig()` (the defaults `clad eval` and the worker use);
 - engine+batch(f): each evaluated image also against all the other evaluated images
-  (mutual scoring, engine.line_context, floor f);
+  (mutual scoring, engine.scoring.line_context, floor f);
 - engine+online(f): a fixed shuffled order (seed 0); each image sees only the earlier
   ones that a `LineContext` admitted (bounded, admission-guarded, as in the worker);
 - ctx-only batch/online (K=0 rows): no reference at all, context only, on the 1-shot
@@ -22,7 +22,7 @@ six times slower):
 Categories with more than --max-images (default 160) test images are scored on a
 seeded draw of that many that keeps the defect share (magnetic_tile: 160 of 468), for
 every method alike: the context search is quadratic in the images.
-Metrics: image AUROC, pixel AUROC and AUPRO@0.3 on 256x256 maps (engine.evaluate), and a
+Metrics: image AUROC, pixel AUROC and AUPRO@0.3 on 256x256 maps (engine.evaluation.evaluate), and a
 95% bootstrap interval over images (1000 resamples image, 200 pixel on binned scores).
 
 Adoption rule for engine defaults: a change is adopted only when the suite mean (image
@@ -49,12 +49,18 @@ import torch
 from rich.progress import Progress
 
 from bench.feature_cache import FeatureStore
-from engine.builder import ScoringConfig, build_runtime
-from engine.datasets import IMAGE_SUFFIXES, find_categories, load_mask, load_rgb, split_category
-from engine.evaluate import METRIC_SIZE
-from engine.line_context import ContextConfig, LineContext, fuse, reduce_context
-from engine.metrics import aupro, auroc
-from engine.runtime_model import CladRuntime, patch_embeddings
+from engine.evaluation.evaluate import METRIC_SIZE
+from engine.evaluation.metrics import aupro, auroc
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.line_context import ContextConfig, LineContext, fuse, reduce_context
+from engine.scoring.runtime_model import CladRuntime, patch_embeddings
+from engine.training.datasets import (
+    IMAGE_SUFFIXES,
+    find_categories,
+    load_mask,
+    load_rgb,
+    split_category,
+)
 
 RESULTS = Path(__file__).parent / "results"
 PLAIN = ScoringConfig(stages=(2, 4), pool=3, pixel_pool=None, aug_shifts=(), aug_rotations=())

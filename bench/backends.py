@@ -10,7 +10,7 @@ frames: images/s (frames / total time), ms per batch p50 and p99 (nearest rank;
 with few repetitions p99 is the slowest one), and on CUDA the GPU memory in use.
 Batch 128 is added on a GPU. Each point runs at least 3 times after one warm-up,
 then until --seconds have passed. With --context-frames N each backend is timed again
-through the worker's engine (workers.scoring.CladRuntimeEngine) with a full N-frame
+through the worker's engine (workers.streaming.scoring.CladRuntimeEngine) with a full N-frame
 line context, as the worker scores by default. Figures are printed and written as JSON.
 """
 
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
-from engine.datasets import load_rgb, split_category
 from engine.runtime import make_backend
 from engine.runtime.protocol import InferenceBackend
 from engine.runtime.select import tensorrt_usable
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.training.datasets import load_rgb, split_category
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -81,8 +81,8 @@ def _print_row(row: dict) -> None:
 def with_full_context(runtime: object, backend: InferenceBackend, frames: np.ndarray,
                       n: int) -> InferenceBackend:
     """The worker's engine over `backend`, its line context already holding n frames."""
-    from engine.line_context import ContextConfig, embed
-    from workers.scoring import CladRuntimeEngine
+    from engine.scoring.line_context import ContextConfig, embed
+    from workers.streaming.scoring import CladRuntimeEngine
 
     stage = None
     if backend.name.startswith("onnxruntime-cpu"):  # as the worker: a context-stage graph

@@ -21,7 +21,7 @@ most 4, engine.runtime.parallel), threads per request = cores / requests.
 pipelines inference across batches would; `-nopin` OpenVINO variants leave the stream
 threads unpinned (ENABLE_CPU_PINNING=NO). `+ctx<K>` variants score with a line context
 of K frames as the worker does by default (CLAD_LINE_CONTEXT): the context-stage graph
-under that runtime, then the context search in torch (engine.line_context); their
+under that runtime, then the context search in torch (engine.scoring.line_context); their
 parity is against torch scoring with the same context, their speedup against
 ort-fp32-1+ctx<K> (the worker's default path before issue 17).
 """
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
 from engine.runtime import make_backend, pipelined
 from engine.runtime.parallel import cpu_cores, default_requests
+from engine.scoring.builder import ScoringConfig, build_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -67,7 +67,7 @@ def load_frames(data: Path, category: str, size: int) -> tuple[list[np.ndarray],
     """(references, test frames) at `size`: mvtec-sample, or synthetic if absent."""
     folder = data / "mvtec-sample" / category
     if folder.is_dir():
-        from engine.datasets import load_rgb, split_category
+        from engine.training.datasets import load_rgb, split_category
 
         split = split_category(folder, shots=1)
         refs = [load_rgb(p, size) for p in split.references]
@@ -85,8 +85,8 @@ def supports_bf16() -> bool:
 
 
 def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
-    """A full line context of `size` frames (engine.line_context), from the test frames."""
-    from engine.line_context import embed
+    """A full line context of `size` frames (engine.scoring.line_context), from the test frames."""
+    from engine.scoring.line_context import embed
 
     x = torch.from_numpy(tile(frames, size))
     with torch.no_grad():
@@ -95,7 +95,7 @@ def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
 
 def context_scorer(runtime: torch.nn.Module, context: list, stage: object | None) -> Infer:
     """Scoring with the line context as the worker does (the stage: the CPU graph)."""
-    from engine.line_context import ContextConfig, score_with_context
+    from engine.scoring.line_context import ContextConfig, score_with_context
 
     cfg = ContextConfig(max_frames=len(context))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.visual_encoder import VisualEncoder
+from engine.scoring.visual_encoder import VisualEncoder
 
 
 class FeatureStore:

@@ -44,9 +44,9 @@ from pipeline.settings import EMBEDDED_BROKER, Settings, load_settings
 from pipeline.storage.database import make_engine, make_session_factory
 from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdicts_for
-from workers.demo import build_engines
-from workers.demo_data import discover, load_rgb
-from workers.runner import build_worker
+from workers.demo.data import discover, load_rgb
+from workers.demo.run import build_engines
+from workers.streaming.runner import build_worker
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mvtec-sample"

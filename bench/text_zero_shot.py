@@ -1,4 +1,4 @@
-"""Figures for engine/NOTES-training.md: CLAD text branch, trained vs untrained heads.
+"""Figures for engine/training/NOTES.md: CLAD text branch, trained vs untrained heads.
 
 1. in-category: train on one product's normals + synthetic defects, eq.3+eq.7 loss before
    and after, and image AUROC (eq. 4 score, text only) of its test set, untrained vs trained;
@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.datasets import load_mask, load_rgb, split_category
-from engine.heads import CladTextBranch
-from engine.metrics import auroc
-from engine.prompts import build_prompts
-from engine.train import TrainConfig, preprocess, train_heads
-from engine.train_run import cached_features, normal_paths, prompt_embeddings
-from engine.visual_encoder import VisualEncoder
+from engine.evaluation.metrics import auroc
+from engine.scoring.heads import CladTextBranch
+from engine.scoring.prompts import build_prompts
+from engine.scoring.visual_encoder import VisualEncoder
+from engine.training.datasets import load_mask, load_rgb, split_category
+from engine.training.train import TrainConfig, preprocess, train_heads
+from engine.training.train_run import cached_features, normal_paths, prompt_embeddings
 
 CATS = {
     "bottle": Path("/work/shared/data/mvtec-sample/bottle"),
@@ -107,7 +107,7 @@ def main() -> None:
 
 
 def _text_cfg():
-    from engine.text_encoder import TextEncoderConfig
+    from engine.scoring.text_encoder import TextEncoderConfig
 
     return TextEncoderConfig()
 

@@ -99,7 +99,7 @@ class ModelSettings(BaseSettings):
 
 
 class LineContextSettings(BaseSettings):
-    """Scoring against the line's own recent frames (engine.line_context), per product."""
+    """Scoring against the line's own recent frames (engine.scoring.line_context), per product."""
 
     model_config = _COMMON
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
-from engine.calibration import max_f1_threshold
-from engine.datasets import load_rgb, split_category
-from engine.heads import CladTextBranch
-from engine.runtime_model import CladRuntime
-from engine.visual_encoder import VisualEncoder
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.calibration import max_f1_threshold
+from engine.scoring.heads import CladTextBranch
+from engine.scoring.runtime_model import CladRuntime
+from engine.scoring.visual_encoder import VisualEncoder
+from engine.training.datasets import load_rgb, split_category
 
 
 def parity_case(

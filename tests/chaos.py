@@ -12,7 +12,7 @@ counted in the verdict rows and in the verdict events:
                 de-duplicate by frame id: pipeline.verdict_events)
 
 The short form runs in the test suite (tests/integration/test_chaos.py). The long
-form is a command (figures in workers/NOTES-pipeline.md):
+form is a command (figures in workers/streaming/NOTES.md):
 
     .venv/bin/python -m tests.chaos --frames 5000 --kills 20 --joins 5 \\
         --db-blackholes 3 --db-resets 2 --redis-cuts 2

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
-from engine.runtime_model import CladRuntime
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.runtime_model import CladRuntime
 
 SIZE = 96
 

@@ -1,6 +1,6 @@
 """The first half of the scoring path as its own ONNX graph, for line-context scoring.
 
-Context scoring (engine.line_context) needs every frame's patch embeddings, which the
+Context scoring (engine.scoring.line_context) needs every frame's patch embeddings, which the
 full export does not return. This graph runs encoder, embeddings and the reference
 search — the costly part, fast under onnxruntime or OpenVINO — and outputs the embeddings and the
 reference distance grids; the context search and `CladRuntime.finish` (a matmul, a
@@ -24,7 +24,7 @@ from torch import nn
 from engine.runtime.export import INPUT_NAME, OPSET, RUNTIME_SUBDIR, model_hash
 from engine.runtime.onnx_passes import cast_input_first, fold_static_ifs
 from engine.runtime.parallel import RequestPool, Runner
-from engine.runtime_model import CladRuntime, patch_embeddings
+from engine.scoring.runtime_model import CladRuntime, patch_embeddings
 
 OUTPUTS = ("image_emb", "pixel_emb", "image_grid", "pixel_grid")
 

@@ -59,7 +59,7 @@ def resolve_kind(kind: BackendKind) -> ConcreteKind:
 def _runtime_and_dir(model: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
     if isinstance(model, nn.Module):
         return model, None
-    from engine.artifacts import load_model, resolve
+    from engine.scoring.artifacts import load_model, resolve
 
     version_dir = resolve(model)
     return load_model(version_dir).runtime, version_dir

@@ -21,7 +21,7 @@ class RegionRecord:
     runner_up: str | None = None
     runner_up_confidence: float | None = None
     # no pixel passed the region threshold: the hottest area around the map's maximum,
-    # low confidence (engine.regions.verdict_regions)
+    # low confidence (engine.defects.regions.verdict_regions)
     fallback: bool = False
 
 

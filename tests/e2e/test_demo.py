@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_scores_every_frame_once_and_writes_overlays(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAD_")}
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "workers.cli", "demo", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "workers.cli.main", "demo", "--out", str(out)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "one verdict per frame" in result.stdout

@@ -41,9 +41,9 @@ def test_cuda_fp16_verdicts_match_cpu(shared_data: Path, category: str) -> None:
 def test_line_context_scores_on_the_gpu(shared_data: Path) -> None:
     """A GPU worker with line context (the default) scores on the GPU, not on the CPU
     module, and flags the same frames as the CPU path."""
-    from engine.line_context import ContextConfig
     from engine.runtime.torch_backend import TorchBackend
-    from workers.scoring import CladRuntimeEngine
+    from engine.scoring.line_context import ContextConfig
+    from workers.streaming.scoring import CladRuntimeEngine
 
     runtime, frames, labels = parity_case(shared_data, "bottle")
     plain, _ = TorchBackend(runtime, "cpu").infer(frames)

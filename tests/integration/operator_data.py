@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from sqlalchemy import Engine, text, update
 
-from engine import rle
+from engine.defects import rle
 from pipeline.heatmap_codec import encode_heatmap
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.models import Base, Frame

@@ -82,7 +82,7 @@ def worker_env(kafka: KafkaSettings, database_url: str, redis_url: str | None,
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", "worker"], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "workers.cli.main", "worker"], cwd=REPO, env=env,
                             stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -33,9 +33,9 @@ from tests.integration.api_support import assert_error_format
 from tests.integration.conftest import make_client
 from tests.integration.operator_data import T0, Seeded
 from tests.integration.tcp_proxy import TcpProxy
-from workers import cli_operators
 from workers.api import create_app
-from workers.cli import app as cli_app
+from workers.cli import operators as cli_operators
+from workers.cli.main import app as cli_app
 
 pytestmark = pytest.mark.integration
 BIG = "9223372036854775808"  # 2**63: one past BIGINT

@@ -31,7 +31,7 @@ CASES = [
 def _cli_csv(postgres_url: str, options: list[str], cwd: Path) -> str:
     env = {"CLAD_DATABASE_URL": postgres_url, "PATH": "/usr/bin:/bin",
            "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run([sys.executable, "-m", "workers.cli", "history", "-o", "csv",
+    run = subprocess.run([sys.executable, "-m", "workers.cli.main", "history", "-o", "csv",
                           *options], capture_output=True, env=env, cwd=cwd, check=False)
     assert run.returncode == 0, run.stderr.decode()
     return run.stdout.decode()  # bytes as written: the CSV's \r\n line ends kept

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from engine import rle
+from engine.defects import rle
 from pipeline.storage.labels import training_examples
 from tests.integration.operator_data import SPEC, Seeded
 

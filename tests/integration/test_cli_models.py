@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.artifacts import ModelMetadata, save_model
-from engine.builder import ScoringConfig, build_runtime
-from engine.calibration import Threshold
-from engine.prompts import build_prompts
-from engine.visual_encoder import VisualEncoder
+from engine.scoring.artifacts import ModelMetadata, save_model
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.calibration import Threshold
+from engine.scoring.prompts import build_prompts
+from engine.scoring.visual_encoder import VisualEncoder
 from pipeline.storage.database import make_engine, make_session_factory
 from pipeline.storage.migrate import upgrade
 from pipeline.storage.repository import active_model_version
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _clad(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "workers.cli.main", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, check=False)
 
 

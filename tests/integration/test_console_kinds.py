@@ -7,7 +7,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.defect_kinds import LABELS
+from engine.defects.defect_kinds import LABELS
 from tests.integration.operator_data import SPEC, Seeded
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import pytest
 import redis
 import torch
 
-import workers.region_describer as rd
-from engine.describer import RegionDescriber
+import workers.streaming.region_describer as rd
+from engine.defects.describer import RegionDescriber
 from pipeline.region_cache import RedisRegionCache
 from tests.integration.describer_support import count_description_searches
 

@@ -58,8 +58,8 @@ def test_worker_lag_gauge_counts_records_behind_on_the_real_broker(kafka_bootstr
     where end_offsets() is not (records batched by the producer's linger)."""
     from types import SimpleNamespace
 
-    from workers.metrics import WorkerMetrics
-    from workers.worker import InferenceWorker
+    from workers.streaming.metrics import WorkerMetrics
+    from workers.streaming.worker import InferenceWorker
 
     topic = f"lag-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)

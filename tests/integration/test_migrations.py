@@ -64,7 +64,7 @@ def test_cli_db_upgrade_creates_schema_then_is_a_no_op(empty_postgres_url: str,
     # PYTHONPATH: the checkout under test runs, not whichever copy is installed in the venv.
     env = {"CLAD_DATABASE_URL": empty_postgres_url, "PATH": "/usr/bin:/bin",
            "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "workers.cli", "db", "upgrade"]
+    command = [sys.executable, "-m", "workers.cli.main", "db", "upgrade"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
                            check=False)
     assert first.returncode == 0, first.stderr

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from engine.artifacts import ModelMetadata, save_model
-from engine.builder import ScoringConfig, build_runtime
-from engine.calibration import Threshold
-from engine.visual_encoder import VisualEncoder
+from engine.scoring.artifacts import ModelMetadata, save_model
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.calibration import Threshold
+from engine.scoring.visual_encoder import VisualEncoder
 from pipeline.frames import make_envelope
 from pipeline.kafka_io import ensure_topics
 from pipeline.producer import FramePublisher
@@ -39,7 +39,7 @@ CONFIG = ScoringConfig(input_size=64, aug_shifts=(), aug_rotations=(), sigma=1.0
 
 
 def _save_version(model_dir: Path, version: str, threshold: float) -> Path:
-    """A real saved model (engine.artifacts layout) from two small synthetic parts."""
+    """A real saved model (engine.scoring.artifacts layout) from two small synthetic parts."""
     refs = []
     for seed in (1, 2):
         img = cv2.imdecode(np.frombuffer(png_frame(seed), np.uint8), cv2.IMREAD_COLOR)

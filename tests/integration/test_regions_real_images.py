@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
-from engine import rle
+from engine.defects import rle
 from pipeline.frames import make_envelope
-from workers.decode import decode_frame
-from workers.demo import build_engines
-from workers.demo_data import discover
-from workers.verdicts import infer_product, to_verdicts
+from workers.demo.data import discover
+from workers.demo.run import build_engines
+from workers.streaming.decode import decode_frame
+from workers.streaming.verdicts import infer_product, to_verdicts
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
@@ -83,10 +83,10 @@ def test_every_anomalous_verdict_has_a_region_and_no_normal_one_does(scored: dic
 
 def test_describe_uses_the_same_rule_on_a_saved_model(scored: dict, shared_data: Path,
                                                       tmp_path: Path) -> None:
-    from engine.artifacts import ModelMetadata, save_model
-    from engine.builder import ScoringConfig
-    from engine.calibration import Threshold
-    from workers.describe_image import describe_image
+    from engine.scoring.artifacts import ModelMetadata, save_model
+    from engine.scoring.builder import ScoringConfig
+    from engine.scoring.calibration import Threshold
+    from workers.cli.describe_image import describe_image
 
     engine, _verdicts = scored["grid"]
     meta = ModelMetadata("grid", ScoringConfig(aug_shifts=()), Threshold(

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
-from engine import rle
-from engine.builder import ScoringConfig
-from engine.datasets import split_category
-from engine.train import TrainConfig
-from engine.train_run import train_product
+from engine.defects import rle
+from engine.scoring.builder import ScoringConfig
+from engine.training.datasets import split_category
+from engine.training.train import TrainConfig
+from engine.training.train_run import train_product
 from pipeline.settings import ApiSettings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.frame_store import store_frame
@@ -32,9 +32,9 @@ from pipeline.storage.repository import (
     register_model_version,
     write_verdicts,
 )
-from workers.retrain import RetrainOptions, retrain_product
-from workers.retrain_data import is_held_out
-from workers.retrain_lock import RetrainLockedError, retrain_lock
+from workers.retraining.data import is_held_out
+from workers.retraining.job import RetrainOptions, retrain_product
+from workers.retraining.lock import RetrainLockedError, retrain_lock
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,17 +12,17 @@ import pytest
 import redis
 import torch
 
-import engine.describer as describer_module
-from engine import rle
-from engine.describer import RegionDescriber
-from engine.describer_artifacts import LoadedDescriber
-from engine.vocabulary import Vocabulary
+import engine.defects.describer as describer_module
+from engine.defects import rle
+from engine.defects.describer import RegionDescriber
+from engine.defects.describer_artifacts import LoadedDescriber
+from engine.defects.vocabulary import Vocabulary
 from pipeline.frames import make_envelope
 from pipeline.region_cache import RedisRegionCache
 from pipeline.storage.records import RegionRecord, VerdictRecord
 from tests.integration.describer_support import count_description_searches
-from workers.decode import DecodedFrame
-from workers.descriptions import describe_batch
+from workers.streaming.decode import DecodedFrame
+from workers.streaming.descriptions import describe_batch
 
 pytestmark = pytest.mark.integration
 
@@ -165,13 +165,13 @@ class PixelDescribingEngine(DescribingEngine):
     """A product served by the shipped default describer: it reads the frame's pixels."""
 
     def __init__(self) -> None:
-        from engine.describer_artifacts import load_default_describer
+        from engine.defects.describer_artifacts import load_default_describer
 
         super().__init__()
         self.describer = load_default_describer()
 
     def patch_embeddings(self, frames: np.ndarray) -> torch.Tensor:
-        from engine.shape_describer import pixel_input
+        from engine.defects.shape_describer import pixel_input
 
         self.embedded += len(frames)
         return pixel_input(frames)

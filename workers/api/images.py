@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine import rle
+from engine.defects import rle
 from pipeline.heatmap_codec import decode_heatmap, render_overlay
 from pipeline.storage.models import Verdict
 

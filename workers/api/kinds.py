@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.defect_kinds import LABELS
-from engine.vocabulary import VOCAB_DIR, VOCABULARY_FILE
+from engine.defects.defect_kinds import LABELS
+from engine.defects.vocabulary import VOCAB_DIR, VOCABULARY_FILE
 from pipeline.storage.models import ModelVersion, OperatorLabel, Verdict
 
 log = logging.getLogger(__name__)

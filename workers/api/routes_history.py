@@ -62,7 +62,7 @@ def list_verdicts(f: FilterDep,
             summary="Filtered history as CSV, newest first (as `clad history -o csv`)")
 def list_verdicts_csv(f: FilterDep, session: SessionDep,
                       limit: Annotated[int, Query(ge=1, le=history.MAX_PAGE)] = 50) -> Response:
-    from workers.history_export import history_csv
+    from workers.api.history_export import history_csv
 
     page = history.list_verdicts(session, f, limit=limit)
     body = history_csv(s.model_dump(mode="json") for s in summaries(session, page.items))

@@ -90,7 +90,7 @@ def test_prometheus_scrapes_the_api_with_a_mounted_token(compose: dict[str, Any]
 
 
 def test_alert_rules_use_metrics_the_worker_exports(compose: dict[str, Any]) -> None:
-    from workers.metrics import WorkerMetrics
+    from workers.streaming.metrics import WorkerMetrics
 
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     volumes = compose["services"]["prometheus"]["volumes"]
@@ -179,7 +179,7 @@ def test_deployed_commands_exist_in_the_cli(compose: dict[str, Any]) -> None:
         for container in template.get("spec", {}).get("containers", []):
             if container["image"].startswith("clad-line/"):
                 commands.add(tuple(container["args"][:1]))
-    help_text = subprocess.run([sys.executable, "-m", "workers.cli", "--help"],
+    help_text = subprocess.run([sys.executable, "-m", "workers.cli.main", "--help"],
                                capture_output=True, text=True, check=True).stdout
     for (command,) in commands:
         assert f" {command} " in help_text, f"deploy/ runs `clad {command}`, which is missing"

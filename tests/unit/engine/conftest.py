@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.builder import ScoringConfig, build_runtime
-from engine.visual_encoder import VisualEncoder
+from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.visual_encoder import VisualEncoder
 
 
 @pytest.fixture(scope="module")

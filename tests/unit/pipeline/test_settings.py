@@ -76,7 +76,7 @@ def test_secret_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cli_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     env = {"CLAD_BATCH_SIZE": "abc", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "workers.cli", "db", "current"],
+    result = subprocess.run([sys.executable, "-m", "workers.cli.main", "db", "current"],
                             capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -85,6 +85,6 @@ def test_cli_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_help_lists_subcommands() -> None:
-    result = subprocess.run([sys.executable, "-m", "workers.cli", "--help"],
+    result = subprocess.run([sys.executable, "-m", "workers.cli.main", "--help"],
                             capture_output=True, text=True, check=True)
     assert "db" in result.stdout

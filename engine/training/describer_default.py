@@ -1,0 +1,286 @@
+"""The default describer: names the generic defect kinds on any product, with no label
+from that product.
+
+A random forest over product-agnostic region features (engine.defects.region_features: the
+region's shape, and its brightness, colour and texture against a ring around it),
+trained on (a) defects drawn on normal images of several products, whose kind is known
+because engine.training.synthetic_defects drew them, and (b) the labelled ground-truth regions
+of the shared data sets, their folder mapped to a generic kind by engine.defects.defect_kinds.
+Every region is seen twice in training: with its exact mask and grown into the blob an
+anomaly map gives at run time. It ships in engine/defects/describers/default/ (forest.npz);
+rebuild it, seeded, with
+
+    python -m engine.training.describer_default build --data /work/shared/data
+
+which first measures it leave-one-source-out (no image, label or normal of the
+evaluated source in training; `evaluate` prints only that), calibrates the "unclear
+defect" cut on those held-out answers, then fits on everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
+from engine.defects.region_features import FEATURE_NAMES, WORK, region_features
+from engine.defects.regions import split_mask
+from engine.training.datasets import _images, load_mask, load_rgb, split_category
+from engine.training.synthetic import augment_normal
+from engine.training.synthetic_defects import draw_defect
+
+DEFAULT_DIR = Path(__file__).parents[1] / "defects" / "describers" / "default"
+# sources of the shared data: a source is left out whole in the evaluation
+SOURCES: dict[str, tuple[str, ...]] = {
+    "magnetic_tile": ("magnetic-tile/magnetic_tile",),
+    "transistor": ("mvtec-more/transistor",),
+    "leather": ("mvtec-more/leather",),
+    "mvtec-sample": ("mvtec-sample/bottle", "mvtec-sample/capsule", "mvtec-sample/grid"),
+}
+ROWS_VERSION = 2  # bump when the drawings or the features change (cache key)
+# an anomaly map's region is the defect grown by about one patch cell: 8 px at WORK
+BLOB_RADIUS = 8
+TREES, MIN_LEAF = 60, 8  # forest.npz stays a few hundred KB (150 trees, leaf 4: 1.4 MB)
+
+
+@dataclass
+class Rows:
+    """Per region: features of its exact mask and of its blob [M, 2, F], kind, source
+    index, drawn or real, and its folder (the data set's defect kind, "drawn")."""
+
+    x: np.ndarray
+    kind: np.ndarray
+    source: np.ndarray
+    drawn: np.ndarray
+    folder: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> Rows:
+        return Rows(self.x[rows], self.kind[rows], self.source[rows], self.drawn[rows],
+                    self.folder[rows])  # fmt: skip
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        return Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                      ("x", "kind", "source", "drawn", "folder")))  # fmt: skip
+
+
+def blob(mask: np.ndarray, radius: int = BLOB_RADIUS) -> np.ndarray:
+    """The mask grown as an anomaly map's region around the same defect would be."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(np.asarray(mask, np.uint8), k)
+
+
+def _views(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.stack([region_features(image, mask), region_features(image, blob(mask))])
+
+
+def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
+    """Ground-truth regions of a category's defect images, labelled with generic kinds."""
+    x, kind, folder = [], [], []
+    for s in split_category(category, 0).evaluated:
+        k = generic_kind(category.name, s.kind) if s.label == 1 else None
+        if k is None or s.mask_path is None:
+            continue
+        image = load_rgb(s.path, WORK)
+        for m in split_mask(load_mask(s, WORK).astype(bool), min_area=min_area):
+            x.append(_views(image, m))
+            kind.append(GENERIC_KINDS.index(k))
+            folder.append(s.kind)
+    if not x:
+        return None
+    n = len(x)
+    return Rows(np.stack(x), np.array(kind), np.full(n, source), np.zeros(n, bool),
+                np.array(folder))  # fmt: skip
+
+
+def normal_images(category: Path) -> list[Path]:
+    return _images(category / "train" / "good") or _images(category / "test" / "good")
+
+
+def drawn_rows(category: Path, source: int, count: int, seed: int,
+               progress: bool = True) -> Rows:  # fmt: skip
+    """`count` defects drawn on the category's normal images, the kinds in turn."""
+    normals = normal_images(category)
+    if not normals:
+        raise ValueError(f"{category}: no normal images to draw on")
+    # one seed per category: adding a category does not change the others' drawings
+    rng = np.random.default_rng([seed, sum(map(ord, f"{category.parent.name}/{category.name}"))])
+    originals = [load_rgb(p, WORK) for p in normals]
+    x, kind = [], []
+    for i in tqdm(range(count), desc=f"drawing {category.name}", disable=not progress,
+                  leave=False):  # fmt: skip
+        k = GENERIC_KINDS[i % len(GENERIC_KINDS)]
+        base = np.ascontiguousarray(augment_normal(originals[int(rng.integers(len(originals)))],
+                                                   rng))  # fmt: skip
+        img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]])
+        if mask.sum() < 4:
+            continue
+        x.append(_views(img, mask))
+        kind.append(GENERIC_KINDS.index(k))
+    n = len(x)
+    return Rows(np.stack(x), np.array(kind), np.full(n, source), np.ones(n, bool),
+                np.full(n, "drawn"))  # fmt: skip
+
+
+def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path | None,
+                 progress: bool = True) -> Rows:  # fmt: skip
+    """Every source's real regions and drawn regions (cached per category)."""
+    parts: list[Rows] = []
+    for s, cats in enumerate(SOURCES.values()):
+        for rel in cats:
+            cat = data / rel
+            if not cat.is_dir():
+                continue
+            key = None
+            if cache_dir is not None:
+                key = cache_dir / (f"rows-v{ROWS_VERSION}-{cat.parent.name}-{cat.name}-"
+                                   f"{drawn_per_category}-{seed}.npz")  # fmt: skip
+                if key.is_file():
+                    with np.load(key, allow_pickle=False) as z:
+                        parts.append(Rows(z["x"], z["kind"], z["source"], z["drawn"],
+                                          z["folder"]))  # fmt: skip
+                    continue
+            here = [r for r in (real_rows(cat, s),) if r is not None]
+            if normal_images(cat):
+                here.append(drawn_rows(cat, s, drawn_per_category, seed, progress))
+            if not here:
+                continue
+            rows = Rows.concat(here)
+            if key is not None:
+                key.parent.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(key, **rows.__dict__)
+            parts.append(rows)
+    if not parts:
+        raise FileNotFoundError(f"none of the data sets {sorted(SOURCES)} under {data}")
+    return Rows.concat(parts)
+
+
+def fit_forest(rows: Rows, seed: int) -> object:
+    """A class-balanced random forest on both views of every region."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.concatenate([rows.x[:, 0], rows.x[:, 1]])
+    y = np.concatenate([rows.kind, rows.kind])
+    forest = RandomForestClassifier(TREES, min_samples_leaf=MIN_LEAF, class_weight="balanced",
+                                    random_state=seed, n_jobs=1)  # fmt: skip
+    return forest.fit(x, y)
+
+
+def kind_shares(forest: object, x: np.ndarray) -> np.ndarray:
+    """[N, F] -> [N, len(GENERIC_KINDS)] (kinds absent from training: 0)."""
+    out = np.zeros((len(x), len(GENERIC_KINDS)))
+    out[:, forest.classes_] = forest.predict_proba(x)  # type: ignore[attr-defined]
+    return out
+
+
+def unclear_cut(conf: np.ndarray, correct: np.ndarray, precision: float = 0.5) -> float:
+    """The lowest confidence above which held-out descriptions are right at least
+    `precision` of the time: below it a region reads "unclear defect"."""
+    order = np.argsort(-conf)
+    hits = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    ok = np.flatnonzero(hits >= precision)
+    if not len(ok):
+        return float(conf.max()) + 1e-6  # never right enough: everything is unclear
+    return float(conf[order][ok[-1]])
+
+
+def _per_source(probs: np.ndarray, truth: np.ndarray, folder: np.ndarray) -> dict:
+    pred = probs.argmax(axis=1)
+    present = sorted(set(truth.tolist()))
+    return {
+        "n_regions": int(len(truth)), "accuracy": 100 * float((pred == truth).mean()),
+        "chance": 100 / len(GENERIC_KINDS),
+        "majority_kind": 100 * max(float(np.mean(truth == k)) for k in present),
+        "per_folder": {f: {"n": int(np.sum(folder == f)),
+                           "acc": 100 * float(np.mean(pred[folder == f] == truth[folder == f])),
+                           "said": _counts(pred[folder == f])}
+                       for f in sorted(set(folder.tolist()))},
+    }  # fmt: skip
+
+
+def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
+    """Per source: accuracy on its REAL regions (exact masks, and grown into map-like
+    blobs) of a forest fitted on the other sources only; the "unclear" cut calibrated
+    on all of those held-out answers together."""
+    results: dict = {"sources": {}}
+    confs, hits = [], []
+    for s, name in enumerate(SOURCES):
+        test = np.flatnonzero((rows.source == s) & ~rows.drawn)
+        if not len(test):
+            continue
+        train = np.flatnonzero(rows.source != s)
+        forest = fit_forest(rows.subset(train), seed)
+        held = rows.subset(test)
+        entry = {"n_train_regions": int(len(train))}
+        for v, view in enumerate(("mask", "blob")):
+            probs = kind_shares(forest, held.x[:, v])
+            entry[view] = _per_source(probs, held.kind, held.folder)
+            confs.append(probs.max(axis=1))
+            hits.append(probs.argmax(axis=1) == held.kind)
+        results["sources"][name] = entry
+    conf, correct = np.concatenate(confs), np.concatenate(hits)
+    cut = unclear_cut(conf, correct, precision)
+    named = conf >= cut
+    results["unclear_below"] = cut
+    results["precision_target"] = precision
+    results["named_share"] = 100 * float(named.mean())
+    results["named_accuracy"] = 100 * float(correct[named].mean()) if named.any() else None
+    return results
+
+
+def _counts(pred: np.ndarray) -> dict[str, int]:
+    return {GENERIC_KINDS[k]: int(n) for k, n in zip(*np.unique(pred, return_counts=True),
+                                                     strict=True)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    from engine.defects.describer_artifacts import save_forest_describer
+    from engine.defects.kind_forest import from_sklearn
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["build", "evaluate"])
+    ap.add_argument("--data", type=Path, required=True, help="Folder holding the data sets.")
+    ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    ap.add_argument("--drawn", type=int, default=440, help="Drawn defects per category.")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", type=float, default=0.6,
+                    help="The share of named regions that should be right (the cut).")
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--result", type=Path, default=None, help="LOSO JSON written here.")
+    ap.add_argument("--exclude", action="append", default=[], choices=list(SOURCES),
+                    help="build: leave a source out (to check it on unseen images).")
+    args = ap.parse_args(argv)
+    rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir)
+    if args.exclude:
+        rows = rows.subset(np.flatnonzero(~np.isin(rows.source, [list(SOURCES).index(x)
+                                                                  for x in args.exclude])))
+    res = leave_one_source_out(rows, args.seed, args.precision)
+    res["command"] = {k: str(v) for k, v in vars(args).items()}
+    body = json.dumps(res, indent=2)
+    if args.result is not None:
+        args.result.parent.mkdir(parents=True, exist_ok=True)
+        args.result.write_text(body + "\n")
+    print(body)
+    if args.action == "evaluate":
+        return
+    forest = from_sklearn(fit_forest(rows, args.seed), len(GENERIC_KINDS))
+    metrics = {"unclear_below": res["unclear_below"], "loso_named_share": res["named_share"],
+               "loso_named_accuracy": res["named_accuracy"],
+               "loso_accuracy": {n: {v: e[v]["accuracy"] for v in ("mask", "blob")}
+                                 for n, e in res["sources"].items()},
+               "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),
+               "trees": TREES, "min_samples_leaf": MIN_LEAF, "seed": args.seed,
+               "drawn_per_category": args.drawn, "sources_left_out": args.exclude}  # fmt: skip
+    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics)
+    print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "
+          f"cut {res['unclear_below']:.3f}, saved in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Region features: the shape and photometry numbers the default describer reads."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.defects.region_features import FEATURE_NAMES, N_FEATURES, region_features
+
+pytestmark = pytest.mark.unit
+
+
+def _plate(seed: int = 0) -> np.ndarray:
+    """A grey textured surface filling the frame."""
+    rng = np.random.default_rng(seed)
+    return np.clip(128 + rng.normal(0, 6, (256, 256, 3)), 0, 255).astype(np.uint8)
+
+
+def _f(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    x = region_features(image, mask)
+    assert x.shape == (N_FEATURES,) and np.isfinite(x).all()
+    return dict(zip(FEATURE_NAMES, x.tolist(), strict=True))
+
+
+def test_a_line_is_thin_and_elongated_a_disc_is_round() -> None:
+    img = _plate()
+    line, disc = np.zeros((256, 256), np.uint8), np.zeros((256, 256), np.uint8)
+    cv2.line(line, (40, 60), (200, 90), 1, 2)
+    cv2.circle(disc, (128, 128), 20, 1, -1)
+    fl, fd = _f(img, line), _f(img, disc)
+    assert fl["elongation"] < 0.1 < 0.9 < fd["elongation"]
+    assert fl["thickness"] < fd["thickness"]
+    assert fl["circularity"] < 0.3 < 0.8 < fd["circularity"]
+    assert fl["straightness"] > 0.9 and fl["skeleton_length"] > 0.5
+    assert fd["solidity"] > 0.95
+
+
+def test_darker_and_tinted_regions_read_as_such() -> None:
+    disc = np.zeros((256, 256), np.uint8)
+    cv2.circle(disc, (128, 128), 25, 1, -1)
+    dark, tint = _plate(), _plate()
+    dark[disc > 0] = (dark[disc > 0] * 0.4).astype(np.uint8)
+    tint[disc > 0] = np.clip(tint[disc > 0] * np.array([1.3, 1.0, 0.6]), 0, 255).astype(np.uint8)
+    fdk, ftn = _f(dark, disc), _f(tint, disc)
+    assert fdk["dL_z"] < -3 and fdk["dark_share"] > 0.9
+    assert ftn["chroma_shift"] > 5 * max(fdk["chroma_shift"], 0.01)
+    assert ftn["chroma_share"] > fdk["chroma_share"]
+
+
+def test_the_core_of_a_blob_around_a_line_is_the_line() -> None:
+    """An anomaly map's region is a blob around the defect; the core finds the line."""
+    img = _plate()
+    line = np.zeros((256, 256), np.uint8)
+    cv2.line(line, (60, 100), (180, 130), 1, 2)
+    img[line > 0] = 30
+    grown = cv2.dilate(line, np.ones((17, 17), np.uint8))
+    f = _f(img, grown)
+    assert f["thickness"] > 0.05  # the blob itself is thick
+    assert f["core_thickness"] < 0.02 and f["core_elongation"] < 0.1
+    assert f["core_share"] < 0.3
+
+
+def test_any_resolution_and_an_empty_mask() -> None:
+    img = cv2.resize(_plate(), (512, 384))
+    mask = np.zeros((384, 512), bool)
+    mask[100:140, 200:260] = True
+    assert _f(img, mask)["log_area_share"] == pytest.approx(np.log(40 * 60 / (384 * 512)), abs=0.1)
+    assert not region_features(img, np.zeros((384, 512), bool)).any()

@@ -1,0 +1,111 @@
+"""The default describer: the "unclear" cut, its calibration, the shipped forest and its
+leave-one-source-out evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.defects.defect_kinds import GENERIC_KINDS, UNCLEAR, UNCLEAR_TEXT
+from engine.defects.describer import Description, RegionDescriber, describe_regions, mark_unclear
+from engine.defects.describer_artifacts import DEFAULT_DIR, FOREST, load_default_describer
+from engine.defects.kind_forest import from_sklearn
+from engine.defects.region_features import N_FEATURES
+from engine.defects.shape_describer import ShapeDescriber, pixel_input
+from engine.training.describer_default import Rows, leave_one_source_out, unclear_cut
+
+pytestmark = pytest.mark.unit
+
+
+def _desc(kind: str, confidence: float) -> Description:
+    return Description(kind=kind, text=f"a {kind}", confidence=confidence,
+                       runner_up_kind="hole", runner_up="a hole",
+                       runner_up_confidence=1 - confidence, embedding=np.zeros(2))  # fmt: skip
+
+
+def test_below_the_cut_a_region_reads_unclear_with_its_best_guess_kept() -> None:
+    sure, unsure = _desc("crack", 0.8), _desc("scratch", 0.3)
+    out = mark_unclear([sure, unsure], 0.5)
+    assert out[0] == sure
+    assert (out[1].kind, out[1].text, out[1].confidence) == (UNCLEAR, UNCLEAR_TEXT, 0.3)
+    assert (out[1].runner_up_kind, out[1].runner_up) == ("scratch", "a scratch")
+    assert mark_unclear([unsure], None) == [unsure]  # no cut: always a word
+
+
+def test_describe_regions_applies_the_cut() -> None:
+    torch.manual_seed(0)
+    d = RegionDescriber(6, 10, torch.randn(4, 10), [0, 0, 1, 1], joint_dim=8, hidden=16, grid=8)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 2:8, 2:8] = masks[1, 20:30, 10:30] = True
+    emb = torch.randn(1, 6, 8, 8)
+    plain = describe_regions(d, emb, masks, ["crack", "hole"], ["a", "b", "c", "d"])
+    assert {x.kind for x in plain} <= {"crack", "hole"}
+    cut = min(x.confidence for x in plain) + 1e-6  # the least sure region falls under it
+    marked = describe_regions(d, emb, masks, ["crack", "hole"], ["a", "b", "c", "d"],
+                              unclear_below=cut)  # fmt: skip
+    assert [x.kind == UNCLEAR for x in marked] == [x.confidence < cut for x in plain]
+    assert sum(x.kind == UNCLEAR for x in marked) == 1
+
+
+def test_unclear_cut_keeps_descriptions_right_at_least_half_the_time() -> None:
+    conf = np.array([0.9, 0.8, 0.6, 0.4, 0.2])
+    correct = np.array([True, True, False, False, False])
+    # precision of the top-n: 1, 1, 2/3, 1/2, 2/5 -> the lowest confidence still >= 1/2
+    assert unclear_cut(conf, correct) == pytest.approx(0.4)
+    assert unclear_cut(conf, correct, precision=0.9) == pytest.approx(0.8)
+    assert unclear_cut(conf, np.zeros(5, bool)) > 0.9  # never right: everything unclear
+
+
+def test_the_shipped_default_describer_names_the_generic_kinds() -> None:
+    loaded = load_default_describer()
+    assert loaded.source == "default" and loaded.vocabulary.keys == list(GENERIC_KINDS)
+    assert isinstance(loaded.describer, ShapeDescriber)
+    assert loaded.unclear_below is not None and 0 < loaded.unclear_below < 1
+    assert loaded.features["encoder"] == "pixels"
+    assert len(loaded.identity) == 16
+    assert (DEFAULT_DIR / FOREST).stat().st_size < 500_000  # ships in the package
+    phrases, _ = loaded.vocabulary.phrases()
+    assert all("<object>" not in p for p in phrases)
+
+
+def _shape_describer(seed: int = 0) -> ShapeDescriber:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(200, N_FEATURES))
+    rf = RandomForestClassifier(10, random_state=0).fit(x, (x[:, 0] > 0).astype(int))
+    return ShapeDescriber(from_sklearn(rf, 2), [0, 0, 1, 1])
+
+
+def test_the_shape_describer_describes_regions_of_pixels_with_the_cut() -> None:
+    d = _shape_describer()
+    frame = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 2:8, 2:8] = masks[1, 20:30, 10:30] = True
+    plain = describe_regions(d, pixel_input(frame), masks, ["crack", "hole"],
+                             ["a crack", "a long crack", "a hole", "a small hole"])  # fmt: skip
+    assert [x.kind in {"crack", "hole"} for x in plain] == [True, True]
+    assert {x.text for x in plain} <= {"a crack", "a hole"}  # a kind reads as its first phrasing
+    assert all(x.embedding.shape == (N_FEATURES,) for x in plain)
+    cut = min(x.confidence for x in plain) + 1e-6
+    marked = describe_regions(d, pixel_input(frame), masks, ["crack", "hole"],
+                              ["a crack", "a long crack", "a hole", "a small hole"],
+                              unclear_below=cut)  # fmt: skip
+    assert [x.kind == UNCLEAR for x in marked] == [x.confidence < cut for x in plain]
+
+
+def test_leave_one_source_out_never_trains_on_the_evaluated_source() -> None:
+    """Each source's kinds are separable only by a feature the other sources lack: a
+    leak would score 100%, a true hold-out cannot."""
+    rng = np.random.default_rng(0)
+    n, parts = 60, []
+    for s in range(4):
+        x = rng.normal(size=(n, 2, N_FEATURES)).astype(np.float32)
+        kind = rng.integers(0, 3, n)
+        x[:, :, 5 + s] = kind[:, None] * 10.0  # only this source carries its kinds here
+        parts.append(Rows(x, kind, np.full(n, s), np.zeros(n, bool), np.full(n, "k")))
+    res = leave_one_source_out(Rows.concat(parts), seed=0, precision=0.5)
+    accs = [e["mask"]["accuracy"] for e in res["sources"].values()]
+    assert len(accs) == 4 and max(accs) < 70
+    assert 0 <= res["named_share"] <= 100

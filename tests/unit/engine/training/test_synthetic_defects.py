@@ -1,0 +1,51 @@
+"""Drawn defects of every generic kind: seeded, inside the image, marked by their mask."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.defects.defect_kinds import GENERIC_KINDS
+from engine.training.synthetic import KINDS, VOCAB_KIND
+from engine.training.synthetic_defects import DRAWINGS, draw_defect
+
+pytestmark = pytest.mark.unit
+
+
+def _image(seed: int = 0, background: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((128, 128, 3), 20, np.uint8)
+    if background:
+        img[24:104, 24:104] = rng.integers(100, 200, size=(80, 80, 3))
+    else:
+        img[:] = rng.integers(100, 200, size=(128, 128, 3))
+    return img
+
+
+def test_every_generic_kind_has_a_drawing_and_the_old_kinds_a_generic_kind() -> None:
+    assert set(DRAWINGS) == set(GENERIC_KINDS)
+    assert set(VOCAB_KIND) == set(KINDS) and set(VOCAB_KIND.values()) <= set(GENERIC_KINDS)
+
+
+@pytest.mark.parametrize("background", [True, False])
+@pytest.mark.parametrize("kind", GENERIC_KINDS)
+def test_each_drawing_changes_the_image_where_its_mask_is(kind: str, background: bool) -> None:
+    img = _image(background=background)
+    for seed in range(4):
+        out, mask = draw_defect(img, kind, np.random.default_rng(seed), donors=[_image(5)])
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1} and mask.sum() >= 4
+        changed = np.abs(out.astype(int) - img.astype(int)).max(axis=-1) > 3
+        assert changed[mask > 0].mean() > 0.3, (kind, seed)
+        # a soft edge may spill a little, never far from the region
+        near = cv2.dilate(mask, np.ones((15, 15), np.uint8)) > 0
+        assert not changed[~near].any(), (kind, seed)
+
+
+def test_drawings_are_reproducible_and_unknown_kinds_refused() -> None:
+    a = draw_defect(_image(), "crack", np.random.default_rng(3))
+    b = draw_defect(_image(), "crack", np.random.default_rng(3))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="no drawing for defect kind 'wobble'"):
+        draw_defect(_image(), "wobble", np.random.default_rng(0))

@@ -1,0 +1,34 @@
+"""`clad describe --mask`: regions printed, overlay PNG of the frame's size written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from workers.cli.describe import register
+
+pytestmark = pytest.mark.unit
+
+
+def test_describe_with_a_mask_writes_an_overlay(tmp_path: Path) -> None:
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    cv2.circle(frame, (40, 40), 12, (20, 20, 20), -1)
+    mask = np.zeros((120, 160), np.uint8)
+    mask[30:50, 30:50] = 255
+    mask[80:100, 100:150] = 255
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    app = typer.Typer()
+    register(app)
+    out = tmp_path / "overlay.png"
+    result = CliRunner().invoke(app, ["describe", str(tmp_path / "frame.png"), "--mask",
+                                      str(tmp_path / "mask.png"), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 region(s)" in result.output and "[1] bbox=(100, 80, 50, 20)" in result.output
+    png = cv2.imread(str(out), cv2.IMREAD_COLOR)
+    assert png is not None and png.shape == (120, 160, 3)

@@ -1,0 +1,95 @@
+"""The retraining job's data: operator-confirmed frames from the store, split
+into a training part and a frozen held-out evaluation part.
+
+Held-out membership is a pure function of the frame id (a hash), so a frame
+that was held out once is held out in every later run and never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sqlalchemy.orm import Session
+
+from engine.defects import rle
+from pipeline.storage.frame_store import load_frame
+from pipeline.storage.labels import TrainingExample, training_examples
+from pipeline.storage.models import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfirmedFrame:
+    frame_id: uuid.UUID
+    label: str  # "normal" | "anomalous"
+    image: np.ndarray  # uint8 HWC RGB
+    mask: np.ndarray | None  # uint8 HW union of the confirmed regions (anomalous only)
+
+
+@dataclass
+class RetrainData:
+    product: str
+    train: list[ConfirmedFrame] = field(default_factory=list)
+    held_out: list[ConfirmedFrame] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        def n(part: list[ConfirmedFrame], label: str) -> int:
+            return sum(f.label == label for f in part)
+
+        return {"train_normal": n(self.train, "normal"),
+                "train_anomalous": n(self.train, "anomalous"),
+                "held_out_normal": n(self.held_out, "normal"),
+                "held_out_anomalous": n(self.held_out, "anomalous"),
+                **{f"skipped_{k}": v for k, v in self.skipped.items()}}
+
+
+def is_held_out(frame_id: uuid.UUID, share: float, salt: bytes = b"clad-held-out") -> bool:
+    """Deterministic membership of a `share` of frames; another salt, another split."""
+    digest = hashlib.sha256(salt + b":" + frame_id.bytes).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def _decode(data: bytes) -> np.ndarray | None:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _union_mask(example: TrainingExample, shape: tuple[int, int]) -> np.ndarray | None:
+    masks = []
+    for region in example.regions:
+        mask = rle.decode(region.mask_rle)
+        if mask.shape != shape:
+            mask = cv2.resize(mask.astype(np.uint8), shape[::-1],
+                              interpolation=cv2.INTER_NEAREST) > 0
+        masks.append(mask)
+    if not masks:
+        return None
+    return (np.logical_or.reduce(masks) * 255).astype(np.uint8)
+
+
+def collect(session: Session, product: str, *, frame_dir: Path,
+            held_out_share: float = 0.3) -> RetrainData:
+    """Every confirmed frame of `product` whose image is still stored, decoded."""
+    data = RetrainData(product)
+    for example in training_examples(session, product=product):
+        frame = session.get(Frame, example.frame_id)
+        payload = load_frame(frame, frame_dir) if frame is not None else None
+        image = _decode(payload) if payload else None
+        if image is None:
+            reason = "no_image" if payload is None else "undecodable"
+            data.skipped[reason] = data.skipped.get(reason, 0) + 1
+            continue
+        mask = _union_mask(example, image.shape[:2]) if example.label == "anomalous" else None
+        confirmed = ConfirmedFrame(example.frame_id, example.label, image, mask)
+        part = data.held_out if is_held_out(example.frame_id, held_out_share) else data.train
+        part.append(confirmed)
+    log.info("product %s: %s", product, data.counts())
+    return data

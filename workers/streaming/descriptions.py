@@ -1,0 +1,125 @@
+"""Region descriptions for a whole batch, through the region cache.
+
+Per batch: region embeddings (the cache key) for every frame that has regions,
+ONE cache lookup for all their fingerprints, the vocabulary search only for the
+misses, and the fresh descriptions handed back for the batch's single cache
+write. A cache outage reads as all-miss (RegionCache contract); a describer that
+fails leaves that product's regions without text. Neither ever fails a frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.defects import rle
+from pipeline.region_cache import RegionCache, description_key, region_fingerprint
+from pipeline.storage.records import RegionRecord, VerdictRecord
+from workers.streaming.decode import DecodedFrame
+from workers.streaming.scoring import ScoringEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DescribedBatch:
+    verdicts: list[VerdictRecord]
+    fresh: dict[str, dict[str, Any]] = field(default_factory=dict)  # to write to the cache
+    cached: int = 0
+    computed: int = 0
+
+
+@dataclass
+class _Pending:
+    index: int  # position in the batch's verdict list
+    keys: list[str]
+    emb: Any  # torch.Tensor [R, D]
+
+
+def _as_record(region: RegionRecord, d: Mapping[str, Any]) -> RegionRecord:
+    return dataclasses.replace(region, description=d.get("text"), confidence=d.get("confidence"),
+                               runner_up=d.get("runner_up"),
+                               runner_up_confidence=d.get("runner_up_confidence"))
+
+
+def _embed_product(engine: ScoringEngine, verdicts: Sequence[VerdictRecord],
+                   indices: list[int], frames: Mapping[uuid.UUID, DecodedFrame]
+                   ) -> list[_Pending]:
+    from engine.defects.describer import embed_regions
+
+    loaded = engine.describer  # type: ignore[attr-defined]
+    patch = engine.patch_embeddings(  # type: ignore[attr-defined]
+        np.stack([frames[verdicts[i].frame_id].model_input for i in indices]))
+    out = []
+    for row, i in enumerate(indices):
+        masks = np.stack([rle.decode(r.mask_rle) for r in verdicts[i].regions])
+        emb = embed_regions(loaded.describer, patch[row:row + 1], masks)
+        owner = description_key(engine.version, loaded.identity)
+        keys = [region_fingerprint(owner, e) for e in emb.numpy()]
+        out.append(_Pending(i, keys, emb))
+    return out
+
+
+def _search(engine: ScoringEngine, pending: list[_Pending],
+            found: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Vocabulary search for the regions no cache entry covers, in one call."""
+    import torch
+
+    from engine.defects.describer import mark_unclear, search_descriptions
+
+    rows = [(p, j) for p in pending for j, k in enumerate(p.keys) if k not in found]
+    if not rows:
+        return {}
+    loaded = engine.describer  # type: ignore[attr-defined]
+    phrases, _owner = loaded.vocabulary.phrases()
+    emb = torch.stack([p.emb[j] for p, j in rows])
+    described = mark_unclear(search_descriptions(loaded.describer, emb, loaded.vocabulary.keys,
+                                                 phrases), loaded.unclear_below)
+    return {p.keys[j]: {"kind": d.kind, "text": d.text, "confidence": d.confidence,
+                        "runner_up_kind": d.runner_up_kind, "runner_up": d.runner_up,
+                        "runner_up_confidence": d.runner_up_confidence}
+            for (p, j), d in zip(rows, described, strict=True)}
+
+
+def describe_batch(engines: Mapping[str, ScoringEngine], verdicts: Sequence[VerdictRecord],
+                   frames: Mapping[uuid.UUID, DecodedFrame], cache: RegionCache
+                   ) -> DescribedBatch:
+    """Verdicts with their regions described where the product has a describer (its
+    own or the default one: the engine carries whichever serves it)."""
+    out = DescribedBatch(list(verdicts))
+    by_product: dict[str, list[int]] = {}
+    for i, v in enumerate(verdicts):
+        if v.regions and getattr(engines.get(v.product), "describer", None) is not None:
+            by_product.setdefault(v.product, []).append(i)
+    if not by_product:
+        return out
+    pending: dict[str, list[_Pending]] = {}
+    for product, indices in by_product.items():
+        try:
+            pending[product] = _embed_product(engines[product], verdicts, indices, frames)
+        except Exception:  # noqa: BLE001 - a description is never worth a frame
+            log.exception("region embedding failed for %s frames of %s; no descriptions",
+                          len(indices), product)
+    keys = sorted({k for ps in pending.values() for p in ps for k in p.keys})
+    found = cache.get_descriptions(keys)  # one round trip for the whole batch
+    for product, ps in pending.items():
+        try:
+            out.fresh.update(_search(engines[product], ps, found))
+        except Exception:  # noqa: BLE001
+            log.exception("description search failed for %s; regions left without text",
+                          product)
+            continue
+        known = {**found, **out.fresh}
+        for p in ps:
+            v = verdicts[p.index]
+            out.verdicts[p.index] = dataclasses.replace(v, regions=tuple(
+                _as_record(r, known[k]) for r, k in zip(v.regions, p.keys, strict=True)))
+    out.cached = sum(k in found for ps in pending.values() for p in ps for k in p.keys)
+    out.computed = len(out.fresh)
+    return out
