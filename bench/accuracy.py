@@ -325,6 +325,7 @@ def shot_count(cat: Path, k: Shots) -> int | None:
 def run_category(
     cat: Path, shots: list[Shots], store: FeatureStore, cache: Path, floors: list[float],
     progress: Progress, task: object, variants: tuple[str, ...] = (), max_images: int = 0,
+    context_frames: int = ContextConfig().max_frames,
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
     everything = subset(split_category(cat, 0).evaluated, max_images)
@@ -378,7 +379,7 @@ def run_category(
             h, w = e.shape[-2:]
             ref_a, ref_p = amap.flatten(1), None if pmap is None else pmap.flatten(1)
             for floor in floors:
-                ccfg = ContextConfig(floor=floor)
+                ccfg = ContextConfig(floor=floor, max_frames=context_frames)
                 for protocol in ("batch", "online"):
                     progress.update(task, description=f"{cat.name}: K={k} {protocol} f={floor}")
                     a, info = context_maps(d_img, idx, ref_a, float(rt.scale), ccfg, protocol,
@@ -400,7 +401,7 @@ def run_category(
                     add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
         # context only (0 references), on the same evaluated images
         if k != "all" and k == min(shots, key=shot_order):
-            ccfg = ContextConfig()
+            ccfg = ContextConfig(max_frames=context_frames)
             for protocol in ("batch", "online"):
                 progress.update(task, description=f"{cat.name}: K=0 {protocol}")
                 a, info = context_maps(d_img, idx, None, 1.0, ccfg, protocol, None,
@@ -508,6 +509,8 @@ def main() -> None:
         help="per category, a seeded draw keeping the defect share (0 = all)",
     )
     ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
+    ap.add_argument("--context-frames", type=int, default=ContextConfig().max_frames,
+                    help="line-context size of the online protocol (the worker's default)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shots: list[Shots] = [s if s == "all" else int(s) for s in args.shots.split(",")]
@@ -535,6 +538,7 @@ def main() -> None:
                 task,
                 tuple(v for v in args.variants.split(",") if v),
                 args.max_images,
+                args.context_frames,
             )
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
@@ -546,7 +550,8 @@ def main() -> None:
                                   ("variants", args.variants)) if v != "")  # fmt: skip
     payload = {"command": command, "engine_config": ScoringConfig().model_dump(mode="json"),
                "plain_config": PLAIN.model_dump(mode="json"),
-               "context_config": ContextConfig().model_dump(mode="json"),
+               "context_config": ContextConfig(max_frames=args.context_frames)
+               .model_dump(mode="json"),
                "seconds": time.perf_counter() - t0, "feature_cache_hits": store.hits,
                "feature_cache_misses": store.misses, "categories": rows, "mean": means}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.training.synthetic import foreground_mask
+from engine.defects.foreground import foreground_mask
 
 WORK = 256  # the side features are computed at
 
