@@ -14,8 +14,8 @@ from typing import Literal
 import numpy as np
 
 from engine.runtime.export import INPUT_NAME, OUTPUT_NAMES
-from engine.runtime.parallel import PendingBatch, RequestPool
-from engine.runtime.protocol import BackendUnavailableError, check_frames, infer_chunked
+from engine.runtime.parallel import PooledBackend, RequestPool
+from engine.runtime.protocol import BackendUnavailableError
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -26,7 +26,7 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(PooledBackend):
     """`requests` InferenceSessions over an exported file (or its bytes); on CUDA one."""
 
     def __init__(
@@ -80,20 +80,3 @@ class OnnxRuntimeBackend:
             return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
 
         return run
-
-    def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._pool.run(frames)  # type: ignore[return-value]
-
-    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return infer_chunked(self._run, check_frames(frames, self.frame_size), self.max_batch)
-
-    def submit(self, frames: np.ndarray) -> PendingBatch:
-        """Start a batch of at most `max_batch` frames and return at once (pipelined())."""
-        frames = check_frames(frames, self.frame_size)
-        if frames.shape[0] > self.max_batch:
-            raise ValueError(f"batch of {frames.shape[0]} > max batch {self.max_batch}; "
-                             "use infer()")  # fmt: skip
-        return self._pool.submit(frames)
-
-    def close(self) -> None:
-        self._pool.close()

@@ -25,8 +25,8 @@ from torch import nn
 
 from engine.runtime.engine_cache import ProgressFn, load_or_build_file
 from engine.runtime.export import INPUT_NAME, OUTPUT_NAMES, RUNTIME_SUBDIR, ensure_onnx, export_onnx
-from engine.runtime.parallel import PendingBatch, RequestPool
-from engine.runtime.protocol import BackendUnavailableError, check_frames, infer_chunked
+from engine.runtime.parallel import PooledBackend, RequestPool
+from engine.runtime.protocol import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def request_runner(request: Any) -> Callable[[np.ndarray], tuple[np.ndarray, ...
     return run
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(PooledBackend):
     """InferenceBackend over a compiled OpenVINO model: N infer requests, one per stream."""
 
     def __init__(self, compiled: Any, precision: OvPrecision, max_batch: int = 32) -> None:
@@ -122,23 +122,6 @@ class OpenVinoBackend:
             [request_runner(compiled.create_infer_request()) for _ in range(self.requests)],
             "openvino",
         )
-
-    def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._pool.run(frames)  # type: ignore[return-value]
-
-    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return infer_chunked(self._run, check_frames(frames, self.frame_size), self.max_batch)
-
-    def submit(self, frames: np.ndarray) -> PendingBatch:
-        """Start a batch of at most `max_batch` frames and return at once (pipelined())."""
-        frames = check_frames(frames, self.frame_size)
-        if frames.shape[0] > self.max_batch:
-            raise ValueError(f"batch of {frames.shape[0]} > max batch {self.max_batch}; "
-                             "use infer()")  # fmt: skip
-        return self._pool.submit(frames)
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 def compile_onnx(

@@ -1,12 +1,13 @@
 """Several inference requests in flight on a CPU, results still in submission order.
 
 One request with all cores leaves them idle in the graph's serial parts (small
-depthwise convs, the bank search's reductions, top-k): on the 2-core workers two
-requests of one thread each scored ~1.3-1.8x the frames/s of one 2-thread request
-(issue 17). A `RequestPool` holds N runners (onnxruntime sessions, OpenVINO infer
-requests), splits each batch into at most N consecutive parts, runs them at once on
-N threads (both runtimes release the GIL) and joins the outputs in frame order.
-`submit` returns at once, so `protocol.pipelined` can also keep the next batch going.
+depthwise convs, the bank search's reductions, top-k), which is why issue 17 asked for
+this; on a quiet 2-core host it bought nothing (x1.05 at batch 8, x0.55 at batch 1:
+engine/runtime/NOTES.md), so the default is one request per 4 cores. A `RequestPool`
+holds N runners (onnxruntime sessions, OpenVINO infer requests), splits each batch into
+at most N consecutive parts, runs them at once on N threads (both runtimes release the
+GIL) and joins the outputs in frame order. `submit` returns at once, so
+`protocol.pipelined` can also keep the next batch going.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+
+from engine.runtime.protocol import check_frames, infer_chunked
 
 Arrays = tuple[np.ndarray, ...]
 Runner = Callable[[np.ndarray], Arrays]
@@ -108,3 +111,29 @@ class RequestPool:
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
+
+
+class PooledBackend:
+    """infer / submit / close of a CPU backend whose batches run on a RequestPool; the
+    backend sets `_pool`, `frame_size` and `max_batch`."""
+
+    _pool: RequestPool
+    frame_size: tuple[int, int]
+    max_batch: int
+
+    def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._pool.run(frames)  # type: ignore[return-value]
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return infer_chunked(self._run, check_frames(frames, self.frame_size), self.max_batch)
+
+    def submit(self, frames: np.ndarray) -> PendingBatch:
+        """Start a batch of at most `max_batch` frames and return at once (pipelined())."""
+        frames = check_frames(frames, self.frame_size)
+        if frames.shape[0] > self.max_batch:
+            raise ValueError(f"batch of {frames.shape[0]} > max batch {self.max_batch}; "
+                             "use infer()")  # fmt: skip
+        return self._pool.submit(frames)
+
+    def close(self) -> None:
+        self._pool.close()
