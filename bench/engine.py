@@ -43,6 +43,7 @@ import torch
 from engine.runtime import make_backend, pipelined
 from engine.runtime.parallel import cpu_cores, default_requests
 from engine.scoring.builder import ScoringConfig, build_runtime
+from engine.scoring.line_context import ContextConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -178,7 +179,7 @@ def main() -> None:
     ap.add_argument(
         "--context-frames",
         type=int,
-        default=64,
+        default=ContextConfig().max_frames,
         help="size of the line context of the +ctx configurations (0: none)",
     )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "engine.json")

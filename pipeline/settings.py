@@ -109,7 +109,7 @@ class LineContextSettings(BaseSettings):
     # text-branch model (or TensorRT beside a CPU-only torch) the torch module on the CPU.
     # `clad eval` follows this setting too (--context/--no-context overrides it).
     line_context: bool = True
-    line_context_frames: int = Field(64, ge=1, le=1024)
+    line_context_frames: int = Field(32, ge=1, le=1024)  # see ContextConfig.max_frames
     line_context_max_age_s: float = Field(3600.0, gt=0)
     # The context can lower a reference distance at most to this share of it.
     line_context_floor: float = Field(0.0, ge=0.0, le=1.0)

@@ -91,6 +91,7 @@ def test_clad_eval_scores_with_the_worker_context_by_default(category: Path,
                                                              tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from pipeline.settings import LineContextSettings
     from workers.cli.main import _register_subcommands, app
 
     _register_subcommands()
@@ -99,7 +100,7 @@ def test_clad_eval_scores_with_the_worker_context_by_default(category: Path,
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
-    assert payload["line_context"]["max_frames"] == 64
+    assert payload["line_context"]["max_frames"] == LineContextSettings().line_context_frames
     assert payload["categories"][0]["context"] == "online"
     assert CliRunner().invoke(app, [*args, "--no-context"]).exit_code == 0
     payload = json.loads(out.read_text())
