@@ -92,7 +92,7 @@ def with_full_context(runtime: object, backend: InferenceBackend, frames: np.nda
     engine = CladRuntimeEngine(runtime, threshold=float("inf"), version="bench",
                                backend=backend, context=ContextConfig(max_frames=n),
                                context_stage=stage)
-    module, device = engine._context_module, engine._context_device
+    module, device = engine.context_module, engine.context_device
     tiled = np.resize(frames, (n, *frames.shape[1:]))
     with torch.inference_mode():
         for i in range(0, n, 8):
