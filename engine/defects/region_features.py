@@ -35,30 +35,46 @@ FEATURE_NAMES: tuple[str, ...] = (
 N_FEATURES = len(FEATURE_NAMES)
 
 
+# The 8 neighbours as bits, N=1, NE=2, E=4, SE=8, S=16, SW=32, W=64, NW=128 (filter2D
+# correlates: kernel[1 + dy, 1 + dx] weighs the pixel at (y + dy, x + dx)).
+_NEIGHBOUR_BITS = np.array([[128, 1, 2], [64, 0, 4], [32, 16, 8]], np.float32)
+
+
+def _zhang_suen_drop_table(step: int) -> np.ndarray:
+    """[256] bool: whether a foreground pixel with this neighbour code is removed in this
+    sub-iteration of Zhang-Suen thinning."""
+    table = np.zeros(256, bool)
+    for code in range(256):
+        n = [(code >> i) & 1 for i in range(8)]  # P2..P9 clockwise from north
+        seq = n + n[:1]
+        transitions = sum(1 for i in range(8) if seq[i] == 0 and seq[i + 1] == 1)
+        if step == 0:
+            c1, c2 = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
+        else:
+            c1, c2 = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
+        table[code] = 2 <= sum(n) <= 6 and transitions == 1 and c1 == 0 and c2 == 0
+    return table
+
+
+_DROP_TABLES = (_zhang_suen_drop_table(0), _zhang_suen_drop_table(1))
+
+
 def _thin(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a {0,1} uint8 mask (one-pixel skeleton), vectorised."""
-    img = np.pad(mask.astype(np.uint8), 1)
+    """Zhang-Suen thinning of a {0,1} uint8 mask (one-pixel skeleton). Each sub-iteration
+    is one 3x3 filter giving every pixel its neighbour code and a table lookup: the
+    region describer runs this on every region the worker finds."""
+    img = mask.astype(np.uint8)  # a copy: the caller's mask is left alone
     while True:
         changed = False
-        for step in (0, 1):
-            p = img
-            n = [np.roll(np.roll(p, dy, 0), dx, 1) for dy, dx in
-                 ((1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1))]
-            # n[0..7] = P2..P9 clockwise from north (roll by +1 brings the row above)
-            b = sum(n)
-            seq = n + [n[0]]
-            a = sum(((seq[i] == 0) & (seq[i + 1] == 1)).astype(np.uint8) for i in range(8))
-            if step == 0:
-                c1, c2 = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
-            else:
-                c1, c2 = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
-            drop = (p == 1) & (b >= 2) & (b <= 6) & (a == 1) & (c1 == 0) & (c2 == 0)
+        for table in _DROP_TABLES:
+            codes = cv2.filter2D(img, cv2.CV_32F, _NEIGHBOUR_BITS,
+                                 borderType=cv2.BORDER_CONSTANT).astype(np.uint8)  # fmt: skip
+            drop = (img == 1) & table[codes]
             if drop.any():
-                img = img.copy()
                 img[drop] = 0
                 changed = True
         if not changed:
-            return img[1:-1, 1:-1]
+            return img
 
 
 def _skeleton_stats(skel: np.ndarray) -> tuple[float, int, int, float]:
