@@ -13,7 +13,7 @@ import torch
 
 from engine.evaluation.metrics import aupro, auroc, f1_max
 from engine.scoring.builder import ScoringConfig, build_runtime
-from engine.scoring.line_context import ContextConfig, LineContext, score_with_context
+from engine.scoring.line_context import ContextConfig, LineContext, score_and_offer
 from engine.scoring.runtime_model import CladRuntime
 from engine.scoring.visual_encoder import VisualEncoder
 from engine.training.datasets import CategorySplit, load_mask, load_rgb, split_category
@@ -53,9 +53,13 @@ def score_split(
         imgs = np.stack([load_rgb(s.path, size) for s in samples[i : i + batch]])
         out = rt(torch.from_numpy(imgs))
         scores.append(out.scores.numpy())
-        for m in out.maps.numpy():
-            maps.append(cv2.resize(m, (METRIC_SIZE, METRIC_SIZE), interpolation=cv2.INTER_AREA))
+        maps.extend(metric_map(m) for m in out.maps.numpy())
     return np.concatenate(scores), np.stack(maps)
+
+
+def metric_map(anomaly_map: np.ndarray) -> np.ndarray:
+    """A runtime map at the size the pixel metrics are computed at."""
+    return cv2.resize(anomaly_map, (METRIC_SIZE, METRIC_SIZE), interpolation=cv2.INTER_AREA)
 
 
 @torch.no_grad()
@@ -75,14 +79,11 @@ def score_split_online(
     for t, i in enumerate(progress(range(0, len(order), batch))):
         idx = order[i : i + batch]
         imgs = np.stack([load_rgb(samples[j].path, size) for j in idx])
-        now = float(t)  # one second per batch: the age limit never binds in an evaluation
-        out, embs, reference = score_with_context(rt, torch.from_numpy(imgs), line.items(now),
-                                                  context)  # fmt: skip
+        # one second per batch: the age limit never binds in an evaluation
+        out = score_and_offer(rt, torch.from_numpy(imgs), line, now=float(t))
         for k, j in enumerate(idx):
             scores[j] = out.scores[k]
-            maps[j] = cv2.resize(out.maps[k].numpy(), (METRIC_SIZE, METRIC_SIZE),
-                                 interpolation=cv2.INTER_AREA)  # fmt: skip
-            line.offer(embs[k], float(reference[k]), now)
+            maps[j] = metric_map(out.maps[k].numpy())
     return scores, maps
 
 

@@ -239,3 +239,20 @@ class LineContext(Generic[T]):
         self._normal_scores.clear()
         self._recent_high.clear()
         self._recent_scores.clear()
+
+
+@torch.no_grad()
+def score_and_offer(
+    rt: CladRuntime,
+    frames: torch.Tensor,
+    line: LineContext[Embeddings],
+    now: float,
+    stage: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+) -> AnomalyOutput:
+    """Score frames against the references and the line's context, then offer each one
+    to the context on its reference-only score, which does not move with the context:
+    a run of defects is scored, never learnt. What the worker does per batch."""
+    out, embs, reference = score_with_context(rt, frames, line.items(now), line.cfg, stage)
+    for score, emb in zip(reference.tolist(), embs, strict=True):
+        line.offer(emb, score, now)
+    return out

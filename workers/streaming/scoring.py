@@ -113,18 +113,14 @@ class CladRuntimeEngine:
     def _infer_with_context(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score against references + context, then offer each frame to the context
         (admitted only under its cut: a run of defects is scored, never learnt)."""
-        from engine.scoring.line_context import score_with_context
+        from engine.scoring.line_context import score_and_offer
 
-        torch, line, now = self._torch, self.line_context, self.clock()
+        torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.context_device)
         with torch.inference_mode(), torch.autocast("cuda", torch.float16,
                                                     enabled=self.context_fp16):
-            out, embs, reference = score_with_context(self.context_module, x,
-                                                      line.items(now),  # type: ignore[union-attr]
-                                                      line.cfg, self.context_stage)  # type: ignore[union-attr,arg-type]
-        # admission on the reference-only score: it does not move with the context
-        for score, emb in zip(reference.tolist(), embs, strict=True):
-            line.offer(emb, score, now)  # type: ignore[union-attr]
+            out = score_and_offer(self.context_module, x, self.line_context,  # type: ignore[arg-type]
+                                  self.clock(), self.context_stage)  # type: ignore[arg-type]
         return out.scores.float().cpu().numpy(), out.maps.float().cpu().numpy()
 
 
