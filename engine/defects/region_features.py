@@ -10,6 +10,8 @@ both are brought to WORK x WORK so every number is on one scale.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -56,7 +58,9 @@ def _zhang_suen_drop_table(step: int) -> np.ndarray:
     return table
 
 
-_DROP_TABLES = (_zhang_suen_drop_table(0), _zhang_suen_drop_table(1))
+@functools.cache
+def _drop_tables() -> tuple[np.ndarray, np.ndarray]:
+    return _zhang_suen_drop_table(0), _zhang_suen_drop_table(1)
 
 
 def _thin(mask: np.ndarray) -> np.ndarray:
@@ -66,7 +70,7 @@ def _thin(mask: np.ndarray) -> np.ndarray:
     img = mask.astype(np.uint8)  # a copy: the caller's mask is left alone
     while True:
         changed = False
-        for table in _DROP_TABLES:
+        for table in _drop_tables():
             codes = cv2.filter2D(img, cv2.CV_32F, _NEIGHBOUR_BITS,
                                  borderType=cv2.BORDER_CONSTANT).astype(np.uint8)  # fmt: skip
             drop = (img == 1) & table[codes]
