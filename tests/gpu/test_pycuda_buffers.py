@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.tensorrt_stand_ins import RecordingContext
+
 pytestmark = pytest.mark.gpu
 SIDE, MAX_BATCH = 48, 4
 SPIN_CYCLES = 20_000_000  # ~10 ms at GPU clocks: long enough to lose a race without a sync
@@ -69,22 +71,13 @@ def _needs_pycuda() -> None:
         pytest.skip(reason)
 
 
-class KernelContext:
+class KernelContext(RecordingContext):
     """Stands in for a TensorRT execution context: launches the kernel on the stream."""
 
     def __init__(self) -> None:
-        self.addr: dict[str, int] = {}
-        self.shape: tuple[int, ...] = ()
+        super().__init__()
         self.stream: Any = None  # the backend's pycuda stream, set once it exists
         self._kernel: Any = None
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        self.shape = tuple(shape)
-        return True
-
-    def set_tensor_address(self, name: str, ptr: int) -> bool:
-        self.addr[name] = ptr
-        return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         assert stream_handle == self.stream.handle, "enqueued on another stream"

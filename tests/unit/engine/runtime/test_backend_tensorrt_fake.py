@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from engine.runtime.protocol import InferenceBackend, pipelined
+from tests.tensorrt_stand_ins import RecordingContext
 
 pytestmark = pytest.mark.unit
 SIZE = 64  # also the side of the shared `runtime` fixture (conftest reads it)
@@ -99,17 +100,10 @@ def fake_pycuda() -> types.ModuleType:
     return drv
 
 
-class FakeContext:
+class FakeContext(RecordingContext):
     def __init__(self, session: ort.InferenceSession) -> None:
-        self.session, self.addr, self.shape = session, {}, None
-
-    def set_input_shape(self, name: str, shape: tuple) -> bool:
-        self.shape = tuple(shape)
-        return True
-
-    def set_tensor_address(self, name: str, ptr: int) -> bool:
-        self.addr[name] = ptr
-        return True
+        super().__init__()
+        self.session = session
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         shape, addr = self.shape, dict(self.addr)  # state captured at enqueue, like TRT
