@@ -127,24 +127,27 @@ def _shape(m: np.ndarray, y0: int, x0: int) -> tuple[list[float], np.ndarray]:
     ys, xs = ys + y0, xs + x0
     n_comp = cv2.connectedComponents(m, connectivity=8)[0] - 1
     bbox = float((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
-    pts = np.stack([xs, ys], 1).astype(np.int32)
-    hull = float(cv2.contourArea(cv2.convexHull(pts))) if len(pts) >= 3 else area
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perim = float(sum(cv2.arcLength(c, True) for c in contours)) or 1.0
+    # the hull of the outer contours' pixels is the hull of all pixels (its corners are
+    # extreme pixels, which lie on an outer contour), and its area on integer corners
+    # is exact: the same number from a few points instead of every pixel
+    outer = np.concatenate(contours).reshape(-1, 2) + np.array([x0, y0], np.int32)
+    hull = float(cv2.contourArea(cv2.convexHull(outer))) if area >= 3 else area
     cov = np.cov(np.stack([xs, ys]).astype(np.float64)) if len(xs) > 1 else np.eye(2)
     ev = np.sort(np.linalg.eigvalsh(cov + 1e-3 * np.eye(2)))
     # on the whole frame: OpenCV's chamfer distances differ in the last bit with the
     # window's position, and `dist > median` below would split ties differently
+    box = np.s_[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]]
     frame = np.zeros((WORK, WORK), np.uint8)
-    frame[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
-    dist = cv2.distanceTransform(frame, cv2.DIST_L2, 3)[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]
+    frame[box] = m
+    dist = cv2.distanceTransform(frame, cv2.DIST_L2, 3)[box]
     pad = 2  # thin only the region's box: the loop runs over far fewer pixels
     by0, by1 = max(0, ys.min() - pad) - y0, min(WORK, ys.max() + pad + 1) - y0
     bx0, bx1 = max(0, xs.min() - pad) - x0, min(WORK, xs.max() + pad + 1) - x0
-    skel = np.zeros_like(m)
-    skel[by0:by1, bx0:bx1] = _thin(m[by0:by1, bx0:bx1])
-    length, ends, branches, straight = _skeleton_stats(skel, y0, x0)
-    on_skel = dist[skel > 0]
+    skel = _thin(m[by0:by1, bx0:bx1])
+    length, ends, branches, straight = _skeleton_stats(skel, y0 + by0, x0 + bx0)
+    on_skel = dist[by0:by1, bx0:bx1][skel > 0]
     thick = 2.0 * float(on_skel.mean() if len(on_skel) else dist.max())
     return [np.log(area / side**2), np.log1p(n_comp - 1), area / bbox, area / max(hull, area),
             4 * np.pi * area / perim**2, np.sqrt(ev[0] / ev[1]), thick / side,
@@ -152,16 +155,22 @@ def _shape(m: np.ndarray, y0: int, x0: int) -> tuple[list[float], np.ndarray]:
             straight], dist  # fmt: skip
 
 
-def _core(lab: np.ndarray, sel: np.ndarray, ring: np.ndarray) -> np.ndarray:
+def _core(lab_sel: np.ndarray, lab_ring: np.ndarray, sel: np.ndarray) -> np.ndarray:
     """The pixels of a region that stand out from its ring (brightness or colour at least
     half as far from the ring, in ring deviations, as the region's extreme, and 1.5
     deviations at least): an anomaly map's region is a blob around a defect that may be a
-    2-px line, and the line's shape is what tells a scratch from a stain."""
-    mu, sd = lab[ring].mean(0), lab[ring].std(0) + np.array([2.0, 1.5, 1.5], np.float32)
-    z = np.abs((lab - mu) / sd).max(axis=-1)
-    top = float(np.percentile(z[sel], 99))
-    core = (sel & (z >= max(1.5, 0.5 * top))).astype(np.uint8)
-    return core if core.sum() >= 4 else sel.astype(np.uint8)
+    2-px line, and the line's shape is what tells a scratch from a stain. `lab_sel` and
+    `lab_ring` are the Lab pixels of the region and of its ring; only the region's
+    pixels are scored, the only ones the core can hold."""
+    mu, sd = lab_ring.mean(0), lab_ring.std(0) + np.array([2.0, 1.5, 1.5], np.float32)
+    z = np.abs((lab_sel - mu) / sd).max(axis=-1)
+    top = float(np.percentile(z, 99))
+    keep = z >= max(1.5, 0.5 * top)
+    if np.count_nonzero(keep) < 4:
+        return sel.astype(np.uint8)
+    core = np.zeros(sel.shape, np.uint8)
+    core[sel] = keep
+    return core
 
 
 def _ring(mask: np.ndarray, width: int) -> np.ndarray:
@@ -265,7 +274,8 @@ def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, 
     grey = lab[..., 0]
     li, lr = grey[sel], grey[ring]
     mu_r, sd_r = float(lr.mean()), float(lr.std()) + 2.0
-    d = lab[sel].mean(0) - lab[ring].mean(0)
+    lab_sel, lab_ring = lab[sel], lab[ring]
+    d = lab_sel.mean(0) - lab_ring.mean(0)
     chroma = float(np.hypot(d[1], d[2]))
     s_in, s_r = hsv[..., 1][sel], hsv[..., 1][ring]
 
@@ -283,21 +293,25 @@ def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, 
         if middle.any() and rim.any() else 0.0  # fmt: skip
     ab_in = float(lab[..., 1:][sel].std(0).mean()) + 1.0
     ab_r = float(lab[..., 1:][ring].std(0).mean()) + 1.0
-    core = _core(lab, sel, ring)
+    core = _core(lab_sel, lab_ring, sel)
     core_shape, _ = _shape(core, y0, x0)
     scene = planes.scene
+    grad_r = float(grad[ring].mean()) + 1.0
+    on_outline = outline[sel]
+    # two calls, not one with [5, 95]: numpy interpolates a list of quantiles with
+    # different rounding, and these are the reference's numbers to the bit
+    p05, p95 = float(np.percentile(li, 5)), float(np.percentile(li, 95))
     out = [
-        *shape, border, float(fg[sel].mean()), float(outline[sel].mean() > 0) * float(
-            (outline[sel] > 0).mean()), scene, *core_shape, float(core.sum()) / area,
+        *shape, border, float(fg[sel].mean()), float(on_outline.mean() > 0) * float(
+            (on_outline > 0).mean()), scene, *core_shape, float(core.sum()) / area,
         (float(li.mean()) - mu_r) / sd_r, (float(li.mean()) - mu_r) / 100.0, d[1] / 50.0,
         d[2] / 50.0, chroma / 50.0, chroma / (chroma + abs(float(d[0])) + 1.0),
         (float(s_in.mean()) - float(s_r.mean())) / 255.0, hue_shift,
-        np.log((float(li.std()) + 1.0) / sd_r), np.log((float(grad[sel].mean()) + 1.0)
-                                                       / (float(grad[ring].mean()) + 1.0)),
+        np.log((float(li.std()) + 1.0) / sd_r), np.log((float(grad[sel].mean()) + 1.0) / grad_r),
         np.log((float(lap[sel].mean()) + 1.0) / (float(lap[ring].mean()) + 1.0)),
-        np.log((float(grad[edge].mean()) + 1.0) / (float(grad[ring].mean()) + 1.0)),
+        np.log((float(grad[edge].mean()) + 1.0) / grad_r),
         float((li < mu_r - 2 * sd_r).mean()), float((li > mu_r + 2 * sd_r).mean()),
-        (float(np.percentile(li, 5)) - mu_r) / sd_r, (float(np.percentile(li, 95)) - mu_r) / sd_r,
+        (p05 - mu_r) / sd_r, (p95 - mu_r) / sd_r,
         np.log(ab_in / ab_r), centre_rim, planes.texture,
     ]  # fmt: skip
     return np.nan_to_num(np.asarray(out, np.float32), nan=0.0, posinf=0.0, neginf=0.0)

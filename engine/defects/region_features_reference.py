@@ -14,8 +14,6 @@ import functools
 import cv2
 import numpy as np
 
-from engine.defects.foreground import foreground_mask
-
 WORK = 256  # the side features are computed at
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -145,6 +143,16 @@ def _ring(mask: np.ndarray, width: int) -> np.ndarray:
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
     gap = cv2.dilate(mask, np.ones((3, 3), np.uint8))
     return (cv2.dilate(mask, k) > 0) & (gap == 0)
+
+
+def foreground_mask(image: np.ndarray, thresh: float = 30.0) -> np.ndarray:
+    """engine.defects.foreground.foreground_mask as it was: a float plane per frame."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
+    diff = np.abs(image.astype(np.float32) - np.median(border, axis=0)).max(axis=-1)
+    spread = float(np.abs(border - np.median(border, axis=0)).max(axis=-1).std())
+    fg = (diff > max(thresh, 4.0 * spread)).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))
+    return fg if fg.mean() > 0.05 else np.ones(image.shape[:2], np.uint8)
 
 
 def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
