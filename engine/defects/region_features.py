@@ -191,7 +191,8 @@ class FramePlanes:
     outline: np.ndarray  # uint8, the object's outline grown by 3 px (zeros for a texture)
     lab: np.ndarray  # float32, L in [0, 100], a and b centred on 0
     hsv: np.ndarray  # float32 (OpenCV ranges)
-    grad: np.ndarray  # float32 gradient magnitude of L
+    gx: np.ndarray  # float32 Sobel derivatives of L (a region takes their magnitude on
+    gy: np.ndarray  # its window: np.hypot on a whole frame costs more than the Sobels)
     lap: np.ndarray  # float32 |Laplacian| of L
     texture: float  # the image_texture feature (std of L / 50)
 
@@ -203,14 +204,23 @@ def frame_planes(image: np.ndarray) -> FramePlanes:
     scene = float(fg.mean() < 0.95)  # an object on a background, not a texture
     outline = cv2.dilate(fg - cv2.erode(fg, np.ones((3, 3), np.uint8)),
                          np.ones((7, 7), np.uint8)) if scene else np.zeros_like(fg)  # fmt: skip
-    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab[..., 0] *= 100.0 / 255.0
-    lab[..., 1:] -= 128.0
+    lab = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2LAB), _lab_lut())
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
     grey = lab[..., 0]
-    grad = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
     lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F))
-    return FramePlanes(img, fg, scene, outline, lab, hsv, grad, lap, float(grey.std()) / 50.0)
+    return FramePlanes(img, fg, scene, outline, lab, hsv, gx, gy, lap, float(grey.std()) / 50.0)
+
+
+@functools.cache
+def _lab_lut() -> np.ndarray:
+    """[1, 256, 3] float32: OpenCV's 8-bit Lab -> L in [0, 100], a and b centred on 0, by
+    the float32 arithmetic the features were trained with (L * (100 / 255), a - 128,
+    b - 128) done once per level instead of on three strided planes of every frame."""
+    levels = np.arange(256, dtype=np.float32)
+    lum = levels.copy()
+    lum *= 100.0 / 255.0
+    return np.stack([lum, levels - 128.0, levels - 128.0], -1).reshape(1, 256, 3)
 
 
 def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -270,7 +280,8 @@ def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, 
     border = min(xs.min(), ys.min(), WORK - 1 - xs.max(), WORK - 1 - ys.max()) / side
     fg, outline = planes.fg[y0:y1, x0:x1], planes.outline[y0:y1, x0:x1]
     lab, hsv = planes.lab[y0:y1, x0:x1], planes.hsv[y0:y1, x0:x1]
-    grad, lap = planes.grad[y0:y1, x0:x1], planes.lap[y0:y1, x0:x1]
+    grad = np.hypot(planes.gx[y0:y1, x0:x1], planes.gy[y0:y1, x0:x1])
+    lap = planes.lap[y0:y1, x0:x1]
     grey = lab[..., 0]
     li, lr = grey[sel], grey[ring]
     mu_r, sd_r = float(lr.mean()), float(lr.std()) + 2.0
