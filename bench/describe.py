@@ -4,13 +4,15 @@ planes once per frame, each region on its window) against the whole-frame
 implementation of before (engine.defects.region_features_reference, once per region),
 interleaved in one run.
 
-    .venv/bin/python -m bench.describe [--repeats 5] [--frames 60] [--gt]
+    .venv/bin/python -m bench.describe [--repeats 5] [--frames 60] [--gt] [--all-data]
 
 Regions: the worker's own on mvtec-sample/bottle, as bench.pipeline makes them (the
 k-shot CLAD engine of 4 references, the frame resized to the engine's input, the map
 at the stored size, the verdict regions of workers.streaming.verdicts); with --gt also
 the ground-truth regions of mvtec-sample (exact masks and grown by 8 px, the two views
-the describer was trained on) on frames at 320 px. Per set: process CPU ms per region
+the describer was trained on) on frames at 320 px; with --all-data every ground-truth
+region of the describer's training sources, at its training and the worker's sizes, once
+(a few minutes: the check that both paths agree). Per set: process CPU ms per region
 and per frame with regions (median over the repeats), the forest and vocabulary search
 beside them, and whether both paths give the same features and kinds.
 Writes bench/results/describe.json.
@@ -75,19 +77,21 @@ def worker_regions(n_frames: int, min_area: int, backend: str) -> list[Frame]:
     return out
 
 
-def ground_truth_regions(size: int = 320) -> list[Frame]:
-    """The ground-truth regions of mvtec-sample, exact and grown by 8 px at 256."""
+def ground_truth_regions(categories: list[Path], size: int = 320,
+                         mask_size: int = 320) -> list[Frame]:  # fmt: skip
+    """The ground-truth regions of the categories, exact and grown by 8 px at 256, frames
+    at `size` and masks at `mask_size`."""
     from engine.defects.regions import split_mask
-    from engine.training.datasets import find_categories, load_mask, load_rgb, split_category
+    from engine.training.datasets import load_mask, load_rgb, split_category
     from engine.training.describer_default import blob
 
     out: list[Frame] = []
-    for cat in find_categories(DATA):
+    for cat in categories:
         for s in split_category(cat, 0).evaluated:
             if s.label != 1 or s.mask_path is None:
                 continue
-            masks = split_mask(load_mask(s, size).astype(bool), min_area=4)
-            grown = [blob(m, round(8 * size / reference.WORK)) > 0 for m in masks]
+            masks = split_mask(load_mask(s, mask_size).astype(bool), min_area=4)
+            grown = [blob(m, round(8 * mask_size / reference.WORK)) > 0 for m in masks]
             if masks:
                 out.append((load_rgb(s.path, size), masks + grown))
     return out
@@ -168,6 +172,13 @@ def main() -> None:
     parser.add_argument(
         "--gt", action="store_true", help="also the ground-truth regions of mvtec-sample"
     )
+    parser.add_argument(
+        "--all-data",
+        action="store_true",
+        help="also every ground-truth region of the describer's training sources in "
+        "/work/shared/data (magnetic tile's 442 included), at training (256/256) and worker "
+        "(frame 320, map 160) sizes, once: the check that both paths agree",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "describe.json")
     args = parser.parse_args()
     import torch
@@ -179,11 +190,21 @@ def main() -> None:
     model = load_settings().model  # the worker's backend and region size
     loaded = load_default_describer()
     regions = worker_regions(args.frames, model.min_region_area_px, model.backend)
-    sets = [("worker regions, mvtec-sample/bottle", regions)]
+    sets = [("worker regions, mvtec-sample/bottle", regions, args.repeats)]
     if args.gt:
-        sets.append(("ground-truth regions, mvtec-sample (exact + grown)", ground_truth_regions()))
+        sample = sorted(d for d in DATA.iterdir() if d.is_dir())
+        sets.append(("ground-truth regions, mvtec-sample (exact + grown)",
+                     ground_truth_regions(sample), args.repeats))  # fmt: skip
+    if args.all_data:
+        from engine.training.describer_default import SOURCES
+
+        cats = [DATA.parent / rel for rels in SOURCES.values() for rel in rels]
+        for size, mask_size in ((256, 256), (320, 160)):
+            sets.append((f"all ground-truth regions of the sources, frame {size} masks "
+                         f"{mask_size} (exact + grown)",
+                         ground_truth_regions(cats, size, mask_size), 1))  # fmt: skip
     load_before = os.getloadavg()
-    rows = [measure(name, frames, loaded, args.repeats) for name, frames in sets if frames]
+    rows = [measure(name, frames, loaded, n) for name, frames, n in sets if frames]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(), "machine": platform.platform(),
