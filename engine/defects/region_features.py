@@ -213,11 +213,10 @@ def _disc_dilate(mask: np.ndarray, width: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FramePlanes:
-    """What every region of one frame reads: the frame at WORK, its foreground, Lab, HSV
-    and gradient planes. Computed once per frame, not once per region: a frame with
-    several regions used to redo all of it for each."""
+    """What every region of one frame reads, at WORK x WORK: its foreground, Lab, HSV and
+    gradient planes. Computed once per frame, not once per region: a frame with several
+    regions used to redo all of it for each."""
 
-    img: np.ndarray  # WORK x WORK x 3 uint8 RGB
     fg: np.ndarray  # uint8 foreground mask (engine.defects.foreground)
     scene: float  # 1.0: an object on a background, 0.0: a texture filling the frame
     outline: np.ndarray  # uint8, the object's outline grown by 3 px (zeros for a texture)
@@ -241,7 +240,7 @@ def frame_planes(image: np.ndarray) -> FramePlanes:
     grey = lab[..., 0]
     gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
     lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F))
-    return FramePlanes(img, fg, scene, outline, lab, hsv, gx, gy, lap, float(grey.std()) / 50.0)
+    return FramePlanes(fg, scene, outline, lab, hsv, gx, gy, lap, float(grey.std()) / 50.0)
 
 
 @functools.cache
