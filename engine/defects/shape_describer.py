@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from engine.defects.kind_forest import KindForest
-from engine.defects.region_features import N_FEATURES, region_features
+from engine.defects.region_features import N_FEATURES, features_of, frame_planes
 
 PIXELS = "pixels"  # describer.json features["encoder"] of a describer that reads pixels
 
@@ -43,10 +43,18 @@ class ShapeDescriber:
         return self
 
     def region_embeddings(self, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """pixels [N, 3, H, W] uint8 (one row per region) + masks [N, H', W'] -> [N, F]."""
+        """pixels [N, 3, H, W] uint8 (one row per region) + masks [N, H', W'] -> [N, F].
+
+        The rows of one frame's regions are one frame repeated (`embed_regions` expands
+        it): consecutive rows that view the same pixels share that frame's planes."""
         frames = pixels.permute(0, 2, 3, 1).numpy()
         m = masks.numpy().astype(np.uint8)
-        feats = [region_features(frames[i], m[i]) for i in range(len(m))]
+        feats: list[np.ndarray] = []
+        planes = None
+        for i in range(len(m)):
+            if planes is None or not _same_pixels(frames[i], frames[i - 1]):
+                planes = frame_planes(frames[i])
+            feats.append(features_of(planes, m[i]))
         return torch.from_numpy(np.stack(feats)) if feats else torch.zeros(0, N_FEATURES)
 
     def kind_probabilities(self, emb: torch.Tensor) -> torch.Tensor:
@@ -55,3 +63,11 @@ class ShapeDescriber:
     def phrase_scores(self, emb: torch.Tensor) -> torch.Tensor:
         """No text side: every phrasing scores alike, so a kind reads as its first."""
         return torch.zeros(emb.shape[0], len(self.vocab_owner))
+
+
+def _same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two frames hold the same pixels: the same view of one buffer (checked
+    first, free) or equal contents."""
+    same_view = (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                 and a.shape == b.shape and a.strides == b.strides)  # fmt: skip
+    return same_view or bool(np.array_equal(a, b))

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
-from engine.defects.region_features import FEATURE_NAMES, WORK, region_features
+from engine.defects.region_features import FEATURE_NAMES, WORK, frame_region_features
 from engine.defects.regions import split_mask
 from engine.training.datasets import _images, load_mask, load_rgb, split_category
 from engine.training.synthetic import augment_normal
@@ -77,7 +77,7 @@ def blob(mask: np.ndarray, radius: int = BLOB_RADIUS) -> np.ndarray:
 
 
 def _views(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return np.stack([region_features(image, mask), region_features(image, blob(mask))])
+    return frame_region_features(image, [mask, blob(mask)])  # one set of planes for both
 
 
 def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
