@@ -52,7 +52,13 @@ from bench.feature_cache import FeatureStore
 from engine.evaluation.evaluate import METRIC_SIZE
 from engine.evaluation.metrics import aupro, auroc
 from engine.scoring.builder import ScoringConfig, build_runtime
-from engine.scoring.line_context import ContextConfig, LineContext, fuse, reduce_context
+from engine.scoring.line_context import (
+    ContextConfig,
+    LineContext,
+    frame_descriptor,
+    fuse,
+    reduce_context,
+)
 from engine.scoring.runtime_model import CladRuntime, patch_embeddings
 from engine.training.datasets import (
     IMAGE_SUFFIXES,
@@ -222,6 +228,7 @@ def context_maps(
     dist: torch.Tensor, idx: list[int], ref: torch.Tensor | None, scale: float,
     cfg: ContextConfig, protocol: str, admit_scores: np.ndarray | None,
     image_score: object = None, members_of: dict[int, list[int]] | None = None, seed: int = 0,
+    descriptors: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:  # fmt: skip
     """Fused grid maps [N, P] of the evaluated images `idx` (indices into `dist`).
 
@@ -232,9 +239,21 @@ def context_maps(
     lowest-scoring images of the first). online: a seeded order, a LineContext fed
     with each image after it is scored; `members_of` (from the image-map pass) replays
     the same context for the pixel map. `ref` [N, P] reference maps (/ scale) or None.
+    `descriptors` [N, C] (line_context.frame_descriptor of every image): with
+    `cfg.search_frames`, each image is searched against only that many of its context
+    images, the most alike, as the worker does.
     """
     n = len(idx)
     sub = dist[idx][:, idx].float()  # [n, n, P]
+
+    def reduced(j: int, members: list[int]) -> torch.Tensor:
+        if cfg.search_frames and descriptors is not None and len(members) > cfg.search_frames:
+            d = descriptors[idx]
+            pick = (d[members] @ d[j]).topk(cfg.search_frames).indices.tolist()
+            chosen = [members[t] for t in pick]
+            return reduce_context(sub[j, chosen][None], cfg.share, len(members))[0]
+        return reduce_context(sub[j, members][None], cfg.share)[0]
+
     out = torch.zeros(n, sub.shape[2])
     replay = members_of is not None
     members_of = members_of if replay else {}
@@ -251,7 +270,7 @@ def context_maps(
         for j in range(n):
             ctx = None
             if len(members_of[j]) >= cfg.min_frames:
-                ctx = reduce_context(sub[j, members_of[j]][None], cfg.share)[0] / scale
+                ctx = reduced(j, members_of[j]) / scale
             out[j] = 0.0 if ref is None and ctx is None else fuse(
                 None if ref is None else ref[j], ctx, cfg.floor)  # fmt: skip
         return out, {"members_of": members_of}
@@ -262,7 +281,7 @@ def context_maps(
         members_of[int(j)] = members
         ctx = None
         if len(members) >= cfg.min_frames:
-            ctx = reduce_context(sub[j, members][None], cfg.share)[0] / scale
+            ctx = reduced(int(j), members) / scale
         if ref is None and ctx is None:
             out[j] = 0.0  # nothing to compare with yet: the frame passes as normal
             fused_score = 0.0
@@ -326,6 +345,7 @@ def run_category(
     cat: Path, shots: list[Shots], store: FeatureStore, cache: Path, floors: list[float],
     progress: Progress, task: object, variants: tuple[str, ...] = (), max_images: int = 0,
     context_frames: int = ContextConfig().max_frames,
+    search_frames: int = ContextConfig().search_frames,
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
     everything = subset(split_category(cat, 0).evaluated, max_images)
@@ -342,6 +362,7 @@ def run_category(
     progress.update(task, description=f"{cat.name}: pairwise context distances")
     d_img = cached_pairwise(cache, f"{root}-{cat.name}-img", emb)
     d_pix = cached_pairwise(cache, f"{root}-{cat.name}-pix", pemb) if probe.split_maps else d_img
+    descriptors = frame_descriptor(emb)  # what picks each image's searched context frames
     rows: list[dict] = []
 
     def add(k: Shots, method: str, idx: list[int], scores: np.ndarray, maps: np.ndarray,
@@ -379,11 +400,13 @@ def run_category(
             h, w = e.shape[-2:]
             ref_a, ref_p = amap.flatten(1), None if pmap is None else pmap.flatten(1)
             for floor in floors:
-                ccfg = ContextConfig(floor=floor, max_frames=context_frames)
+                ccfg = ContextConfig(floor=floor, max_frames=context_frames,
+                                     search_frames=search_frames)  # fmt: skip
                 for protocol in ("batch", "online"):
                     progress.update(task, description=f"{cat.name}: K={k} {protocol} f={floor}")
                     a, info = context_maps(d_img, idx, ref_a, float(rt.scale), ccfg, protocol,
-                                           pure_scores, image_scorer(rt, h, w))  # fmt: skip
+                                           pure_scores, image_scorer(rt, h, w),
+                                           descriptors=descriptors)  # fmt: skip
                     p = None
                     if ref_p is not None:
                         p, _ = context_maps(
@@ -395,22 +418,25 @@ def run_category(
                             protocol,
                             None,
                             members_of=info["members_of"],
+                            descriptors=descriptors,
                         )
                         p = p.reshape(-1, h, w)
                     scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
                     add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
         # context only (0 references), on the same evaluated images
         if k != "all" and k == min(shots, key=shot_order):
-            ccfg = ContextConfig(max_frames=context_frames)
+            ccfg = ContextConfig(max_frames=context_frames, search_frames=search_frames)
             for protocol in ("batch", "online"):
                 progress.update(task, description=f"{cat.name}: K=0 {protocol}")
                 a, info = context_maps(d_img, idx, None, 1.0, ccfg, protocol, None,
-                                       image_scorer(probe, *emb.shape[-2:]))  # fmt: skip
+                                       image_scorer(probe, *emb.shape[-2:]),
+                                       descriptors=descriptors)  # fmt: skip
                 p = None
                 if probe.split_maps:
                     p, _ = context_maps(
-                        d_pix, idx, None, 1.0, ccfg, protocol, None, members_of=info["members_of"]
-                    )
+                        d_pix, idx, None, 1.0, ccfg, protocol, None,
+                        members_of=info["members_of"], descriptors=descriptors,
+                    )  # fmt: skip
                     p = p.reshape(-1, *emb.shape[-2:])
                 scores, maps = finish_all(probe, a.reshape(-1, *emb.shape[-2:]), p)
                 add(0, f"ctx-only+{protocol}", idx, scores, maps, info)
@@ -511,6 +537,8 @@ def main() -> None:
     ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
     ap.add_argument("--context-frames", type=int, default=ContextConfig().max_frames,
                     help="line-context size of the online protocol (the worker's default)")
+    ap.add_argument("--search-frames", type=int, default=ContextConfig().search_frames,
+                    help="context frames each image is searched against (0 = all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shots: list[Shots] = [s if s == "all" else int(s) for s in args.shots.split(",")]
@@ -539,6 +567,7 @@ def main() -> None:
                 tuple(v for v in args.variants.split(",") if v),
                 args.max_images,
                 args.context_frames,
+                args.search_frames,
             )
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
@@ -547,10 +576,13 @@ def main() -> None:
     command = "python -m bench.accuracy " + " ".join(
         f"--{k} {v}" for k, v in (("data", args.data), ("shots", args.shots),
                                   ("floors", args.floors), ("max-images", args.max_images),
-                                  ("variants", args.variants)) if v != "")  # fmt: skip
+                                  ("variants", args.variants),
+                                  ("context-frames", args.context_frames),
+                                  ("search-frames", args.search_frames)) if v != "")  # fmt: skip
     payload = {"command": command, "engine_config": ScoringConfig().model_dump(mode="json"),
                "plain_config": PLAIN.model_dump(mode="json"),
-               "context_config": ContextConfig(max_frames=args.context_frames)
+               "context_config": ContextConfig(max_frames=args.context_frames,
+                                               search_frames=args.search_frames)
                .model_dump(mode="json"),
                "seconds": time.perf_counter() - t0, "feature_cache_hits": store.hits,
                "feature_cache_misses": store.misses, "categories": rows, "mean": means}  # fmt: skip

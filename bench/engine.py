@@ -21,9 +21,10 @@ most 4, engine.runtime.parallel), threads per request = cores / requests.
 pipelines inference across batches would; `-nopin` OpenVINO variants leave the stream
 threads unpinned (ENABLE_CPU_PINNING=NO). `+ctx<K>` variants score with a line context
 of K frames as the worker does by default (CLAD_LINE_CONTEXT): the context-stage graph
-under that runtime, then the context search in torch (engine.scoring.line_context); their
-parity is against torch scoring with the same context, their speedup against
-ort-fp32-1+ctx<K> (the worker's default path before issue 17).
+under that runtime, then the context search in torch (engine.scoring.line_context) over
+ContextConfig().search_frames frames per query; `+ctx<K>-all` searches every context
+frame. Their parity is against torch scoring with the same context and search, their
+speedup against ort-fp32-1+ctx<K>-all (the worker's default path before issue 17).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ SHARED = ROOT.parent / "shared" / "data"
 BASELINE = "ort-fp32-1"
 DEFAULT_CONFIGS = ["ort-fp32-1", "ort-fp32-N", "ov-fp32-1", "ov-fp32-N", "ov-fp32-N-stream",
                    "ov-bf16-N", "torch-fp32-1", "ort-fp32-1+ctx", "ort-fp32-N+ctx",
-                   "ov-fp32-N+ctx"]  # fmt: skip
+                   "ov-fp32-N+ctx", "ort-fp32-N+ctx-all"]  # fmt: skip
 # frames per timed call group: enough work per point that one call's jitter is small
 FRAMES_PER_POINT = 32
 
@@ -61,6 +62,8 @@ def baseline_of(name: str) -> str:
     """The row a configuration's speedup is against: the path before issue 17, with
     the same line context when the configuration has one."""
     _, plus, context = name.partition("+")
+    if context and not context.endswith("-all"):
+        context += "-all"
     return BASELINE + plus + context
 
 
@@ -94,11 +97,15 @@ def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
         return [e for i in range(0, size, 8) for e in embed(runtime, x[i : i + 8])[1]]
 
 
-def context_scorer(runtime: torch.nn.Module, context: list, stage: object | None) -> Infer:
-    """Scoring with the line context as the worker does (the stage: the CPU graph)."""
+def context_scorer(
+    runtime: torch.nn.Module, context: list, stage: object | None, search_all: bool = False
+) -> Infer:
+    """Scoring with the line context as the worker does (the stage: the CPU graph);
+    `search_all`: every context frame searched, as before `search_frames`."""
     from engine.scoring.line_context import ContextConfig, score_with_context
 
     cfg = ContextConfig(max_frames=len(context))
+    cfg = cfg.model_copy(update={"search_frames": 0}) if search_all else cfg
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out, _, _ = score_with_context(runtime, torch.from_numpy(x), context, cfg, stage)  # type: ignore[arg-type]
@@ -117,12 +124,13 @@ def build_config(
     if with_context:
         from engine.runtime.context_stage import OnnxContextStage
 
+        search_all = with_context.endswith("-all")
         if runtime_name == "torch":
             torch.set_num_threads(cores)
-            return context_scorer(runtime, context or [], None)
+            return context_scorer(runtime, context or [], None, search_all)
         kind = {"ort": "onnxruntime", "ov": "openvino"}[runtime_name]
         stage = OnnxContextStage(runtime, None, threads, requests=n, kind=kind)  # type: ignore[arg-type]
-        return context_scorer(runtime, context or [], stage)
+        return context_scorer(runtime, context or [], stage, search_all)
     if runtime_name == "torch":
         torch.set_num_threads(cores)
         return make_backend("torch", runtime, max_batch=max_batch).infer
@@ -207,7 +215,7 @@ def main() -> None:
     )
 
     context = context_of(runtime, frames, args.context_frames) if args.context_frames else None
-    names = [n + str(args.context_frames) if n.endswith("+ctx") else n for n in names]
+    names = [n.replace("+ctx", f"+ctx{args.context_frames}") for n in names]
     if not args.context_frames:
         names = [n for n in names if "+ctx" not in n]
     names += [baseline_of(n) for n in names if baseline_of(n) not in names]
@@ -215,14 +223,16 @@ def main() -> None:
     check = frames[:8]
     with torch.no_grad():
         ref = runtime(torch.from_numpy(check))
-    refs = {False: (ref.scores.numpy(), ref.maps.numpy())}
+    refs = {"": (ref.scores.numpy(), ref.maps.numpy())}
     if context is not None:  # context rows against torch scoring with the same context
-        refs[True] = context_scorer(runtime, context, None)(check)
+        refs["ctx"] = context_scorer(runtime, context, None)(check)
+        refs["ctx-all"] = context_scorer(runtime, context, None, search_all=True)(check)
     parity = {}
     for name, fn in fns.items():  # also the warm-up of every configuration and batch size
         stream = name.endswith("-stream")
         s, m = fn(np.stack([check])) if stream else fn(check)
-        ref_scores, ref_maps = refs["+ctx" in name]
+        kind = "" if "+ctx" not in name else "ctx-all" if name.endswith("-all") else "ctx"
+        ref_scores, ref_maps = refs[kind]
         parity[name] = (float(np.abs(s - ref_scores).max()), float(np.abs(m - ref_maps).max()))
         for b in args.batches:
             fn(tile(frames, b)[None]) if stream else fn(tile(frames, b))

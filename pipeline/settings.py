@@ -111,6 +111,9 @@ class LineContextSettings(BaseSettings):
     line_context: bool = True
     line_context_frames: int = Field(32, ge=1, le=1024)  # see ContextConfig.max_frames
     line_context_max_age_s: float = Field(3600.0, gt=0)
+    # Each frame is searched against this many of the context's frames, the most alike
+    # (0 = all of them); see ContextConfig.search_frames.
+    line_context_search_frames: int = Field(16, ge=0, le=1024)
     # The context can lower a reference distance at most to this share of it.
     line_context_floor: float = Field(0.0, ge=0.0, le=1.0)
     # A context_drift event goes to the verdicts topic when this share of a product's last

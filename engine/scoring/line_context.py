@@ -64,6 +64,11 @@ class ContextConfig(BaseModel):
     admit_quantile: float = 0.5
     rank_window: int = 256  # recent scores (all frames) the quantile is taken over
     drift_window: int = 50  # recent frames the drift share is computed over
+    # each frame is searched against only this many context frames, the ones most like it
+    # (cosine of mean-pooled embeddings); the reduction still averages the smallest
+    # `share` x all context frames. Half the search at 32 frames, suite online means
+    # within 0.13 of searching all (NOTES.md, session 6); 0 = search them all
+    search_frames: int = 16
 
 
 def per_frame_distances(emb: torch.Tensor, context: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -82,11 +87,42 @@ def per_frame_distances(emb: torch.Tensor, context: torch.Tensor, chunk: int = 1
     return torch.cat(out, dim=1)
 
 
-def reduce_context(dist: torch.Tensor, share: float) -> torch.Tensor:
-    """[N, M, P] per-frame distances -> [N, P]: mean of the smallest ceil(share*M)."""
+def reduce_context(dist: torch.Tensor, share: float, of_frames: int = 0) -> torch.Tensor:
+    """[N, M, P] per-frame distances -> [N, P]: mean of the smallest ceil(share * frames),
+    frames = `of_frames` when the M searched are a subset of them, else M."""
     m = dist.shape[1]
-    k = max(1, math.ceil(share * m))
+    k = min(m, max(1, math.ceil(share * (of_frames or m))))
     return dist.topk(k, dim=1, largest=False).values.mean(dim=1)
+
+
+def frame_descriptor(emb: torch.Tensor) -> torch.Tensor:
+    """[N, C, h, w] patch embeddings -> [N, C] unit mean-pooled frame descriptors."""
+    return torch.nn.functional.normalize(emb.mean(dim=(2, 3)), dim=1)
+
+
+def context_distances(
+    emb: torch.Tensor, context: torch.Tensor, cfg: ContextConfig, picks: list[torch.Tensor] | None
+) -> torch.Tensor:
+    """[N, P] reduced context distances of emb [N, C, h, w] to context [M, C, h', w'];
+    `picks` (one index tensor per frame, from `pick_frames`) limits each frame's search."""
+    if picks is None:
+        return reduce_context(per_frame_distances(emb, context), cfg.share)
+    m = context.shape[0]
+    rows = [
+        reduce_context(per_frame_distances(emb[i : i + 1], context[idx]), cfg.share, m)
+        for i, idx in enumerate(picks)
+    ]
+    return torch.cat(rows)
+
+
+def pick_frames(
+    emb: torch.Tensor, context: torch.Tensor, cfg: ContextConfig
+) -> list[torch.Tensor] | None:
+    """Per frame of emb, the `cfg.search_frames` context frames most like it; None = all."""
+    if not cfg.search_frames or context.shape[0] <= cfg.search_frames:
+        return None
+    sims = frame_descriptor(emb) @ frame_descriptor(context).T  # [N, M]
+    return list(sims.topk(cfg.search_frames, dim=1).indices)
 
 
 def fuse(
@@ -163,11 +199,11 @@ def score_with_context(
         reference_scores = rt.finish(feats, rt.w_visual * amap, None, size, size).scores
     scale = rt.scale if has_bank else torch.tensor(1.0)
     ctx = torch.stack([c.image for c in context])
-    ctx = reduce_context(per_frame_distances(emb, ctx), cfg.share).reshape(n, h, w) / scale
+    picks = pick_frames(emb, ctx, cfg)  # the pixel map searches the same frames
+    ctx = context_distances(emb, ctx, cfg, picks).reshape(n, h, w) / scale
     amap = fuse(amap, ctx, cfg.floor)
     if rt.split_maps:
-        pctx = torch.stack([c.pixel for c in context])
-        pctx = reduce_context(per_frame_distances(pemb, pctx), cfg.share)
+        pctx = context_distances(pemb, torch.stack([c.pixel for c in context]), cfg, picks)
         pmap = fuse(pmap, pctx.reshape(n, h, w) / rt.pixel_scale, cfg.floor)
     out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), *frames.shape[1:3])
     return out, embs, out.scores if reference_scores is None else reference_scores

@@ -170,6 +170,7 @@ def context_config(settings: LineContextSettings) -> object | None:
 
     return ContextConfig(max_frames=settings.line_context_frames,
                          max_age_s=settings.line_context_max_age_s,
+                         search_frames=settings.line_context_search_frames,
                          floor=settings.line_context_floor)
 
 

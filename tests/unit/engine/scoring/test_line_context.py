@@ -10,7 +10,10 @@ from engine.scoring.line_context import (
     ContextConfig,
     Embeddings,
     LineContext,
+    context_distances,
     fuse,
+    per_frame_distances,
+    pick_frames,
     reduce_context,
     score_with_context,
 )
@@ -50,6 +53,54 @@ def test_reduce_and_fuse_numbers() -> None:
     torch.testing.assert_close(fuse(None, ctx, 0.5), ctx)
     with pytest.raises(ValueError, match="nothing to score"):
         fuse(None, None, 0.0)
+
+
+def test_reduce_over_a_searched_subset_keeps_the_share_of_all_frames() -> None:
+    d = torch.tensor([[[0.1, 0.9], [0.3, 0.5]]])  # [1, M=2 searched, P=2]
+    # 2 of 8 context frames searched, share 0.25 of 8 -> the 2 smallest of those searched
+    torch.testing.assert_close(reduce_context(d, 0.25, of_frames=8), torch.tensor([[0.2, 0.7]]))
+    # share x all frames above the searched count: all of them
+    torch.testing.assert_close(reduce_context(d, 0.5, of_frames=8), torch.tensor([[0.2, 0.7]]))
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def test_search_frames_picks_the_frames_most_like_each_query() -> None:
+    gen = torch.Generator().manual_seed(0)
+    look_a, look_b = torch.randn(8, 1, 1, generator=gen), torch.randn(8, 1, 1, generator=gen)
+    # 6 context frames that look like A (the query's look), 6 unlike it, interleaved
+    frames = [_unit(look + 0.3 * torch.randn(8, 4, 4, generator=gen)) for _ in range(6)
+              for look in (look_a, look_b)]  # fmt: skip
+    ctx = torch.stack(frames)
+    query = _unit(look_a + 0.3 * torch.randn(1, 8, 4, 4, generator=gen))
+    cfg = ContextConfig(search_frames=6, share=0.25)
+    picks = pick_frames(query, ctx, cfg)
+    assert picks is not None
+    assert sorted(picks[0].tolist()) == [0, 2, 4, 6, 8, 10]  # the six A frames
+    # the 3 (= 0.25 x 12) smallest per patch come from the A frames: the same numbers
+    full = reduce_context(per_frame_distances(query, ctx), cfg.share)
+    torch.testing.assert_close(context_distances(query, ctx, cfg, picks), full)
+    # a search of every frame is the plain reduction; so is a context under the bound
+    assert pick_frames(query, ctx, cfg.model_copy(update={"search_frames": 0})) is None
+    assert pick_frames(query, ctx[:6], cfg) is None
+    torch.testing.assert_close(context_distances(query, ctx, cfg, None), full)
+
+
+def test_searching_half_the_frames_still_vouches_for_normal_frames(runtime: CladRuntime) -> None:
+    line: LineContext[Embeddings] = LineContext(ContextConfig())
+    _run(runtime, line, [stripe_frame(s) for s in range(10, 50)])
+    x = torch.from_numpy(np.stack([stripe_frame(99), stripe_frame(98, defect=True)]))
+    items = line.items(50.0)
+    assert len(items) > 8
+    full, _e, reference = score_with_context(runtime, x, items, line.cfg)
+    half, _e, _r = score_with_context(runtime, x, items, line.cfg.model_copy(
+        update={"search_frames": len(items) // 2}))  # fmt: skip
+    assert half.scores[1] > 2 * half.scores[0]  # the blob stays anomalous
+    # the line still vouches for the normal frame, if a little less than with every frame
+    # (the stripes' phase is not in a mean-pooled descriptor: 0.43 all, 0.49 half, 0.64 none)
+    assert full.scores[0] <= half.scores[0] < reference[0]
 
 
 def test_too_little_context_equals_the_plain_runtime(runtime: CladRuntime) -> None:

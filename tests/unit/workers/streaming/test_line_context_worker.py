@@ -41,8 +41,11 @@ def _feed(engine: CladRuntimeEngine, frames: list[np.ndarray], batch: int = 10) 
 
 def test_settings_switch_the_context() -> None:
     assert context_config(LineContextSettings(line_context=False)) is None
-    cfg = context_config(LineContextSettings(line_context_frames=16, line_context_floor=0.5))
+    cfg = context_config(LineContextSettings(line_context_frames=16, line_context_floor=0.5,
+                                             line_context_search_frames=4))  # fmt: skip
     assert isinstance(cfg, ContextConfig) and cfg.max_frames == 16 and cfg.floor == 0.5
+    assert cfg.search_frames == 4
+    assert context_config(LineContextSettings()).search_frames == ContextConfig().search_frames  # type: ignore[union-attr]
 
 
 def test_without_context_infer_is_the_plain_runtime(runtime: CladRuntime) -> None:
