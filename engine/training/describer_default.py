@@ -3,11 +3,13 @@ from that product.
 
 A random forest over product-agnostic region features (engine.defects.region_features: the
 region's shape, and its brightness, colour and texture against a ring around it),
-trained on (a) defects drawn on normal images of several products, whose kind is known
-because engine.training.synthetic_defects drew them, and (b) the labelled ground-truth regions
+trained on (a) defects drawn on normal images of several products and of plain parts made
+from scratch (engine.training.plain_parts), whose kind is known because
+engine.training.synthetic_defects drew them, and (b) the labelled ground-truth regions
 of the shared data sets, their folder mapped to a generic kind by engine.defects.defect_kinds.
-Every region is seen twice in training: with its exact mask and grown into the blob an
-anomaly map gives at run time. It ships in engine/defects/describers/default/ (forest.npz);
+Every region is seen twice in training: with its exact mask and as the blob an anomaly
+map draws around it at run time (`map_blob`: blurred and cut, as a patch-level map is).
+It ships in engine/defects/describers/default/ (forest.npz);
 rebuild it, seeded, with
 
     python -m engine.training.describer_default build --data /work/shared/data
@@ -44,6 +46,10 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "leather": ("mvtec-more/leather",),
     "mvtec-sample": ("mvtec-sample/bottle", "mvtec-sample/capsule", "mvtec-sample/grid"),
 }
+# a drawn defect whose pixels changed less than this (mean over its mask, grey levels) is
+# dropped: a shifted copy of a plain surface or a warp of a flat one looks like nothing,
+# and such rows taught the forest to call any faint map blob a misplaced part or a dent
+MIN_CHANGE = 10.0
 # drawn-only source, index len(SOURCES): plain parts made by engine.training.plain_parts
 PLAIN, PLAIN_PARTS = "plain-parts", 48
 ROWS_VERSION = 3  # bump when the drawings or the features change (cache key)
@@ -138,13 +144,19 @@ def drawn_rows(originals: list[np.ndarray], name: str, source: int, count: int, 
         base = np.ascontiguousarray(augment_normal(originals[int(rng.integers(len(originals)))],
                                                    rng))  # fmt: skip
         img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]])
-        if mask.sum() < 4:
-            continue
+        if mask.sum() < 4 or _change(base, img, mask) < MIN_CHANGE:
+            continue  # a drawing that left the pixels as they were teaches no kind
         x.append(_views(img, mask, rng))
         kind.append(GENERIC_KINDS.index(k))
     n = len(x)
     return Rows(np.stack(x), np.array(kind), np.full(n, source), np.ones(n, bool),
                 np.full(n, "drawn"))  # fmt: skip
+
+
+def _change(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> float:
+    """Mean over the mask of the largest channel change (grey levels)."""
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=-1)
+    return float(diff[mask > 0].mean())
 
 
 def plain_part_images(seed: int, n: int = PLAIN_PARTS) -> list[np.ndarray]:
