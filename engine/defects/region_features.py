@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -226,12 +226,28 @@ class FramePlanes:
     gy: np.ndarray  # its window: np.hypot on a whole frame costs more than the Sobels)
     lap: np.ndarray  # float32 |Laplacian| of L
     texture: float  # the image_texture feature (std of L / 50)
+    # connected components of the pixels off each surface, made when a region first asks
+    _components: dict[bool, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def off_surface(self, on_part: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, pixel count per label) of the 8-connected components of the pixels off
+        a surface (on_part: the surface is the part, so the background's components),
+        over the whole frame: whether a component reaches beyond a region is a property
+        of the frame, not of the region's window."""
+        if on_part not in self._components:
+            off = (self.fg == 0) if on_part else (self.fg > 0)
+            _n, labels = cv2.connectedComponents(off.astype(np.uint8), connectivity=8)
+            self._components[on_part] = (labels, np.bincount(labels.ravel()))
+        return self._components[on_part]
 
 
 def frame_planes(image: np.ndarray) -> FramePlanes:
     """HxWx3 uint8 RGB (any resolution) -> its planes at WORK x WORK."""
     img = cv2.resize(image, (WORK, WORK), interpolation=cv2.INTER_AREA)
-    fg = foreground_mask(img)
+    # closed: a thin scratch as dark as the background still lies on the object
+    fg = cv2.morphologyEx(foreground_mask(img), cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     scene = float(fg.mean() < 0.95)  # an object on a background, not a texture
     outline = cv2.dilate(fg - cv2.erode(fg, np.ones((3, 3), np.uint8)),
                          np.ones((7, 7), np.uint8)) if scene else np.zeros_like(fg)  # fmt: skip
@@ -314,28 +330,43 @@ def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, 
     grad = np.hypot(planes.gx[y0:y1, x0:x1], planes.gy[y0:y1, x0:x1])
     lap = planes.lap[y0:y1, x0:x1]
     grey = lab[..., 0]
-    li, lr = grey[sel], grey[ring]
+    body = sel
+    if planes.scene:  # compare with the surface the region lies on, not the background beyond
+        on_part = bool(fg[ring].mean() >= 0.5)
+        surface = fg > 0 if on_part else fg == 0
+        ring = ring & surface if (ring & surface).sum() >= 8 else ring
+        # a map's blob spills over the object's edge: when the region lies mostly on the
+        # ring's surface, its off-surface pixels whose component reaches beyond the region
+        # are not the defect (an enclosed dark spot stays; a bite out of the outline,
+        # mostly off the surface, keeps all of its pixels)
+        if surface[sel].mean() >= 0.75:
+            labels, counts = planes.off_surface(on_part)
+            win = labels[y0:y1, x0:x1]
+            inside = np.bincount(win[sel], minlength=len(counts))
+            reach = np.flatnonzero(counts > inside)
+            body = sel & ~np.isin(win, reach[reach > 0])
+    li, lr = grey[body], grey[ring]
     mu_r, sd_r = float(lr.mean()), float(lr.std()) + 2.0
-    lab_sel, lab_ring = lab[sel], lab[ring]
+    lab_sel, lab_ring = lab[body], lab[ring]
     d = lab_sel.mean(0) - lab_ring.mean(0)
     chroma = float(np.hypot(d[1], d[2]))
-    s_in, s_r = hsv[..., 1][sel], hsv[..., 1][ring]
+    s_in, s_r = hsv[..., 1][body], hsv[..., 1][ring]
 
     def hue_mean(where: np.ndarray) -> complex:
         h = hsv[..., 0][where] * (np.pi / 90.0)
         w = hsv[..., 1][where] / 255.0
         return complex(float((w * np.cos(h)).mean()), float((w * np.sin(h)).mean()))
 
-    hi, hr = hue_mean(sel), hue_mean(ring)
+    hi, hr = hue_mean(body), hue_mean(ring)
     hue_shift = abs(hi - hr)  # a saturation-weighted hue difference (0: same tint)
     edge = (cv2.dilate(m, np.ones((3, 3), np.uint8)) - cv2.erode(m, np.ones((3, 3), np.uint8))) > 0
-    middle = dist > np.median(dist[sel])
-    rim = sel & ~middle
+    middle = body & (dist > np.median(dist[body]))
+    rim = body & ~middle
     centre_rim = (float(grey[middle].mean()) - float(grey[rim].mean())) / sd_r \
         if middle.any() and rim.any() else 0.0  # fmt: skip
-    ab_in = float(lab[..., 1:][sel].std(0).mean()) + 1.0
+    ab_in = float(lab[..., 1:][body].std(0).mean()) + 1.0
     ab_r = float(lab[..., 1:][ring].std(0).mean()) + 1.0
-    core = _core(lab_sel, lab_ring, sel)
+    core = _core(lab_sel, lab_ring, body)
     core_shape, _ = _shape(core, y0, x0)
     scene = planes.scene
     grad_r = float(grad[ring].mean()) + 1.0
@@ -349,8 +380,8 @@ def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, 
         (float(li.mean()) - mu_r) / sd_r, (float(li.mean()) - mu_r) / 100.0, d[1] / 50.0,
         d[2] / 50.0, chroma / 50.0, chroma / (chroma + abs(float(d[0])) + 1.0),
         (float(s_in.mean()) - float(s_r.mean())) / 255.0, hue_shift,
-        np.log((float(li.std()) + 1.0) / sd_r), np.log((float(grad[sel].mean()) + 1.0) / grad_r),
-        np.log((float(lap[sel].mean()) + 1.0) / (float(lap[ring].mean()) + 1.0)),
+        np.log((float(li.std()) + 1.0) / sd_r), np.log((float(grad[body].mean()) + 1.0) / grad_r),
+        np.log((float(lap[body].mean()) + 1.0) / (float(lap[ring].mean()) + 1.0)),
         np.log((float(grad[edge].mean()) + 1.0) / grad_r),
         float((li < mu_r - 2 * sd_r).mean()), float((li > mu_r + 2 * sd_r).mean()),
         (p05 - mu_r) / sd_r, (p95 - mu_r) / sd_r,

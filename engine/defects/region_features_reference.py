@@ -170,7 +170,8 @@ def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(m)
     shape, dist = _shape(m)
     border = min(xs.min(), ys.min(), WORK - 1 - xs.max(), WORK - 1 - ys.max()) / side
-    fg = foreground_mask(img)
+    # closed: a thin scratch as dark as the background still lies on the object
+    fg = cv2.morphologyEx(foreground_mask(img), cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
     scene = float(fg.mean() < 0.95)  # an object on a background, not a texture
     outline = cv2.dilate(fg - cv2.erode(fg, np.ones((3, 3), np.uint8)),
                          np.ones((7, 7), np.uint8)) if scene else np.zeros_like(fg)  # fmt: skip
@@ -186,27 +187,41 @@ def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ring = _ring(m, width)
     if ring.sum() < 8:  # the region fills the frame: compare with everything else
         ring = ~sel if (~sel).sum() >= 8 else np.ones_like(sel)
-    li, lr = grey[sel], grey[ring]
+    if scene:  # compare with the surface the region lies on, not the background beyond
+        side = fg > 0 if fg[ring].mean() >= 0.5 else fg == 0
+        ring = ring & side if (ring & side).sum() >= 8 else ring
+        # a map's blob spills over the object's edge: when the region lies mostly on the
+        # ring's surface, its off-surface pixels that reach beyond the region are not the
+        # defect (a dark spot inside, off-surface but enclosed, stays; a bite out of the
+        # outline, mostly off the surface, keeps all of its pixels)
+        body = sel
+        if side[sel].mean() >= 0.75:
+            _n, cc = cv2.connectedComponents((~side).astype(np.uint8), connectivity=8)
+            beyond = np.unique(cc[~side & ~sel])
+            body = sel & ~np.isin(cc, beyond[beyond > 0])
+    else:
+        body = sel
+    li, lr = grey[body], grey[ring]
     mu_r, sd_r = float(lr.mean()), float(lr.std()) + 2.0
-    d = lab[sel].mean(0) - lab[ring].mean(0)
+    d = lab[body].mean(0) - lab[ring].mean(0)
     chroma = float(np.hypot(d[1], d[2]))
-    s_in, s_r = hsv[..., 1][sel], hsv[..., 1][ring]
+    s_in, s_r = hsv[..., 1][body], hsv[..., 1][ring]
 
     def hue_mean(where: np.ndarray) -> complex:
         h = hsv[..., 0][where] * (np.pi / 90.0)
         w = hsv[..., 1][where] / 255.0
         return complex(float((w * np.cos(h)).mean()), float((w * np.sin(h)).mean()))
 
-    hi, hr = hue_mean(sel), hue_mean(ring)
+    hi, hr = hue_mean(body), hue_mean(ring)
     hue_shift = abs(hi - hr)  # a saturation-weighted hue difference (0: same tint)
     edge = (cv2.dilate(m, np.ones((3, 3), np.uint8)) - cv2.erode(m, np.ones((3, 3), np.uint8))) > 0
-    middle = dist > np.median(dist[sel])
-    rim = sel & ~middle
+    middle = body & (dist > np.median(dist[body]))
+    rim = body & ~middle
     centre_rim = (float(grey[middle].mean()) - float(grey[rim].mean())) / sd_r \
         if middle.any() and rim.any() else 0.0  # fmt: skip
-    ab_in = float(lab[..., 1:][sel].std(0).mean()) + 1.0
+    ab_in = float(lab[..., 1:][body].std(0).mean()) + 1.0
     ab_r = float(lab[..., 1:][ring].std(0).mean()) + 1.0
-    core = _core(grey, lab, sel, ring)
+    core = _core(grey, lab, body, ring)
     core_shape, _ = _shape(core)
     out = [
         *shape, border, float(fg[sel].mean()), float(outline[sel].mean() > 0) * float(
@@ -214,9 +229,9 @@ def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         (float(li.mean()) - mu_r) / sd_r, (float(li.mean()) - mu_r) / 100.0, d[1] / 50.0,
         d[2] / 50.0, chroma / 50.0, chroma / (chroma + abs(float(d[0])) + 1.0),
         (float(s_in.mean()) - float(s_r.mean())) / 255.0, hue_shift,
-        np.log((float(li.std()) + 1.0) / sd_r), np.log((float(grad[sel].mean()) + 1.0)
+        np.log((float(li.std()) + 1.0) / sd_r), np.log((float(grad[body].mean()) + 1.0)
                                                        / (float(grad[ring].mean()) + 1.0)),
-        np.log((float(lap[sel].mean()) + 1.0) / (float(lap[ring].mean()) + 1.0)),
+        np.log((float(lap[body].mean()) + 1.0) / (float(lap[ring].mean()) + 1.0)),
         np.log((float(grad[edge].mean()) + 1.0) / (float(grad[ring].mean()) + 1.0)),
         float((li < mu_r - 2 * sd_r).mean()), float((li > mu_r + 2 * sd_r).mean()),
         (float(np.percentile(li, 5)) - mu_r) / sd_r, (float(np.percentile(li, 95)) - mu_r) / sd_r,

@@ -3,11 +3,13 @@ from that product.
 
 A random forest over product-agnostic region features (engine.defects.region_features: the
 region's shape, and its brightness, colour and texture against a ring around it),
-trained on (a) defects drawn on normal images of several products, whose kind is known
-because engine.training.synthetic_defects drew them, and (b) the labelled ground-truth regions
+trained on (a) defects drawn on normal images of several products and of plain parts made
+from scratch (engine.training.plain_parts), whose kind is known because
+engine.training.synthetic_defects drew them, and (b) the labelled ground-truth regions
 of the shared data sets, their folder mapped to a generic kind by engine.defects.defect_kinds.
-Every region is seen twice in training: with its exact mask and grown into the blob an
-anomaly map gives at run time. It ships in engine/defects/describers/default/ (forest.npz);
+Every region is seen twice in training: with its exact mask and as the blob an anomaly
+map draws around it at run time (`map_blob`: blurred and cut, as a patch-level map is).
+It ships in engine/defects/describers/default/ (forest.npz);
 rebuild it, seeded, with
 
     python -m engine.training.describer_default build --data /work/shared/data
@@ -32,6 +34,7 @@ from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
 from engine.defects.region_features import FEATURE_NAMES, WORK, frame_region_features
 from engine.defects.regions import split_mask
 from engine.training.datasets import _images, load_mask, load_rgb, split_category
+from engine.training.plain_parts import plain_part
 from engine.training.synthetic import augment_normal
 from engine.training.synthetic_defects import draw_defect
 
@@ -43,15 +46,23 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "leather": ("mvtec-more/leather",),
     "mvtec-sample": ("mvtec-sample/bottle", "mvtec-sample/capsule", "mvtec-sample/grid"),
 }
-ROWS_VERSION = 2  # bump when the drawings or the features change (cache key)
+# a drawn defect whose pixels changed less than this (mean over its mask, grey levels) is
+# dropped: a shifted copy of a plain surface or a warp of a flat one looks like nothing,
+# and such rows taught the forest to call any faint map blob a misplaced part or a dent
+MIN_CHANGE = 10.0
+# drawn-only source, index len(SOURCES): plain parts made by engine.training.plain_parts
+PLAIN, PLAIN_PARTS = "plain-parts", 48
+ROWS_VERSION = 3  # bump when the drawings or the features change (cache key)
 # an anomaly map's region is the defect grown by about one patch cell: 8 px at WORK
 BLOB_RADIUS = 8
+# map_blob: blur (px at WORK) and the cut's level (share of the blurred peak)
+MAP_SIGMA, MAP_LEVEL = (3.0, 8.0), (0.15, 0.45)
 TREES, MIN_LEAF = 60, 8  # forest.npz stays a few hundred KB (150 trees, leaf 4: 1.4 MB)
 
 
 @dataclass
 class Rows:
-    """Per region: features of its exact mask and of its blob [M, 2, F], kind, source
+    """Per region: features of its views (VIEWS) [M, 3, F], kind, source
     index, drawn or real, and its folder (the data set's defect kind, "drawn")."""
 
     x: np.ndarray
@@ -71,25 +82,43 @@ class Rows:
 
 
 def blob(mask: np.ndarray, radius: int = BLOB_RADIUS) -> np.ndarray:
-    """The mask grown as an anomaly map's region around the same defect would be."""
+    """The mask grown by `radius` px (a fixed stand-in for an anomaly map's region)."""
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     return cv2.dilate(np.asarray(mask, np.uint8), k)
 
 
-def _views(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return frame_region_features(image, [mask, blob(mask)])  # one set of planes for both
+def map_blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The region an anomaly map draws around a defect: a patch-level map is a blurred
+    response to it, cut at some level, so a 2-px line becomes a rounded band ~10 px
+    wide and a large area keeps its outline with a soft margin (the demo's map regions
+    measure so: a 3-px line gets a 30-40 px wide blob at 256 px)."""
+    m = np.asarray(mask, np.float32)
+    soft = cv2.GaussianBlur(m, (0, 0), float(rng.uniform(MAP_SIGMA[0], MAP_SIGMA[1])))
+    cut = soft >= float(rng.uniform(MAP_LEVEL[0], MAP_LEVEL[1])) * float(soft.max())
+    return (cut | (m > 0)).astype(np.uint8)
+
+
+VIEWS = ("mask", "blob", "grown8")  # training reads the first two; grown8: the v2 blob
+
+
+def _views(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Features of the exact mask, of a map-like blob around it (both trained on) and of
+    the mask grown by 8 px (evaluated only: the blob of the previous build's table)."""
+    # one set of frame planes for the three views
+    return frame_region_features(image, [mask, map_blob(mask, rng), blob(mask)])
 
 
 def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
     """Ground-truth regions of a category's defect images, labelled with generic kinds."""
     x, kind, folder = [], [], []
+    rng = np.random.default_rng([7, sum(map(ord, f"{category.parent.name}/{category.name}"))])
     for s in split_category(category, 0).evaluated:
         k = generic_kind(category.name, s.kind) if s.label == 1 else None
         if k is None or s.mask_path is None:
             continue
         image = load_rgb(s.path, WORK)
         for m in split_mask(load_mask(s, WORK).astype(bool), min_area=min_area):
-            x.append(_views(image, m))
+            x.append(_views(image, m, rng))
             kind.append(GENERIC_KINDS.index(k))
             folder.append(s.kind)
     if not x:
@@ -103,29 +132,38 @@ def normal_images(category: Path) -> list[Path]:
     return _images(category / "train" / "good") or _images(category / "test" / "good")
 
 
-def drawn_rows(category: Path, source: int, count: int, seed: int,
+def drawn_rows(originals: list[np.ndarray], name: str, source: int, count: int, seed: int,
                progress: bool = True) -> Rows:  # fmt: skip
-    """`count` defects drawn on the category's normal images, the kinds in turn."""
-    normals = normal_images(category)
-    if not normals:
-        raise ValueError(f"{category}: no normal images to draw on")
-    # one seed per category: adding a category does not change the others' drawings
-    rng = np.random.default_rng([seed, sum(map(ord, f"{category.parent.name}/{category.name}"))])
-    originals = [load_rgb(p, WORK) for p in normals]
+    """`count` defects drawn on normal images (WORK x WORK RGB), the kinds in turn."""
+    if not originals:
+        raise ValueError(f"{name}: no normal images to draw on")
+    # one seed per product: adding a product does not change the others' drawings
+    rng = np.random.default_rng([seed, sum(map(ord, name))])
     x, kind = [], []
-    for i in tqdm(range(count), desc=f"drawing {category.name}", disable=not progress,
-                  leave=False):  # fmt: skip
+    for i in tqdm(range(count), desc=f"drawing {name}", disable=not progress, leave=False):
         k = GENERIC_KINDS[i % len(GENERIC_KINDS)]
         base = np.ascontiguousarray(augment_normal(originals[int(rng.integers(len(originals)))],
                                                    rng))  # fmt: skip
         img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]])
-        if mask.sum() < 4:
-            continue
-        x.append(_views(img, mask))
+        if mask.sum() < 4 or _change(base, img, mask) < MIN_CHANGE:
+            continue  # a drawing that left the pixels as they were teaches no kind
+        x.append(_views(img, mask, rng))
         kind.append(GENERIC_KINDS.index(k))
     n = len(x)
     return Rows(np.stack(x), np.array(kind), np.full(n, source), np.ones(n, bool),
                 np.full(n, "drawn"))  # fmt: skip
+
+
+def _change(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> float:
+    """Mean over the mask of the largest channel change (grey levels)."""
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=-1)
+    return float(diff[mask > 0].mean())
+
+
+def plain_part_images(seed: int, n: int = PLAIN_PARTS) -> list[np.ndarray]:
+    """The plain parts defects are drawn on (engine.training.plain_parts), seeded."""
+    rng = np.random.default_rng([seed, sum(map(ord, PLAIN))])
+    return [plain_part(rng, WORK) for _ in range(n)]
 
 
 def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path | None,
@@ -148,7 +186,9 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
                     continue
             here = [r for r in (real_rows(cat, s),) if r is not None]
             if normal_images(cat):
-                here.append(drawn_rows(cat, s, drawn_per_category, seed, progress))
+                originals = [load_rgb(p, WORK) for p in normal_images(cat)]
+                here.append(drawn_rows(originals, f"{cat.parent.name}/{cat.name}", s,
+                                       drawn_per_category, seed, progress))  # fmt: skip
             if not here:
                 continue
             rows = Rows.concat(here)
@@ -158,6 +198,19 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
             parts.append(rows)
     if not parts:
         raise FileNotFoundError(f"none of the data sets {sorted(SOURCES)} under {data}")
+    # plain parts: drawn regions only, in training for every held-out source
+    name = f"rows-v{ROWS_VERSION}-{PLAIN}-{PLAIN_PARTS}-{drawn_per_category}-{seed}.npz"
+    key = None if cache_dir is None else cache_dir / name
+    if key is not None and key.is_file():
+        with np.load(key, allow_pickle=False) as z:
+            parts.append(Rows(z["x"], z["kind"], z["source"], z["drawn"], z["folder"]))
+    else:
+        rows = drawn_rows(plain_part_images(seed), PLAIN, len(SOURCES), drawn_per_category,
+                          seed, progress)  # fmt: skip
+        if key is not None:
+            key.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(key, **rows.__dict__)
+        parts.append(rows)
     return Rows.concat(parts)
 
 
@@ -165,7 +218,7 @@ def fit_forest(rows: Rows, seed: int) -> object:
     """A class-balanced random forest on both views of every region."""
     from sklearn.ensemble import RandomForestClassifier
 
-    x = np.concatenate([rows.x[:, 0], rows.x[:, 1]])
+    x = np.concatenate([rows.x[:, 0], rows.x[:, 1]])  # the exact mask and the map-like blob
     y = np.concatenate([rows.kind, rows.kind])
     forest = RandomForestClassifier(TREES, min_samples_leaf=MIN_LEAF, class_weight="balanced",
                                     random_state=seed, n_jobs=1)  # fmt: skip
@@ -205,9 +258,9 @@ def _per_source(probs: np.ndarray, truth: np.ndarray, folder: np.ndarray) -> dic
 
 
 def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
-    """Per source: accuracy on its REAL regions (exact masks, and grown into map-like
-    blobs) of a forest fitted on the other sources only; the "unclear" cut calibrated
-    on all of those held-out answers together."""
+    """Per source: accuracy on its REAL regions (each view: exact masks, map-like blobs,
+    masks grown by 8 px) of a forest fitted on the other sources only; the "unclear" cut
+    calibrated on the held-out answers of the first two views together."""
     results: dict = {"sources": {}}
     confs, hits = [], []
     for s, name in enumerate(SOURCES):
@@ -218,11 +271,12 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
         forest = fit_forest(rows.subset(train), seed)
         held = rows.subset(test)
         entry = {"n_train_regions": int(len(train))}
-        for v, view in enumerate(("mask", "blob")):
+        for v, view in enumerate(VIEWS[: held.x.shape[1]]):
             probs = kind_shares(forest, held.x[:, v])
             entry[view] = _per_source(probs, held.kind, held.folder)
-            confs.append(probs.max(axis=1))
-            hits.append(probs.argmax(axis=1) == held.kind)
+            if v < 2:  # the cut: on the views the describer is trained for
+                confs.append(probs.max(axis=1))
+                hits.append(probs.argmax(axis=1) == held.kind)
         results["sources"][name] = entry
     conf, correct = np.concatenate(confs), np.concatenate(hits)
     cut = unclear_cut(conf, correct, precision)
@@ -272,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     forest = from_sklearn(fit_forest(rows, args.seed), len(GENERIC_KINDS))
     metrics = {"unclear_below": res["unclear_below"], "loso_named_share": res["named_share"],
                "loso_named_accuracy": res["named_accuracy"],
-               "loso_accuracy": {n: {v: e[v]["accuracy"] for v in ("mask", "blob")}
+               "loso_accuracy": {n: {v: e[v]["accuracy"] for v in VIEWS if v in e}
                                  for n, e in res["sources"].items()},
                "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),
                "trees": TREES, "min_samples_leaf": MIN_LEAF, "seed": args.seed,

@@ -3,9 +3,11 @@
 Training data for the default describer: one drawing per generic kind, on normal
 images of any product, so it learns what a scratch or a stain looks like without a
 label from the target line. Each drawing imitates what the kind does to pixels:
-a thin line lighter or darker than the surface (scratch), a jagged branching dark line
-(crack), a dark round pit (hole), a warped and shaded area (dent), a foreign texture,
-particle or fibre (contamination), a soft colour shift that keeps the texture (stain),
+a thin straight or gently curved line lighter or darker than the surface (scratch), a
+jagged dark line that keeps a general direction, often branching (crack), a dark round
+pit (hole), a warped and shaded area (dent), a foreign texture, particle or fibre
+(contamination), a colour shift that keeps the texture, a wide soft patch or a small
+sharp spot (stain),
 a piece replaced by the background (missing part), a shifted copy of the part
 (misplaced part), a short straight dark slit (cut), a long shaded ridge (fold) and
 stray characters (print). All randomness comes from the caller's Generator.
@@ -61,29 +63,46 @@ def draw_scratch(image: np.ndarray, rng: np.random.Generator, donors: Donors = (
     side = min(h, w)
     cx, cy = _centre(foreground_mask(image), rng)
     steps = int(rng.integers(4, 9))
+    # straight or gently curved: what tells a scratch from a crack's zigzag
+    turn = float(rng.uniform(0.0, 0.12))
     path = _walk((cx, cy), rng.uniform(0, 2 * np.pi), steps,
-                 rng.uniform(0.12, 0.35) * side / steps, 0.15, rng)  # fmt: skip
-    mask = _lines((h, w), [path], max(1, int(rng.uniform(0.004, 0.012) * side)))
-    if rng.random() < 0.6:  # metal and plastic scratches catch the light
+                 rng.uniform(0.12, 0.35) * side / steps, turn, rng)  # fmt: skip
+    mask = _lines((h, w), [path], max(1, int(rng.uniform(0.004, 0.02) * side)))
+    if rng.random() < 0.5:  # metal and plastic scratches catch the light
         out = _shade(image, mask, 1.0, float(rng.uniform(50, 120)))
-    else:
-        out = _shade(image, mask, float(rng.uniform(0.35, 0.65)))
+    else:  # or show a dark groove, down to nearly black on a bright surface
+        out = _shade(image, mask, float(rng.uniform(0.05, 0.65)))
     return out, mask
+
+
+def _zigzag(start: tuple[float, float], angle: float, steps: int, step: float, jitter: float,
+            rng: np.random.Generator) -> list[tuple[int, int]]:  # fmt: skip
+    """A jagged line that keeps a general direction: each step leaves it by up to
+    `jitter` radians (not accumulated, as a random walk's turns are), the direction
+    itself drifting slowly."""
+    pts, (x, y) = [(int(start[0]), int(start[1]))], start
+    for _ in range(steps):
+        angle += rng.uniform(-0.15, 0.15)
+        a = angle + rng.uniform(-jitter, jitter)
+        x, y = x + step * np.cos(a), y + step * np.sin(a)
+        pts.append((int(round(x)), int(round(y))))
+    return pts
 
 
 def draw_crack(image: np.ndarray, rng: np.random.Generator, donors: Donors = ()) -> Drawn:
     h, w = image.shape[:2]
     side = min(h, w)
     cx, cy = _centre(foreground_mask(image), rng)
-    step = rng.uniform(0.015, 0.035) * side
-    main = _walk((cx, cy), rng.uniform(0, 2 * np.pi), int(rng.integers(6, 14)), step, 0.7, rng)
+    step = rng.uniform(0.008, 0.02) * side
+    main = _zigzag((cx, cy), rng.uniform(0, 2 * np.pi), int(rng.integers(10, 40)), step,
+                   float(rng.uniform(0.4, 0.9)), rng)  # fmt: skip
     paths = [main]
-    for _ in range(int(rng.integers(1, 4))):  # branches leave the main line at an angle
+    for _ in range(int(rng.integers(0, 4))):  # branches leave the main line at an angle
         x, y = main[int(rng.integers(1, len(main)))]
-        paths.append(_walk((x, y), rng.uniform(0, 2 * np.pi), int(rng.integers(2, 6)),
-                           step * 0.8, 0.7, rng))  # fmt: skip
-    mask = _lines((h, w), paths, max(1, int(rng.uniform(0.003, 0.01) * side)))
-    return _shade(image, mask, float(rng.uniform(0.1, 0.4))), mask
+        paths.append(_zigzag((x, y), rng.uniform(0, 2 * np.pi), int(rng.integers(3, 12)),
+                             step * 0.8, float(rng.uniform(0.4, 0.9)), rng))  # fmt: skip
+    mask = _lines((h, w), paths, max(1, int(rng.uniform(0.003, 0.012) * side)))
+    return _shade(image, mask, float(rng.uniform(0.1, 0.5))), mask
 
 
 def draw_hole(image: np.ndarray, rng: np.random.Generator, donors: Donors = ()) -> Drawn:
@@ -158,13 +177,19 @@ def draw_stain(image: np.ndarray, rng: np.random.Generator, donors: Donors = ())
     h, w = image.shape[:2]
     side = min(h, w)
     cx, cy = _centre(foreground_mask(image), rng)
-    r = max(4, int(rng.uniform(0.05, 0.15) * side))
+    spot = rng.random() < 0.4  # a small sharp-edged spot (a drop, a colour fleck)
+    r = max(3, int(rng.uniform(0.02, 0.06) * side)) if spot else \
+        max(4, int(rng.uniform(0.05, 0.15) * side))  # fmt: skip
     blob = _blob_mask((h, w), cx, cy, r, rng).astype(np.float32)
-    alpha = cv2.GaussianBlur(blob, (0, 0), max(1.0, r / 6)) * rng.uniform(0.8, 1.0)
-    gain = rng.uniform(0.4, 1.5, size=3)  # a tint: channels change by different factors
-    if rng.random() < 0.5:  # or just darker / lighter, as worn or wet patches are
+    soft = rng.uniform(0.5, 1.5) if spot else max(1.0, r / 6)
+    alpha = cv2.GaussianBlur(blob, (0, 0), soft) * rng.uniform(0.8, 1.0)
+    gain = rng.uniform(0.2, 1.6, size=3)  # a tint: channels change by different factors
+    if rng.random() < 0.4:  # or just darker / lighter, as worn or wet patches are
         gain = np.full(3, rng.choice([rng.uniform(0.4, 0.7), rng.uniform(1.3, 1.6)]))
-    out = _shade(image, alpha, gain.astype(np.float32))
+    # multiplied (plus a small offset so a dark surface can still change colour): the
+    # surface's texture shows through, which tells a stain from foreign material on top
+    offset = rng.uniform(-20, 40, size=3) * (gain != gain[0]).any()
+    out = _shade(image, alpha, gain.astype(np.float32), offset.astype(np.float32))
     return out, (alpha > 0.3).astype(np.uint8)
 
 
@@ -214,7 +239,7 @@ def draw_cut(image: np.ndarray, rng: np.random.Generator, donors: Donors = ()) -
     h, w = image.shape[:2]
     side = min(h, w)
     cx, cy = _centre(foreground_mask(image), rng)
-    half = rng.uniform(0.04, 0.12) * side
+    half = rng.uniform(0.03, 0.09) * side  # short: a longer straight line is a scratch
     ang = rng.uniform(0, np.pi)
     a = (int(cx - half * np.cos(ang)), int(cy - half * np.sin(ang)))
     b = (int(cx + half * np.cos(ang)), int(cy + half * np.sin(ang)))

@@ -58,10 +58,23 @@ def discover(root: Path, shots: int, max_per_product: int | None = None) -> list
     return products
 
 
+# the generic kind (engine.defects.defect_kinds) of each defect the synthetic parts get
+DRAWN_KINDS = ("scratch", "stain")
+
+
+def drawn_kind(frame: Path) -> str | None:
+    """The kind synthetic_parts drew on a frame (its file name ends in it), else None."""
+    kind = frame.stem.rpartition("-")[2]
+    return kind if frame.parent.name == "defect" and kind in DRAWN_KINDS else None
+
+
 def synthetic_parts(out: Path, shots: int, count: int = 12, size: int = 256,
                     seed: int = 7) -> list[DemoProduct]:
     """Washer-like parts on a conveyor background; half of the frames get a drawn
-    scratch or dent. Written as PNG so they go through the same path as real shots."""
+    defect: a thin dark line (a scratch) or a flat brown spot (a stain: a discolouration
+    with no shading, which an earlier docstring called a dent). The kind ends the file
+    name (defect/005-scratch.png) so the demo can count the descriptions it got right.
+    Written as PNG so they go through the same path as real shots."""
     rng = np.random.default_rng(seed)
     folder = out / "synthetic-part"
     (folder / "good").mkdir(parents=True, exist_ok=True)
@@ -83,7 +96,8 @@ def synthetic_parts(out: Path, shots: int, count: int = 12, size: int = 256,
                 cv2.line(img, (x - dx, y - dy), (x + dx, y + dy), (30, 30, 30), 3, cv2.LINE_AA)
             else:
                 cv2.circle(img, (x, y), int(rng.integers(6, 12)), (90, 60, 40), -1, cv2.LINE_AA)
-        path = folder / ("defect" if defect else "good") / f"{i:03d}.png"
+        name = f"{i:03d}-{DRAWN_KINDS[(i - shots) % 4 // 2]}" if defect else f"{i:03d}"
+        path = folder / ("defect" if defect else "good") / f"{name}.png"
         cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         (refs if i < shots else frames).append(path)
     return [DemoProduct("synthetic-part", refs, frames)]

@@ -30,7 +30,7 @@ from pipeline.settings import EMBEDDED_BROKER, DatabaseSettings, Settings
 from pipeline.storage.database import make_engine, make_session_factory
 from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdict_counts, verdicts_for
-from workers.demo.data import DemoProduct, discover, load_rgb, synthetic_parts
+from workers.demo.data import DemoProduct, discover, drawn_kind, load_rgb, synthetic_parts
 from workers.streaming.runner import build_worker
 from workers.streaming.scoring import CladRuntimeEngine, ScoringEngine, default_for, load_trained
 
@@ -149,6 +149,30 @@ def _region_name(region, default: str = "region") -> str:  # noqa: ANN001 - a Re
     return "hottest area" if region.fallback else default
 
 
+def drawn_scorecard(verdicts: list, names: dict[uuid.UUID, tuple[str, Path]]
+                    ) -> dict[str, int] | None:
+    """For the synthetic parts, whose file names carry the kind drawn: how many of the
+    drawn defects' first regions were named (not "unclear defect") and named right
+    (the generic kind whose phrasing the description is). None for other images."""
+    from engine.defects.describer_artifacts import DEFAULT_DIR, GENERIC
+    from engine.defects.vocabulary import load_vocabulary
+
+    vocab = load_vocabulary(GENERIC, model_dir=DEFAULT_DIR)  # the default describer's words
+    phrases, owner = vocab.phrases()
+    keys = vocab.keys
+    kind_of = {text: keys[k] for text, k in zip(phrases, owner, strict=True)}
+    total = named = right = 0
+    for v in verdicts:
+        kind = drawn_kind(names[v.frame_id][1])
+        if kind is None:
+            continue
+        total += 1
+        said = kind_of.get(v.regions[0].description) if v.regions else None
+        named += said is not None
+        right += said == kind
+    return {"right": right, "named": named, "total": total} if total else None
+
+
 def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],  # noqa: ANN001
             counts: dict[uuid.UUID, int], out: Path) -> int:
     overlays = out / "overlays"
@@ -182,6 +206,10 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
                                  labels=[_region_name(r, "") for r in v.regions])
             (overlays / f"{product}__{path.parent.name}__{path.stem}.png").write_bytes(png)
     console.print(table)
+    drawn = drawn_scorecard(verdicts, names)
+    if drawn is not None:
+        console.print("drawn defects (first region): {right} named right, {named} named, "
+                      "{total} drawn".format(**drawn))
     missing = [fid for fid in names if fid not in counts]
     doubled = [fid for fid, n in counts.items() if n != 1]
     console.print(f"heatmap overlays: {overlays.resolve()}")

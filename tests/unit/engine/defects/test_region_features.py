@@ -265,3 +265,36 @@ def test_the_ring_dilation_row_by_row_is_opencvs_ellipse_dilation() -> None:
         width = int(rng.integers(3, 25))
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
         np.testing.assert_array_equal(_disc_dilate(mask, width), cv2.dilate(mask, k))
+
+
+def _washer() -> tuple[np.ndarray, np.ndarray]:
+    """A flat grey part on a dark background, and its own mask."""
+    rng = np.random.default_rng(0)
+    img = np.clip(60 + rng.normal(0, 2, (256, 256, 3)), 0, 255).astype(np.uint8)
+    part = np.zeros((256, 256), np.uint8)
+    cv2.circle(part, (128, 128), 96, 1, -1)
+    img[part > 0] = np.clip(175 + rng.normal(0, 2, (int(part.sum()), 3)), 0, 255)
+    return img, part
+
+
+def test_a_blob_spilling_over_the_part_edge_is_compared_on_the_part() -> None:
+    """The ring and the region's pixels stay on the part's surface: a map's blob that
+    spills over the edge onto the background does not read as a dark region."""
+    img, part = _washer()
+    spill = np.zeros((256, 256), np.uint8)
+    cv2.circle(spill, (128, 40), 16, 1, -1)  # a blob on the edge, mostly on the part
+    assert 0.75 < part[spill > 0].mean() < 1
+    f = _f(img, spill)
+    # normal surface: no shift, no dark tail (compared with a ring that reaches the
+    # background, the background in the blob made dL_z 0.40 and p05_z -1.08)
+    assert abs(f["dL_z"]) < 0.2 and f["p05_z"] > -0.6 and f["dark_share"] < 0.05
+
+
+def test_a_spot_as_dark_as_the_background_inside_the_part_still_counts() -> None:
+    img, _part = _washer()
+    spot, blob = np.zeros((256, 256), np.uint8), np.zeros((256, 256), np.uint8)
+    cv2.circle(spot, (128, 60), 9, 1, -1)
+    img[spot > 0] = (90, 60, 40)  # brown, within the cut of the background's colour
+    cv2.circle(blob, (128, 60), 20, 1, -1)  # the map's blob around it
+    f = _f(img, blob)
+    assert f["dL_z"] < -1 and f["chroma_shift"] > 0.03 and f["core_share"] > 0.1

@@ -109,3 +109,15 @@ def test_leave_one_source_out_never_trains_on_the_evaluated_source() -> None:
     accs = [e["mask"]["accuracy"] for e in res["sources"].values()]
     assert len(accs) == 4 and max(accs) < 70
     assert 0 <= res["named_share"] <= 100
+
+
+def test_a_map_blob_holds_the_defect_and_grows_a_thin_line_into_a_band() -> None:
+    from engine.training.describer_default import map_blob
+
+    line = np.zeros((256, 256), np.uint8)
+    line[128, 60:200] = 1
+    for seed in range(5):
+        b = map_blob(line, np.random.default_rng(seed))
+        assert b[line > 0].all()
+        rows = np.flatnonzero(b[:, 128])
+        assert 4 <= len(rows) <= 40 and b.sum() < 40 * 256  # a band around it, not the frame

@@ -45,3 +45,13 @@ def test_synthetic_parts_have_references_and_both_kinds_of_frames(tmp_path: Path
     product = synthetic_parts(tmp_path, shots=3, count=6)[0]
     assert len(product.references) == 3 and len(product.frames) == 6
     assert {p.parent.name for p in product.frames} == {"good", "defect"}
+
+
+def test_synthetic_defect_frames_carry_the_kind_drawn(tmp_path: Path) -> None:
+    from workers.demo.data import drawn_kind
+
+    product = synthetic_parts(tmp_path, shots=2, count=8)[0]
+    kinds = [drawn_kind(p) for p in product.frames]
+    # every other frame has a defect: scratch and stain in turn
+    assert kinds == [None, "scratch", None, "stain", None, "scratch", None, "stain"]
+    assert drawn_kind(tmp_path / "good" / "001-scratch.png") is None  # only defect frames
