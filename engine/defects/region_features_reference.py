@@ -1,6 +1,8 @@
-"""The whole-frame implementation of the region features, frozen as it was before the
-windowed fast path (engine.defects.region_features, commit 73dfca4): every plane and
-every mask is taken over the full WORK x WORK frame, once per region.
+"""The whole-frame implementation of the region features, as it was before the windowed
+fast path (engine.defects.region_features, commit 73dfca4) plus the default describer v3's
+surface rules (the closed foreground, the ring and the region's body on the surface it
+lies on): every plane and every mask is taken over the full WORK x WORK frame, once per
+region.
 
 Not used at run time. It is the specification the fast path is pinned against
 (tests/unit/engine/defects/test_region_features.py on real regions) and the "before"
@@ -14,45 +16,14 @@ import functools
 import cv2
 import numpy as np
 
-WORK = 256  # the side features are computed at
-
-FEATURE_NAMES: tuple[str, ...] = (
-    # shape
-    "log_area_share", "n_components", "extent", "solidity", "circularity", "elongation",
-    "thickness", "thickness_over_length", "skeleton_length", "endpoints", "branch_points",
-    "straightness", "border_distance", "on_foreground", "on_outline", "object_scene",
-    # the same shape numbers of the region's core (the pixels that stand out), its share
-    *(f"core_{n}" for n in ("log_area_share", "n_components", "extent", "solidity",
-                            "circularity", "elongation", "thickness", "thickness_over_length",
-                            "skeleton_length", "endpoints", "branch_points", "straightness")),
-    "core_share",
-    # photometry, inside vs the ring around the region
-    "dL_z", "dL", "da", "db", "chroma_shift", "chroma_share", "d_saturation", "hue_shift",
-    "std_ratio", "grad_ratio", "lap_ratio", "edge_sharpness", "dark_share", "bright_share",
-    "p05_z", "p95_z", "colour_std_ratio", "centre_minus_rim", "image_texture",
-)  # fmt: skip
-N_FEATURES = len(FEATURE_NAMES)
-
-
-# The 8 neighbours as bits, N=1, NE=2, E=4, SE=8, S=16, SW=32, W=64, NW=128 (filter2D
-# correlates: kernel[1 + dy, 1 + dx] weighs the pixel at (y + dy, x + dx)).
-_NEIGHBOUR_BITS = np.array([[128, 1, 2], [64, 0, 4], [32, 16, 8]], np.float32)
-
-
-def _zhang_suen_drop_table(step: int) -> np.ndarray:
-    """[256] bool: whether a foreground pixel with this neighbour code is removed in this
-    sub-iteration of Zhang-Suen thinning."""
-    table = np.zeros(256, bool)
-    for code in range(256):
-        n = [(code >> i) & 1 for i in range(8)]  # P2..P9 clockwise from north
-        seq = n + n[:1]
-        transitions = sum(1 for i in range(8) if seq[i] == 0 and seq[i + 1] == 1)
-        if step == 0:
-            c1, c2 = n[0] * n[2] * n[4], n[2] * n[4] * n[6]
-        else:
-            c1, c2 = n[0] * n[2] * n[6], n[0] * n[4] * n[6]
-        table[code] = 2 <= sum(n) <= 6 and transitions == 1 and c1 == 0 and c2 == 0
-    return table
+# the interface and the thinning rule are shared with the fast path: what is pinned is how
+# the numbers are computed, not their names
+from engine.defects.region_features import (
+    _NEIGHBOUR_BITS,
+    N_FEATURES,
+    WORK,
+    _zhang_suen_drop_table,
+)
 
 
 @functools.cache
