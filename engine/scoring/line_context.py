@@ -19,8 +19,10 @@ Guards, because the context is filled from unlabeled frames:
 - `drift`: the share of recent frames above the cut; a jump means the line changed
   (a new defect, a camera move) rather than a single bad part.
 
-The nearest-neighbour search runs in torch on the runtime's patch embeddings, outside
-the exported graph; `CladRuntime.finish` does the rest exactly as the plain forward.
+Each frame is searched against only the `search_frames` context frames most like it as a
+whole (half the cost at the default bound; suite online means within 0.13). The
+nearest-neighbour search runs in torch on the runtime's patch embeddings, outside the
+exported graph; `CladRuntime.finish` does the rest exactly as the plain forward.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.scoring.runtime_model import AnomalyOutput, CladRuntime, patch_embeddings
 
@@ -68,7 +70,7 @@ class ContextConfig(BaseModel):
     # (cosine of mean-pooled embeddings); the reduction still averages the smallest
     # `share` x all context frames. Half the search at 32 frames, suite online means
     # within 0.13 of searching all (NOTES.md, session 6); 0 = search them all
-    search_frames: int = 16
+    search_frames: int = Field(16, ge=0)
 
 
 def per_frame_distances(emb: torch.Tensor, context: torch.Tensor, chunk: int = 16) -> torch.Tensor:
