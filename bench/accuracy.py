@@ -57,6 +57,7 @@ from engine.scoring.line_context import (
     LineContext,
     frame_descriptor,
     fuse,
+    most_alike,
     reduce_context,
 )
 from engine.scoring.runtime_model import CladRuntime, patch_embeddings
@@ -245,11 +246,11 @@ def context_maps(
     """
     n = len(idx)
     sub = dist[idx][:, idx].float()  # [n, n, P]
+    desc = None if descriptors is None else descriptors[idx]
 
     def reduced(j: int, members: list[int]) -> torch.Tensor:
-        if cfg.search_frames and descriptors is not None and len(members) > cfg.search_frames:
-            d = descriptors[idx]
-            pick = (d[members] @ d[j]).topk(cfg.search_frames).indices.tolist()
+        if cfg.search_frames and desc is not None and len(members) > cfg.search_frames:
+            pick = most_alike(desc[j][None], desc[members], cfg.search_frames)[0].tolist()
             chosen = [members[t] for t in pick]
             return reduce_context(sub[j, chosen][None], cfg.share, len(members))[0]
         return reduce_context(sub[j, members][None], cfg.share)[0]

@@ -123,8 +123,12 @@ def pick_frames(
     """Per frame of emb, the `cfg.search_frames` context frames most like it; None = all."""
     if not cfg.search_frames or context.shape[0] <= cfg.search_frames:
         return None
-    sims = frame_descriptor(emb) @ frame_descriptor(context).T  # [N, M]
-    return list(sims.topk(cfg.search_frames, dim=1).indices)
+    return list(most_alike(frame_descriptor(emb), frame_descriptor(context), cfg.search_frames))
+
+
+def most_alike(queries: torch.Tensor, context: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, k] indices of the k context descriptors [M, C] most like each query's [N, C]."""
+    return (queries @ context.T).topk(k, dim=1).indices
 
 
 def fuse(
