@@ -111,13 +111,8 @@ def build_runtime(
         return CladRuntime(enc, torch.zeros(0, dim), 1.0, **kwargs)
     refs = [_resize(r, cfg.input_size) for r in reference_images]
     rt = CladRuntime(enc, torch.zeros(1, dim), 1.0, **kwargs)
-    views = [v for r in refs for v in augment_views(r, cfg)]
     pools = (cfg.pool, cfg.pixel_pool) if split else (cfg.pool,)
-    banks = _embed(rt, views, cfg.batch_size, pools)
-    if banks[0].shape[0] > cfg.max_bank:
-        keep = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * banks[0].shape[0])))
-        banks = [b[greedy_coreset(b, keep, seed=cfg.seed, max_candidates=cfg.coreset_candidates)]
-                 for b in banks]  # fmt: skip
+    banks = select_bank(_embed(rt, bank_views(refs, cfg), cfg.batch_size, pools), cfg)
     rt.bank = banks[0].contiguous()
     if split:
         rt.pixel_bank = banks[1].contiguous()
@@ -127,17 +122,24 @@ def build_runtime(
     return rt
 
 
-@torch.no_grad()
-def reference_scale(
-    rt: CladRuntime, refs: list[np.ndarray], cfg: ScoringConfig
-) -> tuple[float, float]:
-    """Mean image score of held-out views of the references against the bank, and the
-    same statistic (mean of the top pixels) of their pixel maps.
+def bank_views(refs: list[np.ndarray], cfg: ScoringConfig) -> list[np.ndarray]:
+    """Every view the memory bank is built from: each reference and its augmented copies."""
+    return [v for r in refs for v in augment_views(r, cfg)]
 
-    The views use shifts/rotations not in the bank (half a shift step, 2 degrees), so
-    this is the score a normal frame gets; dividing by it makes ~1 mean "as normal as
-    the references" on every product. Visual term only: the text term is absolute.
-    """
+
+def select_bank(banks: list[torch.Tensor], cfg: ScoringConfig) -> list[torch.Tensor]:
+    """The banks ([M, C] per pooling size) cut to cfg.max_bank by one greedy core-set
+    chosen on the first; unchanged at or below it."""
+    if banks[0].shape[0] <= cfg.max_bank:
+        return banks
+    keep = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * banks[0].shape[0])))
+    idx = greedy_coreset(banks[0], keep, seed=cfg.seed, max_candidates=cfg.coreset_candidates)
+    return [b[idx] for b in banks]
+
+
+def held_out_views(refs: list[np.ndarray], cfg: ScoringConfig) -> list[np.ndarray]:
+    """One view per reference with a shift and rotation not in the bank (half a shift
+    step, 2 degrees): what a normal frame of the line looks like to the bank."""
     rng = np.random.default_rng(cfg.seed)
     held = []
     for r in refs:
@@ -145,6 +147,30 @@ def reference_scale(
         m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.choice([-2.0, 2.0])), 1.0)
         m[:, 2] += rng.choice([-2, 2], size=2)
         held.append(cv2.warpAffine(r, m, (w, h), borderMode=cv2.BORDER_REFLECT_101))
+    return held
+
+
+def scale_statistics(
+    scores: torch.Tensor, maps: torch.Tensor, topk: int, w_visual: float
+) -> tuple[float, float]:
+    """(image scale, pixel scale) from the held-out views' unscaled scores and maps: the
+    mean image score, and the mean of each map's top pixels."""
+    top = maps.reshape(maps.shape[0], -1).topk(topk, dim=1).values.mean(dim=1)
+    w = max(w_visual, 1e-6)
+    return max(float(scores.mean()) / w, 1e-6), max(float(top.mean()) / w, 1e-6)
+
+
+@torch.no_grad()
+def reference_scale(
+    rt: CladRuntime, refs: list[np.ndarray], cfg: ScoringConfig
+) -> tuple[float, float]:
+    """Mean image score of held-out views of the references against the bank, and the
+    same statistic (mean of the top pixels) of their pixel maps.
+
+    Dividing by it makes ~1 mean "as normal as the references" on every product.
+    Visual term only: the text term is absolute.
+    """
+    held = held_out_views(refs, cfg)
     text, rt.text_branch = rt.text_branch, None
     try:
         rt.scale.fill_(1.0)
@@ -154,6 +180,4 @@ def reference_scale(
         rt.text_branch = text
     scores = torch.cat([o.scores for o in outs])
     maps = torch.cat([o.maps for o in outs])
-    top = maps.reshape(maps.shape[0], -1).topk(rt.topk, dim=1).values.mean(dim=1)
-    w = max(cfg.w_visual, 1e-6)
-    return max(float(scores.mean()) / w, 1e-6), max(float(top.mean()) / w, 1e-6)
+    return scale_statistics(scores, maps, rt.topk, cfg.w_visual)
