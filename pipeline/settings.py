@@ -93,6 +93,11 @@ class ModelSettings(BaseSettings):
     # CPU inference requests in flight per model (onnxruntime sessions / OpenVINO infer
     # requests, each batch split over them); None = one per 4 cores, at most 4.
     infer_requests: int | None = Field(None, ge=1, le=64)
+    # int8: the model version's INT8 IR (`clad export --backend openvino --precision int8
+    # --references DIR`) under OpenVINO; the plain graph only (CLAD_LINE_CONTEXT=false).
+    # An option: bench.precision holds it within 0.5 AUROC points of fp32 on the suite,
+    # and on this project's AVX2 host it is ~1.2x (engine/runtime/NOTES.md).
+    cpu_precision: Literal["fp32", "int8"] = "fp32"
     # Overrides the threshold calibrated with the model; None keeps the calibrated one.
     anomaly_threshold: float | None = Field(None, ge=0.0)
     min_region_area_px: int = Field(64, ge=1)

@@ -30,10 +30,11 @@ from engine.runtime.protocol import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
-OvPrecision = Literal["fp32", "bf16"]
+OvPrecision = Literal["fp32", "bf16", "int8"]
 OPENVINO_SUBDIR = "openvino"
 INSTALL_HINT = "pip install openvino"
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+# int8: the quantized trunk is in the IR itself (engine.runtime.int8); the rest runs f32
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def openvino_installed() -> bool:
@@ -162,10 +163,20 @@ def openvino_backend(
     precision: OvPrecision = "fp32",
     progress: ProgressFn | None = None,
     cpu_pinning: bool = True,
+    int8_ir: Path | None = None,
 ) -> OpenVinoBackend:
-    """Export (or reuse) the ONNX file, import or compile it for this CPU, run it."""
+    """Export (or reuse) the ONNX file, import or compile it for this CPU, run it.
+
+    precision "int8": the INT8 IR built for these weights (`clad export --backend
+    openvino --precision int8 --references DIR`, engine.runtime.int8) from the version
+    directory, or `int8_ir`; compiled at start (a few seconds), not cached."""
     _require_openvino()  # fail before a slow export when the package is absent
     config = compile_config(requests, threads, precision, cpu_pinning)
+    if precision == "int8":
+        ir = int8_ir or _int8_of(runtime, version_dir)
+        core = _require_openvino().Core()
+        return OpenVinoBackend(core.compile_model(core.read_model(str(ir)), "CPU", config),
+                               precision, max_batch)  # fmt: skip
     if version_dir is not None:
         exp = ensure_onnx(runtime, version_dir)
         compiled = compile_onnx(exp.path, exp.model_hash, exp.frame_size, version_dir, config,
@@ -175,3 +186,16 @@ def openvino_backend(
             exp = export_onnx(runtime, Path(tmp) / "model.onnx")
             compiled = compile_onnx(exp.path, exp.model_hash, exp.frame_size, None, config)
     return OpenVinoBackend(compiled, precision, max_batch)
+
+
+def _int8_of(runtime: nn.Module, version_dir: str | Path | None) -> Path:
+    from engine.runtime.int8 import find_int8, int8_dir
+
+    found = find_int8(int8_dir(version_dir), runtime) if version_dir is not None else None  # type: ignore[arg-type]
+    if found is None:
+        where = f"in {int8_dir(version_dir)}" if version_dir is not None else "(no model directory)"
+        raise BackendUnavailableError(
+            f"no INT8 model for these weights {where}: build it with `clad export --model DIR "
+            f"--backend openvino --precision int8 --references GOOD_IMAGES_DIR`"
+        )
+    return found

@@ -25,7 +25,7 @@ from torch import nn
 
 from engine.runtime.engine_cache import Precision, ProgressFn
 from engine.runtime.parallel import cpu_cores, default_requests, threads_per_request
-from engine.runtime.protocol import InferenceBackend
+from engine.runtime.protocol import BackendUnavailableError, InferenceBackend
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def make_backend(
     *,
     version_dir: str | Path | None = None,
     max_batch: int = 32,
-    precision: Precision = "fp16",
+    precision: Precision | Literal["int8"] = "fp16",
     intra_op_threads: int | None = None,
     device: str | None = None,
     progress: ProgressFn | None = None,
@@ -82,7 +82,8 @@ def make_backend(
     Exported ONNX files and TensorRT engines are cached under the version directory
     (given, or the one `model` was loaded from); without one they are rebuilt in a
     temporary directory each time. `precision` applies to tensorrt and to torch on
-    CUDA; onnxruntime, openvino and CPU torch always run FP32. `requests` (CPU
+    CUDA; onnxruntime and CPU torch always run FP32, openvino FP32 unless "int8" (the
+    model's INT8 IR, engine.runtime.int8; openvino only). `requests` (CPU
     onnxruntime and openvino): inference requests in flight; None = as many requests of
     `intra_op_threads` threads as fill the cores, or, without that either, one per 4
     cores up to 4 with cores / requests threads each.
@@ -90,6 +91,9 @@ def make_backend(
     runtime, loaded_dir = _runtime_and_dir(model)
     vdir = Path(version_dir) if version_dir is not None else loaded_dir
     chosen = resolve_kind(kind)
+    if precision == "int8" and chosen != "openvino":
+        raise BackendUnavailableError(f"INT8 runs on the openvino backend only (asked: {kind}, "
+                                      f"resolved to {chosen})")  # fmt: skip
     cores = cpu_cores()
     if requests is not None:
         n = requests
@@ -122,7 +126,8 @@ def make_backend(
         from engine.runtime.openvino_backend import openvino_backend
 
         return openvino_backend(runtime, vdir, requests=n, threads=threads, max_batch=max_batch,
-                                progress=progress)  # fmt: skip
+                                progress=progress,
+                                precision="int8" if precision == "int8" else "fp32")  # fmt: skip
     from engine.runtime.tensorrt_backend import tensorrt_backend
 
     gpu = int(device.split(":")[1]) if device and ":" in device else 0

@@ -34,7 +34,8 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
             factory, lambda path, product: load_trained(
                 path, product, override, backend=model.backend,
                 max_batch=settings.worker.batch_size,
-                context=context_config(settings.context))[1],
+                context=context_config(settings.context), requests=model.infer_requests,
+                precision=model.cpu_precision)[1],
             interval_s=settings.worker.model_check_interval_s)
     metrics = WorkerMetrics()
     metrics.serve(settings.worker.metrics_port)

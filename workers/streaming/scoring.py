@@ -12,7 +12,7 @@ import importlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -177,12 +177,14 @@ def context_config(settings: LineContextSettings) -> object | None:
 def load_trained(path: Path, category: str | None = None,
                  threshold_override: float | None = None, *, backend: str = "torch",
                  max_batch: int = 32, context: object | None = None,
-                 requests: int | None = None) -> tuple[str, ScoringEngine]:
+                 requests: int | None = None,
+                 precision: Literal["fp32", "int8"] = "fp32") -> tuple[str, ScoringEngine]:
     """(product, engine) from a saved model version (engine.scoring.artifacts layout), served
     by the chosen runtime backend (`ModelSettings.backend`: auto picks TensorRT on a
     GPU, else OpenVINO on x86 when installed, else onnxruntime) with `requests` CPU
     inference requests in flight (None: engine.runtime.parallel's default). ONNX files
-    and compiled engines are cached in the version dir."""
+    and compiled engines are cached in the version dir. `precision` "int8": the version's
+    INT8 IR under OpenVINO (`ModelSettings.cpu_precision`), plain graph only."""
     from engine.runtime.select import make_backend
     from engine.scoring.artifacts import load_model, resolve
 
@@ -193,9 +195,17 @@ def load_trained(path: Path, category: str | None = None,
     encoder = None
     if describer is None:
         describer, encoder = default_for(loaded.runtime)
-    runner = None if backend == "torch" else make_backend(
+    if precision == "int8":
+        if context is not None:
+            raise ValueError(
+                "CLAD_CPU_PRECISION=int8 runs the plain engine graph, and the line context "
+                "(CLAD_LINE_CONTEXT, on by default) scores with FP32 embeddings: set "
+                "CLAD_LINE_CONTEXT=false to serve INT8"
+            )
+        backend = "openvino" if backend == "auto" else backend
+    runner = None if backend == "torch" and precision == "fp32" else make_backend(
         backend, loaded.runtime, version_dir=version_dir, max_batch=max_batch,  # type: ignore[arg-type]
-        requests=requests)
+        requests=requests, precision=precision)
     stage = None
     stage_kind = next((k for k in ("onnxruntime-cpu", "openvino-cpu")
                        if runner is not None and runner.name.startswith(k)), None)
@@ -286,7 +296,8 @@ def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
                                            backend=settings.model.backend,
                                            max_batch=settings.worker.batch_size,
                                            context=context_config(settings.context),
-                                           requests=settings.model.infer_requests)
+                                           requests=settings.model.infer_requests,
+                                           precision=settings.model.cpu_precision)
             engines[product] = engine
     if not engines:
         raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "

@@ -158,8 +158,9 @@ def _resize_map_stepwise(grid: torch.Tensor, size: int, gauss: torch.Tensor, hei
                                            align_corners=False).squeeze(1)  # fmt: skip
 
 
-@pytest.mark.parametrize(("sigma", "height", "width"),
-                         [(2.0, 96, 96), (2.0, 131, 77), (0.0, 96, 96), (4.0, 200, 150)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("sigma", "height", "width"), [(2.0, 96, 96), (2.0, 131, 77), (0.0, 96, 96), (4.0, 200, 150)]
+)
 def test_map_resize_matches_the_stepwise_chain(sigma: float, height: int, width: int) -> None:
     from engine.scoring.runtime_model import gaussian_kernel1d
 
