@@ -9,8 +9,9 @@ the bank; random frames of a synthetic reference when the shared data is absent)
 times `backend.infer(batch)` on real test frames. Repetitions are interleaved: each
 repetition runs every configuration once per batch size, in a rotated order, so a
 change in the machine's load hits all of them alike; every row's speedup is the median
-over repetitions of its img/s divided by the baseline's (onnxruntime fp32, one session
-with all cores, i.e. the path before issue 17) in the same repetition. Each row also
+over repetitions of its img/s divided by the baseline's (`ort-fp32-1-before`:
+onnxruntime fp32, one session with all cores, the graph before issue 17) in the same
+repetition. Each row also
 carries its largest |score| and |map| difference to torch fp32 on the same frames
 (parity bound 1e-4 on scores). The load average before and after is recorded beside
 the figures. Writes JSON; never asserted on in tests.
@@ -19,12 +20,18 @@ Configuration names: <runtime>-<precision>-<requests>, N = one request per core 
 most 4, engine.runtime.parallel), threads per request = cores / requests.
 `-stream` variants keep two batches in flight (protocol.pipelined), as a worker that
 pipelines inference across batches would; `-nopin` OpenVINO variants leave the stream
-threads unpinned (ENABLE_CPU_PINNING=NO). `+ctx<K>` variants score with a line context
-of K frames as the worker does by default (CLAD_LINE_CONTEXT): the context-stage graph
-under that runtime, then the context search in torch (engine.scoring.line_context) over
-ContextConfig().search_frames frames per query; `+ctx<K>-all` searches every context
-frame. Their parity is against torch scoring with the same context and search, their
-speedup against ort-fp32-1+ctx<K>-all (the worker's default path before issue 17).
+threads unpinned (ENABLE_CPU_PINNING=NO). `ort-fp32-1-before` exports the map chain as
+the separate full-size steps it was before issue 17 (bilinear, 33-tap Gaussian convs,
+bilinear; engine.scoring.runtime_model.resize_map_stepwise), the path the issue's
+speedup is counted from. `ov-int8-*` run the INT8 IR of engine.runtime.int8 (trunk
+quantized on the reference, bank and scale rebuilt with it: its score differs from
+torch FP32 by design; bench.precision measures its accuracy). `+ctx<K>` variants score
+with a line context of K frames as the worker does by default (CLAD_LINE_CONTEXT): the
+context-stage graph under that runtime, then the context search in torch
+(engine.scoring.line_context) over ContextConfig().search_frames frames per query;
+`+ctx<K>-all` searches every context frame. Their parity is against torch scoring with
+the same context and search, their speedup against ort-fp32-1-before+ctx<K>-all (the
+worker's default path before issue 17).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,13 +53,16 @@ from engine.runtime import make_backend, pipelined
 from engine.runtime.parallel import cpu_cores, default_requests
 from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.scoring.line_context import ContextConfig
+from engine.scoring.runtime_model import CladRuntime, resize_map_stepwise
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-BASELINE = "ort-fp32-1"
-DEFAULT_CONFIGS = ["ort-fp32-1", "ort-fp32-N", "ov-fp32-1", "ov-fp32-N", "ov-fp32-N-stream",
-                   "ov-bf16-N", "torch-fp32-1", "ort-fp32-1+ctx", "ort-fp32-N+ctx",
-                   "ov-fp32-N+ctx", "ort-fp32-N+ctx-all"]  # fmt: skip
+# the path before issue 17: onnxruntime FP32, one session with all cores, stepwise maps
+BASELINE = "ort-fp32-1-before"
+DEFAULT_CONFIGS = ["ort-fp32-1-before", "ort-fp32-1", "ort-fp32-N", "ov-fp32-1", "ov-fp32-N",
+                   "ov-fp32-N-stream", "ov-int8-1", "ov-int8-N", "ov-bf16-N", "torch-fp32-1",
+                   "ort-fp32-1+ctx", "ort-fp32-N+ctx", "ov-fp32-N+ctx",
+                   "ort-fp32-N+ctx-all"]  # fmt: skip
 # frames per timed call group: enough work per point that one call's jitter is small
 FRAMES_PER_POINT = 32
 
@@ -114,11 +125,27 @@ def context_scorer(
     return run
 
 
+class StepwiseRuntime(CladRuntime):
+    """The runtime with the map chain as separate full-size steps (before issue 17)."""
+
+    def resize_map(self, grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return resize_map_stepwise(grid, int(self.input_size), self.gauss, height, width)
+
+
+def stepwise(runtime: CladRuntime) -> StepwiseRuntime:
+    before = StepwiseRuntime.__new__(StepwiseRuntime)
+    before.__dict__ = runtime.__dict__.copy()  # same modules and buffers, shared
+    return before
+
+
 def build_config(
-    name: str, runtime: torch.nn.Module, cores: int, max_batch: int, context: list | None
-) -> Infer:
+    name: str, runtime: torch.nn.Module, cores: int, max_batch: int, context: list | None,
+    int8_ir: Path | None = None,
+) -> Infer:  # fmt: skip
     base, _, with_context = name.partition("+")
     runtime_name, precision, requests, *mode = base.split("-")
+    if "before" in mode:
+        runtime = stepwise(runtime)  # type: ignore[arg-type]
     n = default_requests(cores) if requests == "N" else int(requests)
     threads = max(1, cores // n)
     if with_context:
@@ -142,7 +169,8 @@ def build_config(
 
         backend = openvino_backend(runtime, None, requests=n, threads=threads,
                                    max_batch=max_batch, precision=precision,
-                                   cpu_pinning="nopin" not in mode)  # type: ignore[arg-type]  # fmt: skip
+                                   cpu_pinning="nopin" not in mode,
+                                   int8_ir=int8_ir)  # type: ignore[arg-type]  # fmt: skip
     else:
         raise ValueError(f"unknown configuration {name}")
     if "stream" in mode:
@@ -219,7 +247,14 @@ def main() -> None:
     if not args.context_frames:
         names = [n for n in names if "+ctx" not in n]
     names += [baseline_of(n) for n in names if baseline_of(n) not in names]
-    fns = {name: build_config(name, runtime, cores, max_batch, context) for name in names}
+    int8_ir = None
+    if any("-int8-" in n for n in names):
+        from engine.runtime.int8 import build_int8
+
+        work = tempfile.mkdtemp(prefix="clad-bench-int8-")
+        int8_ir = build_int8(runtime, refs, ScoringConfig(input_size=args.size), work).path
+    fns = {name: build_config(name, runtime, cores, max_batch, context, int8_ir)
+           for name in names}  # fmt: skip
     check = frames[:8]
     with torch.no_grad():
         ref = runtime(torch.from_numpy(check))

@@ -78,6 +78,21 @@ def axis_operator(grid: int, size: int, out: int, gauss: torch.Tensor) -> torch.
     return torch.from_numpy(x.squeeze(1).T.numpy().copy())
 
 
+def resize_map_stepwise(
+    grid: torch.Tensor, size: int, gauss: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """The map chain as separate full-size steps (the runtime's form before issue 17):
+    bilinear to the processing size, separable Gaussian with replicated borders, bilinear
+    to the frame size. The reference `CladRuntime.resize_map` is pinned against, and
+    bench.engine's "before" row."""
+    x = F.interpolate(grid.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False)
+    if gauss.numel() > 1:
+        r = gauss.numel() // 2
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), gauss.view(1, 1, 1, -1))
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), gauss.view(1, 1, -1, 1))
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False).squeeze(1)
+
+
 class CladRuntime(nn.Module):
     """Visual memory-bank scoring (k-shot) fused with an optional text branch."""
 

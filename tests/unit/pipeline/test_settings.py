@@ -41,6 +41,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLAD_INFER_REQUESTS", "3")
     settings = load_settings()
     assert settings.model.backend == "openvino" and settings.model.infer_requests == 3
+    assert settings.model.cpu_precision == "fp32"
+    monkeypatch.setenv("CLAD_CPU_PRECISION", "int8")
+    assert load_settings().model.cpu_precision == "int8"
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
@@ -56,6 +59,7 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     ("CLAD_BATCH_SIZE", "0"),
     ("CLAD_BACKEND", "cuda-magic"),
     ("CLAD_INFER_REQUESTS", "0"),
+    ("CLAD_CPU_PRECISION", "int4"),
     ("CLAD_DATABASE_URL", "mysql://x"),
     ("CLAD_REDIS_URL", "http://127.0.0.1"),
     ("CLAD_API_BOOTSTRAP_TOKEN", "changeme"),

@@ -141,33 +141,16 @@ def test_onnx_export_dynamic_batch(runtime: CladRuntime, tmp_path: object) -> No
     np.testing.assert_allclose(m, ref.maps.numpy(), atol=1e-3)
 
 
-def _resize_map_stepwise(grid: torch.Tensor, size: int, gauss: torch.Tensor, height: int,
-                         width: int) -> torch.Tensor:  # fmt: skip
-    """The map chain as separate full-size steps (the form before the matrix products):
-    bilinear to the processing size, separable Gaussian with replicated borders, bilinear
-    to the frame size."""
-    x = torch.nn.functional.interpolate(grid.unsqueeze(1), size=(size, size), mode="bilinear",
-                                        align_corners=False)  # fmt: skip
-    r = gauss.numel() // 2
-    if gauss.numel() > 1:
-        x = torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate")
-        x = torch.nn.functional.conv2d(x, gauss.view(1, 1, 1, -1))
-        x = torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate")
-        x = torch.nn.functional.conv2d(x, gauss.view(1, 1, -1, 1))
-    return torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear",
-                                           align_corners=False).squeeze(1)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("sigma", "height", "width"), [(2.0, 96, 96), (2.0, 131, 77), (0.0, 96, 96), (4.0, 200, 150)]
 )
 def test_map_resize_matches_the_stepwise_chain(sigma: float, height: int, width: int) -> None:
-    from engine.scoring.runtime_model import gaussian_kernel1d
+    from engine.scoring.runtime_model import gaussian_kernel1d, resize_map_stepwise
 
     rt = build_runtime([_texture(0)], CFG.model_copy(update={"sigma": sigma}))
     grid = torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(1)) * 3
     gauss = gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1)
-    want = _resize_map_stepwise(grid, 96, gauss, height, width)
+    want = resize_map_stepwise(grid, 96, gauss, height, width)
     got = rt.resize_map(grid, height, width)
     assert got.shape == (2, height, width)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

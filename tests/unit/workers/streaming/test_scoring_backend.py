@@ -59,3 +59,26 @@ def test_cpu_requests_in_flight_serve_the_saved_model_like_torch(tmp_path: Path,
     want_scores, want_maps = reference_engine.infer(frames)
     np.testing.assert_allclose(scores, want_scores, atol=1e-4)
     np.testing.assert_allclose(maps, want_maps, atol=1e-3)
+
+
+def test_int8_serves_the_versions_ir_and_refuses_the_line_context(tmp_path: Path) -> None:
+    """CLAD_CPU_PRECISION=int8: the IR `clad export --precision int8` built, under
+    OpenVINO (auto resolves there); the line context (FP32 embeddings) is refused by
+    name, and a version without an IR names the command that builds it."""
+    from engine.runtime.int8 import build_int8, int8_dir
+    from engine.runtime.protocol import BackendUnavailableError
+    from engine.scoring.line_context import ContextConfig
+
+    rng = _save(tmp_path)
+    with pytest.raises(BackendUnavailableError, match="clad export"):
+        load_trained(tmp_path, "part", backend="auto", precision="int8")
+    with pytest.raises(ValueError, match="CLAD_LINE_CONTEXT=false"):
+        load_trained(tmp_path, "part", backend="auto", precision="int8", context=ContextConfig())
+    _, fp32 = load_trained(tmp_path, "part", backend="torch")
+    reference = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    build_int8(fp32.runtime, [reference], ScoringConfig(input_size=64, aug_shifts=()),
+               int8_dir(tmp_path / "part" / "v1"))  # fmt: skip
+    _, engine = load_trained(tmp_path, "part", backend="auto", precision="int8")
+    assert engine.backend.name == "openvino-cpu-int8"
+    scores, maps = engine.infer(rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8))
+    assert scores.shape == (3,) and maps.shape == (3, 64, 64) and np.isfinite(scores).all()
