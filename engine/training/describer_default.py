@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
-from engine.defects.region_features import FEATURE_NAMES, WORK, frame_region_features
+from engine.defects.refine import refine_region
+from engine.defects.region_features import FEATURE_NAMES, WORK, features_of, frame_planes
 from engine.defects.regions import split_mask
 from engine.training.datasets import _images, load_mask, load_rgb, split_category
 from engine.training.plain_parts import plain_part
@@ -52,7 +53,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
 MIN_CHANGE = 10.0
 # drawn-only source, index len(SOURCES): plain parts made by engine.training.plain_parts
 PLAIN, PLAIN_PARTS = "plain-parts", 48
-ROWS_VERSION = 3  # bump when the drawings or the features change (cache key)
+ROWS_VERSION = 4  # bump when the drawings, the features or the views change (cache key)
 # an anomaly map's region is the defect grown by about one patch cell: 8 px at WORK
 BLOB_RADIUS = 8
 # map_blob: blur (px at WORK) and the cut's level (share of the blurred peak)
@@ -98,14 +99,20 @@ def map_blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (cut | (m > 0)).astype(np.uint8)
 
 
-VIEWS = ("mask", "blob", "grown8")  # training reads the first two; grown8: the v2 blob
+# grown8: the v2 blob (evaluated only); refined_*: the first two through
+# engine.defects.refine, as the describer sees them when its config says "refine"
+VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob")
+# the views the forest is fitted on and its cut calibrated on (indices into VIEWS)
+TRAIN_VIEWS = (0, 1)
 
 
 def _views(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Features of the exact mask, of a map-like blob around it (both trained on) and of
-    the mask grown by 8 px (evaluated only: the blob of the previous build's table)."""
-    # one set of frame planes for the three views
-    return frame_region_features(image, [mask, map_blob(mask, rng), blob(mask)])
+    """Features of the exact mask, of a map-like blob around it, of the mask grown by 8 px,
+    and of the first two refined (the pixels that stand out inside them)."""
+    planes = frame_planes(image)  # one set of frame planes for every view
+    mb = map_blob(mask, rng)
+    masks = [mask, mb, blob(mask), refine_region(planes, mask), refine_region(planes, mb)]
+    return np.stack([features_of(planes, m) for m in masks])
 
 
 def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
@@ -214,12 +221,13 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
     return Rows.concat(parts)
 
 
-def fit_forest(rows: Rows, seed: int) -> object:
-    """A class-balanced random forest on both views of every region."""
+def fit_forest(rows: Rows, seed: int, views: tuple[int, ...] = TRAIN_VIEWS) -> object:
+    """A class-balanced random forest on the training views of every region (the exact
+    mask and the map-like blob, refined or not)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    x = np.concatenate([rows.x[:, 0], rows.x[:, 1]])  # the exact mask and the map-like blob
-    y = np.concatenate([rows.kind, rows.kind])
+    x = np.concatenate([rows.x[:, v] for v in views])
+    y = np.concatenate([rows.kind] * len(views))
     forest = RandomForestClassifier(TREES, min_samples_leaf=MIN_LEAF, class_weight="balanced",
                                     random_state=seed, n_jobs=1)  # fmt: skip
     return forest.fit(x, y)
@@ -257,10 +265,11 @@ def _per_source(probs: np.ndarray, truth: np.ndarray, folder: np.ndarray) -> dic
     }  # fmt: skip
 
 
-def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
-    """Per source: accuracy on its REAL regions (each view: exact masks, map-like blobs,
-    masks grown by 8 px) of a forest fitted on the other sources only; the "unclear" cut
-    calibrated on the held-out answers of the first two views together."""
+def leave_one_source_out(rows: Rows, seed: int, precision: float,
+                         views: tuple[int, ...] = TRAIN_VIEWS) -> dict:  # fmt: skip
+    """Per source: accuracy on its REAL regions (each view of VIEWS the rows hold) of a
+    forest fitted on the training `views` of the other sources only; the "unclear" cut
+    calibrated on the held-out answers of those same views together."""
     results: dict = {"sources": {}}
     confs, hits = [], []
     for s, name in enumerate(SOURCES):
@@ -268,13 +277,13 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
         if not len(test):
             continue
         train = np.flatnonzero(rows.source != s)
-        forest = fit_forest(rows.subset(train), seed)
+        forest = fit_forest(rows.subset(train), seed, views)
         held = rows.subset(test)
         entry = {"n_train_regions": int(len(train))}
         for v, view in enumerate(VIEWS[: held.x.shape[1]]):
             probs = kind_shares(forest, held.x[:, v])
             entry[view] = _per_source(probs, held.kind, held.folder)
-            if v < 2:  # the cut: on the views the describer is trained for
+            if v in views:  # the cut: on the views the describer is trained for
                 confs.append(probs.max(axis=1))
                 hits.append(probs.argmax(axis=1) == held.kind)
         results["sources"][name] = entry
@@ -285,6 +294,7 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
     results["precision_target"] = precision
     results["named_share"] = 100 * float(named.mean())
     results["named_accuracy"] = 100 * float(correct[named].mean()) if named.any() else None
+    results["views"] = [VIEWS[v] for v in views]
     return results
 
 
