@@ -29,6 +29,9 @@ Z_LOW, Z_HIGH = 3.0, 5.0
 # seeds: also at least this share of the region's strongest deviation (its 99th
 # percentile), so on a high-contrast defect the faint halo around it is not a seed
 SEED_SHARE = 0.5
+# ... and a pixel joins them at this share of that deviation at least: the antialiased or
+# blurred rim of a sharp dark line (half its contrast or less) is not the line
+LOW_SHARE = 0.5
 MIN_PIXELS = 6  # at WORK: fewer pixels standing out is noise, not a defect's shape
 # the refined mask is used only when it is at most this share of the region: a region
 # whose pixels nearly all stand out is already the defect's mask
@@ -82,7 +85,7 @@ def refine_region(planes: FramePlanes, mask: np.ndarray) -> np.ndarray:
     z = np.zeros(sel.shape, np.float32)
     z[sel] = (np.abs(lab[sel] - med) / sd).max(axis=1)
     top = float(np.percentile(z[sel], 99))
-    low = z >= Z_LOW
+    low = z >= max(Z_LOW, LOW_SHARE * top)
     seeds = z >= max(Z_HIGH, SEED_SHARE * top)
     if np.count_nonzero(seeds) == 0:
         return m

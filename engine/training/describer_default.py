@@ -101,7 +101,10 @@ def map_blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # grown8: the v2 blob (evaluated only); refined_*: the first two through
 # engine.defects.refine, as the describer sees them when its config says "refine"
-VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob")
+# kshot / refined_kshot (only with k-shot views, engine.training.kshot_regions): the real
+# k-shot map region of a real region, as is and refined; a region the k-shot map missed
+# and every drawn one hold their blob views there instead
+VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob", "kshot", "refined_kshot")
 # the views the forest is fitted on and its cut calibrated on (indices into VIEWS)
 TRAIN_VIEWS = (0, 1)
 
@@ -221,6 +224,32 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
     return Rows.concat(parts)
 
 
+def add_kshot_views(rows: Rows, data: Path, cache_dir: Path | None,
+                    progress: bool = True) -> tuple[Rows, np.ndarray]:  # fmt: skip
+    """Rows with the views kshot and refined_kshot appended, and which rows hold a real
+    k-shot map region there. Real rows come category by category in SOURCES order, as
+    engine.training.kshot_regions lists each category's ground-truth regions."""
+    from engine.training.kshot_regions import cached_kshot_views
+
+    xs, ms = [], []
+    for cats in SOURCES.values():
+        for rel in cats:
+            if (data / rel).is_dir():
+                x, m = cached_kshot_views(data / rel, cache_dir, progress=progress)
+                xs.append(x)
+                ms.append(m)
+    kx, km = np.concatenate(xs), np.concatenate(ms)
+    real = np.flatnonzero(~rows.drawn)
+    if len(real) != len(kx):
+        raise ValueError(f"{len(kx)} k-shot views for {len(real)} real regions")
+    extra = rows.x[:, [1, 4]].copy()  # the map-like blob's views where no k-shot region
+    extra[real[km]] = kx[km]
+    matched = np.zeros(len(rows.kind), bool)
+    matched[real[km]] = True
+    x = np.concatenate([rows.x[:, :5], extra], axis=1)
+    return Rows(x, rows.kind, rows.source, rows.drawn, rows.folder), matched
+
+
 def fit_forest(rows: Rows, seed: int, views: tuple[int, ...] = TRAIN_VIEWS) -> object:
     """A class-balanced random forest on the training views of every region (the exact
     mask and the map-like blob, refined or not)."""
@@ -319,12 +348,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--result", type=Path, default=None, help="LOSO JSON written here.")
     ap.add_argument("--exclude", action="append", default=[], choices=list(SOURCES),
                     help="build: leave a source out (to check it on unseen images).")
+    ap.add_argument("--views", default=",".join(VIEWS[v] for v in TRAIN_VIEWS),
+                    help="The views the forest is fitted and its cut calibrated on, of "
+                         f"{', '.join(VIEWS)}; refined ones make it refine its regions.")
+    ap.add_argument("--kshot", action="store_true",
+                    help="Add each category's real k-shot map regions as views (kshot, "
+                         "refined_kshot; engine.training.kshot_regions, cached in --cache-dir).")
     args = ap.parse_args(argv)
+    views = tuple(VIEWS.index(v) for v in args.views.split(","))
     rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir)
+    matched = np.zeros(len(rows.kind), bool)
+    if args.kshot:
+        rows, matched = add_kshot_views(rows, args.data, args.cache_dir)
+    elif max(views) >= rows.x.shape[1]:
+        ap.error(f"--views {args.views} needs --kshot")
     if args.exclude:
-        rows = rows.subset(np.flatnonzero(~np.isin(rows.source, [list(SOURCES).index(x)
-                                                                  for x in args.exclude])))
-    res = leave_one_source_out(rows, args.seed, args.precision)
+        keep = np.flatnonzero(~np.isin(rows.source, [list(SOURCES).index(x)
+                                                     for x in args.exclude]))  # fmt: skip
+        rows = rows.subset(keep)
+        matched = matched[keep]
+    res = leave_one_source_out(rows, args.seed, args.precision, views)
+    if args.kshot:
+        res["kshot_matched"] = {n: int(matched[(rows.source == s) & ~rows.drawn].sum())
+                                for s, n in enumerate(SOURCES)}  # fmt: skip
     res["command"] = {k: str(v) for k, v in vars(args).items()}
     body = json.dumps(res, indent=2)
     if args.result is not None:
@@ -333,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     if args.action == "evaluate":
         return
-    forest = from_sklearn(fit_forest(rows, args.seed), len(GENERIC_KINDS))
+    forest = from_sklearn(fit_forest(rows, args.seed, views), len(GENERIC_KINDS))
     metrics = {"unclear_below": res["unclear_below"], "loso_named_share": res["named_share"],
                "loso_named_accuracy": res["named_accuracy"],
                "loso_accuracy": {n: {v: e[v]["accuracy"] for v in VIEWS if v in e}
@@ -341,7 +387,10 @@ def main(argv: list[str] | None = None) -> None:
                "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),
                "trees": TREES, "min_samples_leaf": MIN_LEAF, "seed": args.seed,
                "drawn_per_category": args.drawn, "sources_left_out": args.exclude}  # fmt: skip
-    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics)
+    if views != TRAIN_VIEWS:  # (left out otherwise: the v3 build's describer.json stays as it was)
+        metrics["views"] = [VIEWS[v] for v in views]
+    refine = any(VIEWS[v].startswith("refined") for v in views)
+    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics, refine=refine)
     print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "
           f"cut {res['unclear_below']:.3f}, saved in {args.out}")
 
