@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+import torch
+from sklearn.ensemble import RandomForestClassifier
 
+from engine.defects.describer_artifacts import (
+    CONFIG,
+    load_forest_describer,
+    save_forest_describer,
+)
+from engine.defects.kind_forest import from_sklearn
 from engine.defects.refine import MAX_SHARE, refine_region
-from engine.defects.region_features import frame_planes
+from engine.defects.region_features import FEATURE_NAMES, N_FEATURES, features_of, frame_planes
+from engine.defects.shape_describer import ShapeDescriber, pixel_input
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +97,35 @@ def test_the_mask_is_brought_to_the_work_size() -> None:
     out = refine_region(frame_planes(img), small)
     assert out.shape == (256, 256)
     assert _iou(out > 0, line > 0) > 0.8
+
+
+def _forest_describer(refine: bool) -> ShapeDescriber:
+    x = np.random.default_rng(0).normal(size=(100, N_FEATURES))
+    rf = RandomForestClassifier(5, random_state=0).fit(x, (x[:, 0] > 0).astype(int))
+    return ShapeDescriber(from_sklearn(rf, 2), [0, 1], refine=refine)
+
+
+def test_a_describer_trained_on_refined_regions_describes_the_refined_mask() -> None:
+    img = _plate()
+    line = np.zeros((256, 256), np.uint8)
+    cv2.line(line, (80, 110), (170, 135), 1, 3)
+    img[line > 0] = 40
+    blob = cv2.dilate(line, np.ones((41, 41), np.uint8))
+    planes = frame_planes(img)
+    masks = torch.from_numpy(blob[None].astype(bool))
+    with_refine = _forest_describer(True).region_embeddings(pixel_input(img[None]), masks)
+    without = _forest_describer(False).region_embeddings(pixel_input(img[None]), masks)
+    assert np.array_equal(with_refine[0].numpy(), features_of(planes, refine_region(planes, blob)))
+    assert np.array_equal(without[0].numpy(), features_of(planes, blob))
+    assert not np.array_equal(with_refine.numpy(), without.numpy())
+
+
+def test_the_refine_flag_is_saved_with_the_describer_and_read_back(tmp_path: Path) -> None:
+    for refine in (True, False):
+        d = _forest_describer(refine)
+        out = save_forest_describer(tmp_path / str(refine), d.forest, list(FEATURE_NAMES),
+                                    {"unclear_below": 0.5}, refine=refine)  # fmt: skip
+        meta = json.loads((out / CONFIG).read_text())
+        # absent when false: a describer saved before the step reads as it did
+        assert ("refine" in meta["features"]) is refine
+        assert load_forest_describer(out).describer.refine is refine
