@@ -114,14 +114,19 @@ def load_describer(
 
 
 def save_forest_describer(directory: str | Path, forest: KindForest, feature_names: list[str],
-                          metrics: dict[str, Any]) -> Path:  # fmt: skip
-    """The default describer: forest.npz + describer.json + vocabulary.json (generic)."""
+                          metrics: dict[str, Any], refine: bool = False) -> Path:  # fmt: skip
+    """The default describer: forest.npz + describer.json + vocabulary.json (generic).
+    `refine`: the forest was fitted on regions refined by engine.defects.refine, so it
+    describes its regions so too (the key is left out when false: a describer.json
+    written before the step existed reads the same)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     vocab = load_vocabulary(GENERIC)
+    features: dict[str, Any] = {"encoder": PIXELS, "input_size": WORK, "names": feature_names}
+    if refine:
+        features["refine"] = True
     meta = {"type": "region-forest", "category": GENERIC, "kinds": vocab.keys,
-            "features": {"encoder": PIXELS, "input_size": WORK, "names": feature_names},
-            "metrics": metrics}  # fmt: skip
+            "features": features, "metrics": metrics}  # fmt: skip
     tmp_f, tmp_c = out / f".{FOREST}.tmp.npz", out / f".{CONFIG}.tmp"
     forest.save(tmp_f)
     tmp_c.write_text(json.dumps(meta, indent=2) + "\n")
@@ -139,7 +144,8 @@ def load_forest_describer(directory: str | Path) -> LoadedDescriber:
         raise ModelArtifactError(f"{vdir}: the vocabulary's kinds {vocab.keys} are not the "
                                  f"forest's {meta['kinds']}")  # fmt: skip
     _phrases, owner = vocab.phrases()
-    describer = ShapeDescriber(KindForest.load(vdir / FOREST), owner)
+    describer = ShapeDescriber(KindForest.load(vdir / FOREST), owner,
+                               refine=bool(meta["features"].get("refine", False)))
     digest = hashlib.sha256((vdir / FOREST).read_bytes())
     digest.update((vdir / CONFIG).read_bytes() + json.dumps(vocab.to_dict()).encode())
     cut = meta["metrics"].get("unclear_below")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from engine.defects.kind_forest import KindForest
+from engine.defects.refine import refine_region
 from engine.defects.region_features import N_FEATURES, features_of, frame_planes
 
 PIXELS = "pixels"  # describer.json features["encoder"] of a describer that reads pixels
@@ -31,19 +32,23 @@ class ShapeDescriber:
     in_channels = 3
     joint_dim = N_FEATURES
 
-    def __init__(self, forest: KindForest, vocab_owner: list[int]) -> None:
+    def __init__(self, forest: KindForest, vocab_owner: list[int], refine: bool = False) -> None:
         if forest.n_features != N_FEATURES:
             raise ValueError(f"the forest reads {forest.n_features} features, "
                              f"engine.defects.region_features computes {N_FEATURES}")  # fmt: skip
         self.forest = forest
         self.vocab_owner = torch.as_tensor(vocab_owner, dtype=torch.long)
         self.n_kinds = int(forest.value.shape[1])
+        # describe the pixels that stand out inside each region (engine.defects.refine), as
+        # the forest saw its training regions, not the whole map blob
+        self.refine = refine
 
     def eval(self) -> ShapeDescriber:  # the call sites treat it as a torch module
         return self
 
     def region_embeddings(self, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """pixels [N, 3, H, W] uint8 (one row per region) + masks [N, H', W'] -> [N, F].
+        """pixels [N, 3, H, W] uint8 (one row per region) + masks [N, H', W'] -> [N, F]
+        (each mask refined first when the describer was trained so).
 
         The rows of one frame's regions are one frame repeated (`embed_regions` expands
         it): consecutive rows that view the same pixels share that frame's planes."""
@@ -54,7 +59,8 @@ class ShapeDescriber:
         for i in range(len(m)):
             if planes is None or not _same_pixels(frames[i], frames[i - 1]):
                 planes = frame_planes(frames[i])
-            feats.append(features_of(planes, m[i]))
+            mask = refine_region(planes, m[i]) if self.refine else m[i]
+            feats.append(features_of(planes, mask))
         return torch.from_numpy(np.stack(feats)) if feats else torch.zeros(0, N_FEATURES)
 
     def kind_probabilities(self, emb: torch.Tensor) -> torch.Tensor:

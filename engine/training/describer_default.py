@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
-from engine.defects.region_features import FEATURE_NAMES, WORK, frame_region_features
+from engine.defects.refine import refine_region
+from engine.defects.region_features import FEATURE_NAMES, WORK, features_of, frame_planes
 from engine.defects.regions import split_mask
 from engine.training.datasets import _images, load_mask, load_rgb, split_category
 from engine.training.plain_parts import plain_part
@@ -52,7 +53,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
 MIN_CHANGE = 10.0
 # drawn-only source, index len(SOURCES): plain parts made by engine.training.plain_parts
 PLAIN, PLAIN_PARTS = "plain-parts", 48
-ROWS_VERSION = 3  # bump when the drawings or the features change (cache key)
+ROWS_VERSION = 4  # bump when the drawings, the features or the views change (cache key)
 # an anomaly map's region is the defect grown by about one patch cell: 8 px at WORK
 BLOB_RADIUS = 8
 # map_blob: blur (px at WORK) and the cut's level (share of the blurred peak)
@@ -98,14 +99,23 @@ def map_blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (cut | (m > 0)).astype(np.uint8)
 
 
-VIEWS = ("mask", "blob", "grown8")  # training reads the first two; grown8: the v2 blob
+# grown8: the v2 blob (evaluated only); refined_*: the first two through
+# engine.defects.refine, as the describer sees them when its config says "refine"
+# kshot / refined_kshot (only with k-shot views, engine.training.kshot_regions): the real
+# k-shot map region of a real region, as is and refined; a region the k-shot map missed
+# and every drawn one hold their blob views there instead
+VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob", "kshot", "refined_kshot")
+# the views the forest is fitted on and its cut calibrated on (indices into VIEWS)
+TRAIN_VIEWS = (0, 1)
 
 
 def _views(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Features of the exact mask, of a map-like blob around it (both trained on) and of
-    the mask grown by 8 px (evaluated only: the blob of the previous build's table)."""
-    # one set of frame planes for the three views
-    return frame_region_features(image, [mask, map_blob(mask, rng), blob(mask)])
+    """Features of the exact mask, of a map-like blob around it, of the mask grown by 8 px,
+    and of the first two refined (the pixels that stand out inside them)."""
+    planes = frame_planes(image)  # one set of frame planes for every view
+    mb = map_blob(mask, rng)
+    masks = [mask, mb, blob(mask), refine_region(planes, mask), refine_region(planes, mb)]
+    return np.stack([features_of(planes, m) for m in masks])
 
 
 def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
@@ -214,12 +224,39 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
     return Rows.concat(parts)
 
 
-def fit_forest(rows: Rows, seed: int) -> object:
-    """A class-balanced random forest on both views of every region."""
+def add_kshot_views(rows: Rows, data: Path, cache_dir: Path | None,
+                    progress: bool = True) -> tuple[Rows, np.ndarray]:  # fmt: skip
+    """Rows with the views kshot and refined_kshot appended, and which rows hold a real
+    k-shot map region there. Real rows come category by category in SOURCES order, as
+    engine.training.kshot_regions lists each category's ground-truth regions."""
+    from engine.training.kshot_regions import cached_kshot_views
+
+    xs, ms = [], []
+    for cats in SOURCES.values():
+        for rel in cats:
+            if (data / rel).is_dir():
+                x, m = cached_kshot_views(data / rel, cache_dir, progress=progress)
+                xs.append(x)
+                ms.append(m)
+    kx, km = np.concatenate(xs), np.concatenate(ms)
+    real = np.flatnonzero(~rows.drawn)
+    if len(real) != len(kx):
+        raise ValueError(f"{len(kx)} k-shot views for {len(real)} real regions")
+    extra = rows.x[:, [1, 4]].copy()  # the map-like blob's views where no k-shot region
+    extra[real[km]] = kx[km]
+    matched = np.zeros(len(rows.kind), bool)
+    matched[real[km]] = True
+    x = np.concatenate([rows.x[:, :5], extra], axis=1)
+    return Rows(x, rows.kind, rows.source, rows.drawn, rows.folder), matched
+
+
+def fit_forest(rows: Rows, seed: int, views: tuple[int, ...] = TRAIN_VIEWS) -> object:
+    """A class-balanced random forest on the training views of every region (the exact
+    mask and the map-like blob, refined or not)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    x = np.concatenate([rows.x[:, 0], rows.x[:, 1]])  # the exact mask and the map-like blob
-    y = np.concatenate([rows.kind, rows.kind])
+    x = np.concatenate([rows.x[:, v] for v in views])
+    y = np.concatenate([rows.kind] * len(views))
     forest = RandomForestClassifier(TREES, min_samples_leaf=MIN_LEAF, class_weight="balanced",
                                     random_state=seed, n_jobs=1)  # fmt: skip
     return forest.fit(x, y)
@@ -257,10 +294,11 @@ def _per_source(probs: np.ndarray, truth: np.ndarray, folder: np.ndarray) -> dic
     }  # fmt: skip
 
 
-def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
-    """Per source: accuracy on its REAL regions (each view: exact masks, map-like blobs,
-    masks grown by 8 px) of a forest fitted on the other sources only; the "unclear" cut
-    calibrated on the held-out answers of the first two views together."""
+def leave_one_source_out(rows: Rows, seed: int, precision: float,
+                         views: tuple[int, ...] = TRAIN_VIEWS) -> dict:  # fmt: skip
+    """Per source: accuracy on its REAL regions (each view of VIEWS the rows hold) of a
+    forest fitted on the training `views` of the other sources only; the "unclear" cut
+    calibrated on the held-out answers of those same views together."""
     results: dict = {"sources": {}}
     confs, hits = [], []
     for s, name in enumerate(SOURCES):
@@ -268,13 +306,13 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
         if not len(test):
             continue
         train = np.flatnonzero(rows.source != s)
-        forest = fit_forest(rows.subset(train), seed)
+        forest = fit_forest(rows.subset(train), seed, views)
         held = rows.subset(test)
         entry = {"n_train_regions": int(len(train))}
         for v, view in enumerate(VIEWS[: held.x.shape[1]]):
             probs = kind_shares(forest, held.x[:, v])
             entry[view] = _per_source(probs, held.kind, held.folder)
-            if v < 2:  # the cut: on the views the describer is trained for
+            if v in views:  # the cut: on the views the describer is trained for
                 confs.append(probs.max(axis=1))
                 hits.append(probs.argmax(axis=1) == held.kind)
         results["sources"][name] = entry
@@ -285,6 +323,7 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float) -> dict:
     results["precision_target"] = precision
     results["named_share"] = 100 * float(named.mean())
     results["named_accuracy"] = 100 * float(correct[named].mean()) if named.any() else None
+    results["views"] = [VIEWS[v] for v in views]
     return results
 
 
@@ -309,12 +348,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--result", type=Path, default=None, help="LOSO JSON written here.")
     ap.add_argument("--exclude", action="append", default=[], choices=list(SOURCES),
                     help="build: leave a source out (to check it on unseen images).")
+    ap.add_argument("--views", default=",".join(VIEWS[v] for v in TRAIN_VIEWS),
+                    help="The views the forest is fitted and its cut calibrated on, of "
+                         f"{', '.join(VIEWS)}; refined ones make it refine its regions.")
+    ap.add_argument("--kshot", action="store_true",
+                    help="Add each category's real k-shot map regions as views (kshot, "
+                         "refined_kshot; engine.training.kshot_regions, cached in --cache-dir).")
     args = ap.parse_args(argv)
+    views = tuple(VIEWS.index(v) for v in args.views.split(","))
     rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir)
+    matched = np.zeros(len(rows.kind), bool)
+    if args.kshot:
+        rows, matched = add_kshot_views(rows, args.data, args.cache_dir)
+    elif max(views) >= rows.x.shape[1]:
+        ap.error(f"--views {args.views} needs --kshot")
     if args.exclude:
-        rows = rows.subset(np.flatnonzero(~np.isin(rows.source, [list(SOURCES).index(x)
-                                                                  for x in args.exclude])))
-    res = leave_one_source_out(rows, args.seed, args.precision)
+        keep = np.flatnonzero(~np.isin(rows.source, [list(SOURCES).index(x)
+                                                     for x in args.exclude]))  # fmt: skip
+        rows = rows.subset(keep)
+        matched = matched[keep]
+    res = leave_one_source_out(rows, args.seed, args.precision, views)
+    if args.kshot:
+        res["kshot_matched"] = {n: int(matched[(rows.source == s) & ~rows.drawn].sum())
+                                for s, n in enumerate(SOURCES)}  # fmt: skip
     res["command"] = {k: str(v) for k, v in vars(args).items()}
     body = json.dumps(res, indent=2)
     if args.result is not None:
@@ -323,15 +379,21 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     if args.action == "evaluate":
         return
-    forest = from_sklearn(fit_forest(rows, args.seed), len(GENERIC_KINDS))
+    forest = from_sklearn(fit_forest(rows, args.seed, views), len(GENERIC_KINDS))
+    # the v3 build's three views and the trained ones (a v3 rebuild's describer.json stays
+    # byte for byte as shipped)
+    shown = [v for v in VIEWS if v in VIEWS[:3] or VIEWS.index(v) in views]
     metrics = {"unclear_below": res["unclear_below"], "loso_named_share": res["named_share"],
                "loso_named_accuracy": res["named_accuracy"],
-               "loso_accuracy": {n: {v: e[v]["accuracy"] for v in VIEWS if v in e}
+               "loso_accuracy": {n: {v: e[v]["accuracy"] for v in shown if v in e}
                                  for n, e in res["sources"].items()},
                "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),
                "trees": TREES, "min_samples_leaf": MIN_LEAF, "seed": args.seed,
                "drawn_per_category": args.drawn, "sources_left_out": args.exclude}  # fmt: skip
-    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics)
+    if views != TRAIN_VIEWS:  # (left out otherwise: the v3 build's describer.json stays as it was)
+        metrics["views"] = [VIEWS[v] for v in views]
+    refine = any(VIEWS[v].startswith("refined") for v in views)
+    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics, refine=refine)
     print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "
           f"cut {res['unclear_below']:.3f}, saved in {args.out}")
 

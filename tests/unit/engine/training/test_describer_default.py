@@ -121,3 +121,41 @@ def test_a_map_blob_holds_the_defect_and_grows_a_thin_line_into_a_band() -> None
         assert b[line > 0].all()
         rows = np.flatnonzero(b[:, 128])
         assert 4 <= len(rows) <= 40 and b.sum() < 40 * 256  # a band around it, not the frame
+
+
+def test_kshot_views_go_to_their_real_regions_and_the_rest_keep_the_blob(
+    tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Real rows come category by category in SOURCES order; each category's k-shot views
+    list its ground-truth regions in the same order. Unmatched and drawn rows hold their
+    (refined) map-blob views in the k-shot slots."""
+    import engine.training.kshot_regions as kr
+    from engine.training.describer_default import SOURCES, add_kshot_views
+
+    cats = [rel for rels in SOURCES.values() for rel in rels]
+    for rel in cats[:2]:  # two categories present, the rest absent
+        (tmp_path / rel).mkdir(parents=True)
+    n_real = {cats[0]: 3, cats[1]: 2}
+    x = np.zeros((8, 5, N_FEATURES), np.float32)
+    x[:, 1, 0] = np.arange(8) + 100  # blob views, told apart by row
+    x[:, 4, 0] = np.arange(8) + 200
+    drawn = np.array([False, False, False, True, False, False, True, True])  # cat0 real x3,
+    # cat0 drawn, cat1 real x2, cat1 drawn, plain parts drawn
+    rows = Rows(x, np.zeros(8, int), np.array([0, 0, 0, 0, 1, 1, 1, 4]), drawn,
+                np.full(8, "k"))  # fmt: skip
+
+    def fake(category, cache_dir, progress=True):  # type: ignore[no-untyped-def]
+        rel = str(category.relative_to(tmp_path))
+        n = n_real[rel]
+        kx = np.full((n, 2, N_FEATURES), -1.0, np.float32)
+        kx[:, 0, 0] = np.arange(n) + (10 if rel == cats[0] else 20)
+        kx[:, 1, 0] = kx[:, 0, 0] + 1000
+        return kx, np.arange(n) != 1  # the second region of each is missed by the map
+
+    monkeypatch.setattr(kr, "cached_kshot_views", fake)
+    out, matched = add_kshot_views(rows, tmp_path, None, progress=False)
+    assert out.x.shape == (8, 7, N_FEATURES)
+    assert matched.tolist() == [True, False, True, False, True, False, False, False]
+    assert out.x[:, 5, 0].tolist() == [10, 101, 12, 103, 20, 105, 106, 107]
+    assert out.x[:, 6, 0].tolist() == [1010, 201, 1012, 203, 1020, 205, 206, 207]
+    assert np.array_equal(out.x[:, :5], x)
