@@ -246,7 +246,8 @@ def main() -> None:
     names = [n.replace("+ctx", f"+ctx{args.context_frames}") for n in names]
     if not args.context_frames:
         names = [n for n in names if "+ctx" not in n]
-    names += [baseline_of(n) for n in names if baseline_of(n) not in names]
+    # each baseline once, even when several rows share it
+    names = list(dict.fromkeys(names + [baseline_of(n) for n in names]))
     int8_ir = None
     if any("-int8-" in n for n in names):
         from engine.runtime.int8 import build_int8

@@ -95,8 +95,9 @@ class ModelSettings(BaseSettings):
     infer_requests: int | None = Field(None, ge=1, le=64)
     # int8: the model version's INT8 IR (`clad export --backend openvino --precision int8
     # --references DIR`) under OpenVINO; the plain graph only (CLAD_LINE_CONTEXT=false).
-    # An option: bench.precision holds it within 0.5 AUROC points of fp32 on the suite,
-    # and on this project's AVX2 host it is ~1.2x (engine/runtime/NOTES.md).
+    # An option, not a default: on the suite (bench.precision) it is within 0.5 AUROC
+    # points of fp32 at 4 references, 1.9 image points below at 1; 1.3x on this project's
+    # AVX2 host (engine/runtime/NOTES.md). `clad export --eval DIR` checks a product.
     cpu_precision: Literal["fp32", "int8"] = "fp32"
     # Overrides the threshold calibrated with the model; None keeps the calibrated one.
     anomaly_threshold: float | None = Field(None, ge=0.0)
