@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.defects.region_features import WORK, FramePlanes, _ring
+from engine.defects.region_features import WORK, FramePlanes, _ring, on_surface
 
 # Robust deviations (MAD x 1.4826) get these floors per Lab channel: a flat ring's MAD
 # is ~0 and would make sensor noise "stand out"; the same floors as the core's spread.
@@ -63,21 +63,12 @@ def refine_region(planes: FramePlanes, mask: np.ndarray) -> np.ndarray:
     sel = win > 0
     ring = _ring(win, width)
     lab = planes.lab[y0:y1, x0:x1]
+    if np.count_nonzero(ring) < 8:
+        return m
     if planes.scene:  # the surface the region lies on, not the background beyond the rim
-        fg = planes.fg[y0:y1, x0:x1]
-        on_part = bool(fg[ring].mean() >= 0.5) if ring.any() else True
-        surface = fg > 0 if on_part else fg == 0
-        if np.count_nonzero(ring & surface) >= 8:
-            ring = ring & surface
-        if surface[sel].mean() >= 0.75:
-            # a blob spilling over the object's edge: the off-surface pixels that connect
-            # beyond the region are the background, not the defect (an enclosed spot stays)
-            labels, counts = planes.off_surface(on_part)
-            lw = labels[y0:y1, x0:x1]
-            inside = np.bincount(lw[sel], minlength=len(counts))
-            reach = np.flatnonzero(counts > inside)
-            sel = sel & ~np.isin(lw, reach[reach > 0])
-    if np.count_nonzero(ring) < 8 or np.count_nonzero(sel) < MIN_PIXELS:
+        window = (slice(y0, y1), slice(x0, x1))
+        ring, sel = on_surface(planes, planes.fg[window], ring, sel, window)
+    if np.count_nonzero(sel) < MIN_PIXELS:
         return m
     ring_lab = lab[ring]
     med = np.median(ring_lab, axis=0)

@@ -307,6 +307,30 @@ def features_of(planes: FramePlanes, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def on_surface(planes: FramePlanes, fg: np.ndarray, ring: np.ndarray, sel: np.ndarray,
+               window: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(ring, body) on an object scene: the ring cut to the surface its majority lies on
+    (the part or the background) when 8+ of its pixels do, and the region without the
+    off-surface pixels whose component reaches beyond it. `fg`, `ring`, `sel`: the
+    window's foreground, ring and region; `window`: its place in the frame.
+
+    A map's blob spills over the object's edge: when the region lies mostly (75%) on the
+    ring's surface, those pixels are the background, not the defect (an enclosed dark
+    spot stays; a bite out of the outline, mostly off the surface, keeps all of its
+    pixels)."""
+    on_part = bool(fg[ring].mean() >= 0.5)
+    surface = fg > 0 if on_part else fg == 0
+    ring = ring & surface if (ring & surface).sum() >= 8 else ring
+    body = sel
+    if surface[sel].mean() >= 0.75:
+        labels, counts = planes.off_surface(on_part)
+        win = labels[window]
+        inside = np.bincount(win[sel], minlength=len(counts))
+        reach = np.flatnonzero(counts > inside)
+        body = sel & ~np.isin(win, reach[reach > 0])
+    return ring, body
+
+
 def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, x0: int,
                      x1: int, width: int, whole: bool = False) -> np.ndarray | None:  # fmt: skip
     """The features on the window [y0:y1, x0:x1]; None when the ring around the region
@@ -332,19 +356,7 @@ def _window_features(planes: FramePlanes, m_full: np.ndarray, y0: int, y1: int, 
     grey = lab[..., 0]
     body = sel
     if planes.scene:  # compare with the surface the region lies on, not the background beyond
-        on_part = bool(fg[ring].mean() >= 0.5)
-        surface = fg > 0 if on_part else fg == 0
-        ring = ring & surface if (ring & surface).sum() >= 8 else ring
-        # a map's blob spills over the object's edge: when the region lies mostly on the
-        # ring's surface, its off-surface pixels whose component reaches beyond the region
-        # are not the defect (an enclosed dark spot stays; a bite out of the outline,
-        # mostly off the surface, keeps all of its pixels)
-        if surface[sel].mean() >= 0.75:
-            labels, counts = planes.off_surface(on_part)
-            win = labels[y0:y1, x0:x1]
-            inside = np.bincount(win[sel], minlength=len(counts))
-            reach = np.flatnonzero(counts > inside)
-            body = sel & ~np.isin(win, reach[reach > 0])
+        ring, body = on_surface(planes, fg, ring, sel, (slice(y0, y1), slice(x0, x1)))
     li, lr = grey[body], grey[ring]
     mu_r, sd_r = float(lr.mean()), float(lr.std()) + 2.0
     lab_sel, lab_ring = lab[body], lab[ring]
