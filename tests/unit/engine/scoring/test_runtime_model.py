@@ -1,5 +1,7 @@
 """CladRuntime: shapes, dtypes, batch independence, monotonicity, text fusion, ONNX."""
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -110,6 +112,25 @@ def test_pixel_map_from_its_own_unpooled_bank(runtime: CladRuntime) -> None:
 def test_no_pixel_pool_builds_one_bank() -> None:
     rt = build_runtime([_texture(0)], CFG.model_copy(update={"pixel_pool": None}))
     assert not rt.split_maps and rt.pixel_bank.shape[0] == 0
+
+
+def test_bank_share_keeps_that_share_of_both_banks(runtime: CladRuntime) -> None:
+    """bank_share: one core-set of the image bank, the pixel bank cut to the same rows;
+    the scale recomputed on the cut bank, so normal still scores ~1 and a defect stands out."""
+    full_rows = runtime.bank.shape[0]
+    assert full_rows == 36 * 3  # 96 px at stride 16: 6 x 6 patches, of 3 views (no shifts)
+    cut = build_runtime([_texture(0)], CFG.model_copy(update={"bank_share": 0.25}))
+    assert cut.bank.shape[0] == cut.pixel_bank.shape[0] == math.ceil(0.25 * full_rows)
+    # every kept row is one of the full bank's rows, image and pixel bank alike
+    picked = (cut.bank @ runtime.bank.T).max(dim=1).values
+    assert torch.allclose(picked, torch.ones_like(picked), atol=1e-5)
+    clean, bad = _texture(5), _texture(6)
+    bad[30:50, 30:50] = 0
+    with torch.no_grad():
+        s = cut(torch.from_numpy(np.stack([clean, bad]))).scores
+    assert s[0] < 2.0 and s[1] > 2 * s[0]
+    with pytest.raises(ValueError):
+        ScoringConfig(bank_share=0.0)
 
 
 def test_state_dict_without_pixel_bank_loads(runtime: CladRuntime) -> None:
