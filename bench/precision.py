@@ -22,44 +22,27 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from rich.progress import Progress
 
 from bench.accuracy import markdown, mean_rows, measure, roots_under, subset
-from engine.evaluation.evaluate import METRIC_SIZE
-from engine.runtime.int8 import build_int8
+from engine.evaluation.evaluate import METRIC_SIZE, metric_map
+from engine.evaluation.precision import TOLERANCE
+from engine.runtime.int8 import IrScorer, build_int8
 from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.training.datasets import find_categories, load_mask, load_rgb, split_category
 
 RESULTS = Path(__file__).parent / "results"
-TOLERANCE = 0.5  # AUROC points, issue 17: "within 0.5 points of fp32"
-
-
-def _metric_maps(maps: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.resize(m, (METRIC_SIZE, METRIC_SIZE), interpolation=cv2.INTER_AREA)
-                     for m in maps])  # fmt: skip
 
 
 @torch.no_grad()
-def score_fp32(rt: torch.nn.Module, imgs: np.ndarray, batch: int = 16) -> tuple[np.ndarray, ...]:
-    outs = [rt(torch.from_numpy(imgs[i : i + batch])) for i in range(0, len(imgs), batch)]
-    scores = torch.cat([o.scores for o in outs]).numpy()
-    return scores, _metric_maps(torch.cat([o.maps for o in outs]).numpy())
-
-
-def score_ir(xml: Path, imgs: np.ndarray, batch: int = 16) -> tuple[np.ndarray, ...]:
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    scores, maps = [], []
-    for i in range(0, len(imgs), batch):
-        request.infer({0: imgs[i : i + batch]})
-        scores.append(np.array(request.get_output_tensor(0).data, copy=True))
-        maps.append(np.array(request.get_output_tensor(1).data, copy=True))
-    return np.concatenate(scores), _metric_maps(np.concatenate(maps))
+def score(scorer: object, imgs: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, METRIC_SIZE maps) of a runtime or an IrScorer over uint8 NHWC images."""
+    outs = [scorer(torch.from_numpy(imgs[i : i + batch]))  # type: ignore[operator]
+            for i in range(0, len(imgs), batch)]  # fmt: skip
+    maps = torch.cat([o.maps for o in outs]).numpy()
+    return torch.cat([o.scores for o in outs]).numpy(), np.stack([metric_map(m) for m in maps])
 
 
 def run_category(cat: Path, shots: list[int], max_images: int, work: Path) -> list[dict]:
@@ -77,8 +60,9 @@ def run_category(cat: Path, shots: list[int], max_images: int, work: Path) -> li
         refs = [load_rgb(p, cfg.input_size) for p in split.references]
         rt = build_runtime(refs, cfg)
         int8 = build_int8(rt, refs, cfg, work / f"{root}-{cat.name}-{k}")
-        for method, (scores, maps) in (("engine", score_fp32(rt, imgs)),
-                                       ("engine-int8", score_ir(int8.path, imgs))):  # fmt: skip
+        scorers = (("engine", rt), ("engine-int8", IrScorer(int8.path)))
+        for method, scorer in scorers:
+            scores, maps = score(scorer, imgs)
             rows.append({"root": root, "category": cat.name, "shots": k, "method": method,
                          "n_evaluated": len(evaluated), "n_anomalous": int(labels.sum()),
                          **measure(labels, masks, scores, maps)})  # fmt: skip

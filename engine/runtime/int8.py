@@ -43,6 +43,7 @@ from engine.scoring.builder import (
     ScoringConfig,
     bank_views,
     held_out_views,
+    resize_to,
     scale_statistics,
     select_bank,
 )
@@ -224,12 +225,7 @@ def build_int8(
     nncf, ov = _require()
     if not references:
         raise ValueError("INT8 needs the product's reference images (none given)")
-    import cv2
-
-    size = int(runtime.input_size)
-    refs = [r if r.shape[:2] == (size, size)
-            else cv2.resize(r, (size, size), interpolation=cv2.INTER_AREA)
-            for r in references]  # fmt: skip
+    refs = [resize_to(r, int(runtime.input_size)) for r in references]
     views, held = bank_views(refs, config), held_out_views(refs, config)
     calibration = views + held + drawn_defects(refs, config.seed)
     digest, cal = model_hash(runtime), calibration_hash(calibration)

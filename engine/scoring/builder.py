@@ -71,7 +71,8 @@ def augment_views(img: np.ndarray, cfg: ScoringConfig) -> list[np.ndarray]:
     return views
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
+def resize_to(img: np.ndarray, size: int) -> np.ndarray:
+    """uint8 HWC image area-resized to size x size (unchanged when it already is)."""
     if img.shape[:2] == (size, size):
         return img
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
@@ -114,7 +115,7 @@ def build_runtime(
         if text_branch is None:
             raise ValueError("0 references and no text branch: needs a trained model")
         return CladRuntime(enc, torch.zeros(0, dim), 1.0, **kwargs)
-    refs = [_resize(r, cfg.input_size) for r in reference_images]
+    refs = [resize_to(r, cfg.input_size) for r in reference_images]
     rt = CladRuntime(enc, torch.zeros(1, dim), 1.0, **kwargs)
     pools = (cfg.pool, cfg.pixel_pool) if split else (cfg.pool,)
     banks = select_bank(_embed(rt, bank_views(refs, cfg), cfg.batch_size, pools), cfg)
