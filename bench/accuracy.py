@@ -348,6 +348,7 @@ def run_category(
     progress: Progress, task: object, variants: tuple[str, ...] = (), max_images: int = 0,
     context_frames: int = ContextConfig().max_frames,
     search_frames: int = ContextConfig().search_frames,
+    engine_cfg: ScoringConfig | None = None,
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
     everything = subset(split_category(cat, 0).evaluated, max_images)
@@ -358,7 +359,7 @@ def run_category(
     masks = np.stack([load_mask(s, METRIC_SIZE) for s in everything])
     labels = np.array([s.label for s in everything])
     progress.update(task, description=f"{cat.name}: features")
-    engine_cfg = ScoringConfig()
+    engine_cfg = engine_cfg or ScoringConfig()
     probe = build_runtime([imgs[0]], engine_cfg, encoder=store.view(engine_cfg.stages))
     emb, pemb = embeddings(probe, imgs)
     progress.update(task, description=f"{cat.name}: pairwise context distances")
@@ -537,11 +538,26 @@ def main() -> None:
         help="per category, a seeded draw keeping the defect share (0 = all)",
     )
     ap.add_argument("--variants", default="", help=f"extra pure configs: {sorted(VARIANTS)}")
-    ap.add_argument("--context-frames", type=int, default=ContextConfig().max_frames,
-                    help="line-context size of the online protocol (the worker's default)")
-    ap.add_argument("--search-frames", type=int, default=ContextConfig().search_frames,
-                    help="context frames each image is searched against (0 = all)")
+    ap.add_argument(
+        "--context-frames",
+        type=int,
+        default=ContextConfig().max_frames,
+        help="line-context size of the online protocol (the worker's default)",
+    )
+    ap.add_argument(
+        "--search-frames",
+        type=int,
+        default=ContextConfig().search_frames,
+        help="context frames each image is searched against (0 = all)",
+    )
+    ap.add_argument(
+        "--bank-share",
+        type=float,
+        default=ScoringConfig().bank_share,
+        help="ScoringConfig.bank_share of the engine rows, context rows included",
+    )
     args = ap.parse_args()
+    engine_cfg = ScoringConfig(bank_share=args.bank_share)
     torch.set_num_threads(args.threads)
     shots: list[Shots] = [s if s == "all" else int(s) for s in args.shots.split(",")]
     floors = [float(f) for f in args.floors.split(",")]
@@ -570,6 +586,7 @@ def main() -> None:
                 args.max_images,
                 args.context_frames,
                 args.search_frames,
+                engine_cfg,
             )
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
@@ -580,8 +597,9 @@ def main() -> None:
                                   ("floors", args.floors), ("max-images", args.max_images),
                                   ("variants", args.variants),
                                   ("context-frames", args.context_frames),
-                                  ("search-frames", args.search_frames)) if v != "")  # fmt: skip
-    payload = {"command": command, "engine_config": ScoringConfig().model_dump(mode="json"),
+                                  ("search-frames", args.search_frames),
+                                  ("bank-share", args.bank_share)) if v != "")  # fmt: skip
+    payload = {"command": command, "engine_config": engine_cfg.model_dump(mode="json"),
                "plain_config": PLAIN.model_dump(mode="json"),
                "context_config": ContextConfig(max_frames=args.context_frames,
                                                search_frames=args.search_frames)

@@ -31,7 +31,11 @@ context-stage graph under that runtime, then the context search in torch
 (engine.scoring.line_context) over ContextConfig().search_frames frames per query;
 `+ctx<K>-all` searches every context frame. Their parity is against torch scoring with
 the same context and search, their speedup against ort-fp32-1-before+ctx<K>-all (the
-worker's default path before issue 17).
+worker's default path before issue 17). A `-bank<P>` variant (e.g. `ort-fp32-1-bank25`)
+builds its model with ScoringConfig.bank_share = P/100 (the greedy core-set of the
+reference bank); its parity is against torch with that same bank. The `-before`
+baselines always keep the whole bank, as the path did then; the other rows use the
+ScoringConfig default. `--shots K` builds the model from K references.
 """
 
 from __future__ import annotations
@@ -78,19 +82,30 @@ def baseline_of(name: str) -> str:
     return BASELINE + plus + context
 
 
-def load_frames(data: Path, category: str, size: int) -> tuple[list[np.ndarray], np.ndarray]:
+def load_frames(
+    data: Path, category: str, size: int, shots: int = 1
+) -> tuple[list[np.ndarray], np.ndarray]:
     """(references, test frames) at `size`: mvtec-sample, or synthetic if absent."""
     folder = data / "mvtec-sample" / category
     if folder.is_dir():
         from engine.training.datasets import load_rgb, split_category
 
-        split = split_category(folder, shots=1)
+        split = split_category(folder, shots=shots)
         refs = [load_rgb(p, size) for p in split.references]
         return refs, np.stack([load_rgb(s.path, size) for s in split.evaluated])
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (size, size, 3), np.uint8)], rng.integers(
-        0, 256, (32, size, size, 3), np.uint8
-    )
+    refs = [rng.integers(0, 256, (size, size, 3), np.uint8) for _ in range(shots)]
+    return refs, rng.integers(0, 256, (32, size, size, 3), np.uint8)
+
+
+def bank_share_of(name: str) -> float | None:
+    """The bank share a configuration's model is built with: 1 for the `-before`
+    baselines (the whole bank, as then), P/100 for `-bank<P>`, None for the default."""
+    modes = name.partition("+")[0].split("-")[3:]
+    if "before" in modes:
+        return 1.0
+    shares = [int(m[4:]) / 100 for m in modes if m.startswith("bank") and m[4:].isdigit()]
+    return shares[0] if shares else None
 
 
 def supports_bf16() -> bool:
@@ -207,6 +222,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=SHARED)
     ap.add_argument("--category", default="bottle")
+    ap.add_argument("--shots", type=int, default=1, help="references the model is built from")
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--reps", type=int, default=7)
@@ -232,8 +248,9 @@ def main() -> None:
         names.insert(0, BASELINE)
 
     torch.set_num_threads(cores)
-    refs, frames = load_frames(args.data, args.category, args.size)
-    runtime = build_runtime(refs, ScoringConfig(input_size=args.size))
+    refs, frames = load_frames(args.data, args.category, args.size, args.shots)
+    config = ScoringConfig(input_size=args.size)
+    runtime = build_runtime(refs, config)
     max_batch = max(args.batches)
     load_before = os.getloadavg()
     print(
@@ -248,27 +265,35 @@ def main() -> None:
         names = [n for n in names if "+ctx" not in n]
     # each baseline once, even when several rows share it
     names = list(dict.fromkeys(names + [baseline_of(n) for n in names]))
-    int8_ir = None
-    if any("-int8-" in n for n in names):
+    # one model per bank share in use (the default one already built)
+    models: dict[float | None, tuple[CladRuntime, ScoringConfig]] = {None: (runtime, config)}
+    for share in {bank_share_of(n) for n in names} - {None}:
+        cfg = config.model_copy(update={"bank_share": share})
+        models[share] = (build_runtime(refs, cfg), cfg)
+    int8_irs: dict[float | None, Path] = {}
+    for share in {bank_share_of(n) for n in names if "-int8-" in n}:
         from engine.runtime.int8 import build_int8
 
         work = tempfile.mkdtemp(prefix="clad-bench-int8-")
-        int8_ir = build_int8(runtime, refs, ScoringConfig(input_size=args.size), work).path
-    fns = {name: build_config(name, runtime, cores, max_batch, context, int8_ir)
+        int8_irs[share] = build_int8(models[share][0], refs, models[share][1], work).path
+    fns = {name: build_config(name, models[bank_share_of(name)][0], cores, max_batch, context,
+                              int8_irs.get(bank_share_of(name)))
            for name in names}  # fmt: skip
     check = frames[:8]
-    with torch.no_grad():
-        ref = runtime(torch.from_numpy(check))
-    refs = {"": (ref.scores.numpy(), ref.maps.numpy())}
-    if context is not None:  # context rows against torch scoring with the same context
-        refs["ctx"] = context_scorer(runtime, context, None)(check)
-        refs["ctx-all"] = context_scorer(runtime, context, None, search_all=True)(check)
+    expected: dict[tuple[float | None, str], tuple[np.ndarray, np.ndarray]] = {}
+    for share, (model, _) in models.items():
+        with torch.no_grad():
+            ref = model(torch.from_numpy(check))
+        expected[(share, "")] = (ref.scores.numpy(), ref.maps.numpy())
+        if context is not None:  # context rows against torch scoring with the same context
+            expected[(share, "ctx")] = context_scorer(model, context, None)(check)
+            expected[(share, "ctx-all")] = context_scorer(model, context, None, True)(check)
     parity = {}
     for name, fn in fns.items():  # also the warm-up of every configuration and batch size
         stream = name.endswith("-stream")
         s, m = fn(np.stack([check])) if stream else fn(check)
         kind = "" if "+ctx" not in name else "ctx-all" if name.endswith("-all") else "ctx"
-        ref_scores, ref_maps = refs[kind]
+        ref_scores, ref_maps = expected[(bank_share_of(name), kind)]
         parity[name] = (float(np.abs(s - ref_scores).max()), float(np.abs(m - ref_maps).max()))
         for b in args.batches:
             fn(tile(frames, b)[None]) if stream else fn(tile(frames, b))
@@ -306,7 +331,9 @@ def main() -> None:
     env = {
         "cpu": platform.processor() or platform.machine(), "cores": cores,
         "requests_N": default_requests(cores), "size": args.size, "category": args.category,
-        "frames": len(frames), "bank_rows": int(runtime.bank.shape[0]), "torch": torch.__version__,
+        "frames": len(frames), "shots": args.shots, "torch": torch.__version__,
+        "bank_rows": {str(k if k is not None else config.bank_share): int(m.bank.shape[0])
+                      for k, (m, _) in models.items()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after], "baseline": BASELINE,
     }  # fmt: skip

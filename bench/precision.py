@@ -34,6 +34,8 @@ from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.training.datasets import find_categories, load_mask, load_rgb, split_category
 
 RESULTS = Path(__file__).parent / "results"
+# the FP32 row with the whole reference bank, scored when the model's bank_share cuts it
+FULL_BANK = "engine-fullbank"
 
 
 @torch.no_grad()
@@ -45,9 +47,10 @@ def score(scorer: object, imgs: np.ndarray, batch: int = 16) -> tuple[np.ndarray
     return torch.cat([o.scores for o in outs]).numpy(), np.stack([metric_map(m) for m in maps])
 
 
-def run_category(cat: Path, shots: list[int], max_images: int, work: Path) -> list[dict]:
+def run_category(
+    cat: Path, shots: list[int], max_images: int, work: Path, cfg: ScoringConfig
+) -> list[dict]:
     root = cat.parent.name
-    cfg = ScoringConfig()
     everything = subset(split_category(cat, 0).evaluated, max_images)
     rows = []
     for k in shots:
@@ -60,7 +63,10 @@ def run_category(cat: Path, shots: list[int], max_images: int, work: Path) -> li
         refs = [load_rgb(p, cfg.input_size) for p in split.references]
         rt = build_runtime(refs, cfg)
         int8 = build_int8(rt, refs, cfg, work / f"{root}-{cat.name}-{k}")
-        scorers = (("engine", rt), ("engine-int8", IrScorer(int8.path)))
+        scorers = [("engine", rt), ("engine-int8", IrScorer(int8.path))]
+        if cfg.bank_share < 1.0:  # the FP32 path with the whole bank, as before the cut
+            full = cfg.model_copy(update={"bank_share": 1.0})
+            scorers.insert(0, (FULL_BANK, build_runtime(refs, full)))
         for method, scorer in scorers:
             scores, maps = score(scorer, imgs)
             rows.append({"root": root, "category": cat.name, "shots": k, "method": method,
@@ -72,16 +78,20 @@ def run_category(cat: Path, shots: list[int], max_images: int, work: Path) -> li
 
 
 def verdict(means: list[dict]) -> list[str]:
+    """INT8 against FP32 with the same bank, and against FP32 with the whole bank when
+    that row was scored, per K."""
     lines = []
     for k in sorted({m["shots"] for m in means}):
         by = {m["method"]: m for m in means if m["shots"] == k}
-        if "engine" not in by or "engine-int8" not in by:
-            continue
-        d_img = by["engine-int8"]["image_auroc"] - by["engine"]["image_auroc"]
-        d_pix = by["engine-int8"]["pixel_auroc"] - by["engine"]["pixel_auroc"]
-        ok = abs(d_img) <= TOLERANCE and abs(d_pix) <= TOLERANCE
-        lines.append(f"- K={k}: INT8 - FP32 mean image {d_img:+.2f}, pixel {d_pix:+.2f} -> "
-                     f"{'within' if ok else 'NOT within'} {TOLERANCE} points")  # fmt: skip
+        for base, label in (("engine", "FP32"), (FULL_BANK, "FP32 whole bank")):
+            if base not in by or "engine-int8" not in by:
+                continue
+            d_img = by["engine-int8"]["image_auroc"] - by[base]["image_auroc"]
+            d_pix = by["engine-int8"]["pixel_auroc"] - by[base]["pixel_auroc"]
+            ok = abs(d_img) <= TOLERANCE and abs(d_pix) <= TOLERANCE
+            lines.append(f"- K={k}: INT8 - {label} mean image {d_img:+.2f}, pixel "
+                         f"{d_pix:+.2f} -> {'within' if ok else 'NOT within'} "
+                         f"{TOLERANCE} points")  # fmt: skip
     return lines
 
 
@@ -93,7 +103,11 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "precision.json")
+    ap.add_argument("--bank-share", type=float, default=ScoringConfig().bank_share,
+                    help="ScoringConfig.bank_share of the model (below 1 a whole-bank FP32 "
+                    "row is scored too)")  # fmt: skip
     args = ap.parse_args()
+    cfg = ScoringConfig(bank_share=args.bank_share)
     torch.set_num_threads(args.threads)
     shots = [int(k) for k in args.shots.split(",")]
     cats = [c for r in roots_under(args.data) for c in find_categories(r)
@@ -105,7 +119,7 @@ def main() -> None:
         task = progress.add_task("categories", total=len(cats))
         for cat in cats:
             progress.update(task, description=f"{cat.parent.name}/{cat.name}")
-            rows += run_category(cat, shots, args.max_images, Path(tmp))
+            rows += run_category(cat, shots, args.max_images, Path(tmp), cfg)
             progress.advance(task)
     means = mean_rows(rows)
     command = "python -m bench.precision " + " ".join(sys.argv[1:])
