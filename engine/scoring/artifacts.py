@@ -138,7 +138,7 @@ def load_model(
     config = json.loads((vdir / "config.json").read_text())
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelArtifactError(f"{vdir}: unsupported format {config.get('format_version')}")
-    cfg = ScoringConfig.model_validate(config["scoring"])
+    cfg = ScoringConfig.from_stored(config["scoring"])
     # pretrained=False: the encoder weights are in model.pt, no weights package needed
     encoder = VisualEncoder(cfg.backbone, cfg.stages, pretrained=False)
     branch = branch_from_config(config["text_branch"]) if config["text_branch"] else None

@@ -45,15 +45,21 @@ class ScoringConfig(BaseModel):
     # max_bank (K <= 4 with the default augmentation) are not touched
     coreset_candidates: int | None = 80000
     # share of the bank kept by the same greedy core-set at any size (1 = all): the
-    # references' shifted views are near-duplicates, so a cut bank searches faster; 0.5
-    # and 0.25 kept the suite's pure rows within 0.4 points (engine/runtime/NOTES.md),
-    # the online-context rows are not measured yet, so the default keeps everything
-    bank_share: float = Field(1.0, gt=0.0, le=1.0)
+    # references' shifted views are near-duplicates, so a quarter of the rows searches
+    # ~4x faster at the same accuracy: every suite mean row within 0.4 points or up
+    # (K=1 online context 86.4 / 90.2 -> 86.4 / 90.4, K=4 87.4 / 90.2 -> 87.9 / 90.6;
+    # engine/runtime/NOTES.md, session 8). Models saved before this field kept all rows
+    bank_share: float = Field(0.25, gt=0.0, le=1.0)
     w_visual: float = 1.0
     w_text_pixel: float = 0.0
     w_text_image: float = 0.0
     batch_size: int = 8
     seed: int = 0
+
+    @classmethod
+    def from_stored(cls, stored: dict) -> ScoringConfig:
+        """A saved model's config: one saved before `bank_share` existed kept every row."""
+        return cls.model_validate({"bank_share": 1.0, **stored})
 
 
 def augment_views(img: np.ndarray, cfg: ScoringConfig) -> list[np.ndarray]:
@@ -133,18 +139,23 @@ def bank_views(refs: list[np.ndarray], cfg: ScoringConfig) -> list[np.ndarray]:
     return [v for r in refs for v in augment_views(r, cfg)]
 
 
-def select_bank(banks: list[torch.Tensor], cfg: ScoringConfig) -> list[torch.Tensor]:
-    """The banks ([M, C] per pooling size) cut by one greedy core-set chosen on the first:
-    to cfg.max_bank above it, and to cfg.bank_share of the rows; unchanged otherwise."""
-    rows = banks[0].shape[0]
+def bank_rows(bank: torch.Tensor, cfg: ScoringConfig) -> torch.Tensor | None:
+    """Indices of the rows of `bank` [M, C] kept by one greedy core-set: cfg.max_bank
+    above it, cfg.bank_share of the rows; None when every row is kept."""
+    rows = bank.shape[0]
     keep = rows
     if rows > cfg.max_bank:
         keep = min(cfg.max_bank, max(1, math.ceil(cfg.coreset_ratio * rows)))
     keep = min(keep, max(1, math.ceil(cfg.bank_share * rows)))
     if keep >= rows:
-        return banks
-    idx = greedy_coreset(banks[0], keep, seed=cfg.seed, max_candidates=cfg.coreset_candidates)
-    return [b[idx] for b in banks]
+        return None
+    return greedy_coreset(bank, keep, seed=cfg.seed, max_candidates=cfg.coreset_candidates)
+
+
+def select_bank(banks: list[torch.Tensor], cfg: ScoringConfig) -> list[torch.Tensor]:
+    """The banks ([M, C] per pooling size) cut to the rows `bank_rows` picks on the first."""
+    idx = bank_rows(banks[0], cfg)
+    return banks if idx is None else [b[idx] for b in banks]
 
 
 def held_out_views(refs: list[np.ndarray], cfg: ScoringConfig) -> list[np.ndarray]:

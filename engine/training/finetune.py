@@ -97,7 +97,7 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
     data = concat_features(synthetic, real_anomaly_features(encoder, anomalies, size, cfg))
     checkpoint = work_dir / "checkpoint.pt" if work_dir else None
     branch, history = train_heads(data, texts, cfg, checkpoint, resume=resume, progress=progress)
-    config = ScoringConfig.model_validate(scoring)
+    config = ScoringConfig.from_stored(scoring)
     runtime = build_runtime(normals[:max_references], config, text_branch=branch, encoder=encoder)
     # The champion's references stay normal: their patches join the new ones.
     runtime.bank = _merged_bank(champion.runtime.bank, runtime.bank, config)

@@ -12,7 +12,7 @@ from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.scoring.runtime_model import AnomalyOutput, CladRuntime, TextBranch
 
 pytestmark = pytest.mark.unit
-CFG = ScoringConfig(input_size=96, aug_shifts=(), sigma=2.0)
+CFG = ScoringConfig(input_size=96, aug_shifts=(), sigma=2.0, bank_share=1.0)
 
 
 def _texture(seed: int, size: int = 96) -> np.ndarray:
@@ -131,6 +131,15 @@ def test_bank_share_keeps_that_share_of_both_banks(runtime: CladRuntime) -> None
     assert s[0] < 2.0 and s[1] > 2 * s[0]
     with pytest.raises(ValueError):
         ScoringConfig(bank_share=0.0)
+
+
+def test_a_config_saved_before_bank_share_keeps_the_whole_bank() -> None:
+    stored = CFG.model_dump(mode="json")
+    del stored["bank_share"]
+    assert ScoringConfig.from_stored(stored).bank_share == 1.0
+    assert ScoringConfig().bank_share == 0.25  # new models: a quarter of the rows
+    kept = ScoringConfig(bank_share=0.5).model_dump(mode="json")
+    assert ScoringConfig.from_stored(kept).bank_share == 0.5
 
 
 def test_state_dict_without_pixel_bank_loads(runtime: CladRuntime) -> None:
