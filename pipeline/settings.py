@@ -96,8 +96,10 @@ class ModelSettings(BaseSettings):
     # int8: the model version's INT8 IR (`clad export --backend openvino --precision int8
     # --references DIR`) under OpenVINO; the plain graph only (CLAD_LINE_CONTEXT=false).
     # An option, not a default: on the suite (bench.precision) it is within 0.5 AUROC
-    # points of fp32 at 4 references, 1.9 image points below at 1; 1.3x on this project's
-    # AVX2 host (engine/runtime/NOTES.md). `clad export --eval DIR` checks a product.
+    # points of fp32 at 4 references, 1.3 image points below at 1; at batch 8 on this
+    # project's AVX2 host 2.25x the path before issue 17 at 4 references, 1.9x at 1, where
+    # fp32 gives 2.0x / 1.56x (engine/runtime/NOTES.md). `clad export --eval DIR` checks
+    # a product.
     cpu_precision: Literal["fp32", "int8"] = "fp32"
     # Overrides the threshold calibrated with the model; None keeps the calibrated one.
     anomaly_threshold: float | None = Field(None, ge=0.0)
