@@ -114,7 +114,8 @@ def load_describer(
 
 
 def save_forest_describer(directory: str | Path, forest: KindForest, feature_names: list[str],
-                          metrics: dict[str, Any], refine: bool = False) -> Path:  # fmt: skip
+                          metrics: dict[str, Any], refine: bool = False,
+                          enclosed_share: float = 0.0) -> Path:  # fmt: skip
     """The default describer: forest.npz + describer.json + vocabulary.json (generic).
     `refine`: the forest was fitted on regions refined by engine.defects.refine, so it
     describes its regions so too (the key is left out when false: a describer.json
@@ -125,6 +126,8 @@ def save_forest_describer(directory: str | Path, forest: KindForest, feature_nam
     features: dict[str, Any] = {"encoder": PIXELS, "input_size": WORK, "names": feature_names}
     if refine:
         features["refine"] = True
+    if enclosed_share > 0:  # likewise only when set (region_features.ENCLOSED_SHARE)
+        features["enclosed_share"] = enclosed_share
     meta = {"type": "region-forest", "category": GENERIC, "kinds": vocab.keys,
             "features": features, "metrics": metrics}  # fmt: skip
     tmp_f, tmp_c = out / f".{FOREST}.tmp.npz", out / f".{CONFIG}.tmp"
@@ -144,8 +147,10 @@ def load_forest_describer(directory: str | Path) -> LoadedDescriber:
         raise ModelArtifactError(f"{vdir}: the vocabulary's kinds {vocab.keys} are not the "
                                  f"forest's {meta['kinds']}")  # fmt: skip
     _phrases, owner = vocab.phrases()
+    f = meta["features"]
     describer = ShapeDescriber(KindForest.load(vdir / FOREST), owner,
-                               refine=bool(meta["features"].get("refine", False)))
+                               refine=bool(f.get("refine", False)),
+                               enclosed_share=float(f.get("enclosed_share", 0.0)))  # fmt: skip
     digest = hashlib.sha256((vdir / FOREST).read_bytes())
     digest.update((vdir / CONFIG).read_bytes() + json.dumps(vocab.to_dict()).encode())
     cut = meta["metrics"].get("unclear_below")

@@ -243,11 +243,39 @@ class FramePlanes:
         return self._components[on_part]
 
 
-def frame_planes(image: np.ndarray) -> FramePlanes:
-    """HxWx3 uint8 RGB (any resolution) -> its planes at WORK x WORK."""
+# Option (off unless a describer was trained with it, describer.json's
+# features.enclosed_share): an off-foreground component that the part encloses (it touches
+# no frame edge) and that holds at most this share of the frame lies on the part: a spot
+# whose colour happens to be near the background's (a brown stain on a grey part on a
+# dark conveyor), not a hole through it, so its rim is no outline. A washer's bore (5% of
+# the frame in the demo) stays background.
+ENCLOSED_SHARE = 0.01
+
+
+def fill_enclosed(fg: np.ndarray, share: float) -> np.ndarray:
+    """The foreground with its enclosed holes of at most `share` of the frame filled."""
+    h, w = fg.shape
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((fg == 0).astype(np.uint8),
+                                                           connectivity=8)  # fmt: skip
+    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    bw, bh = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    small = stats[:, cv2.CC_STAT_AREA] <= share * h * w
+    fill = inside & small
+    fill[0] = False  # label 0: the foreground itself
+    if n <= 1 or not fill.any():
+        return fg
+    return np.where(fill[labels], np.uint8(1), fg).astype(np.uint8)
+
+
+def frame_planes(image: np.ndarray, enclosed_share: float = 0.0) -> FramePlanes:
+    """HxWx3 uint8 RGB (any resolution) -> its planes at WORK x WORK; `enclosed_share` > 0:
+    small enclosed off-foreground spots lie on the part (ENCLOSED_SHARE)."""
     img = cv2.resize(image, (WORK, WORK), interpolation=cv2.INTER_AREA)
     # closed: a thin scratch as dark as the background still lies on the object
     fg = cv2.morphologyEx(foreground_mask(img), cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    if enclosed_share > 0:
+        fg = fill_enclosed(fg, enclosed_share)
     scene = float(fg.mean() < 0.95)  # an object on a background, not a texture
     outline = cv2.dilate(fg - cv2.erode(fg, np.ones((3, 3), np.uint8)),
                          np.ones((7, 7), np.uint8)) if scene else np.zeros_like(fg)  # fmt: skip
@@ -270,16 +298,18 @@ def _lab_lut() -> np.ndarray:
     return np.stack([lum, levels - 128.0, levels - 128.0], -1).reshape(1, 256, 3)
 
 
-def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def region_features(image: np.ndarray, mask: np.ndarray, enclosed_share: float = 0.0
+                    ) -> np.ndarray:  # fmt: skip
     """HxWx3 uint8 RGB + a region mask (any resolution, bool/{0,1}) -> [N_FEATURES] float32."""
-    return features_of(frame_planes(image), mask)
+    return features_of(frame_planes(image, enclosed_share), mask)
 
 
-def frame_region_features(image: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
+def frame_region_features(image: np.ndarray, masks: Sequence[np.ndarray],
+                          enclosed_share: float = 0.0) -> np.ndarray:  # fmt: skip
     """The features of several regions of one frame [R, N_FEATURES], its planes made once."""
     if len(masks) == 0:
         return np.zeros((0, N_FEATURES), np.float32)
-    planes = frame_planes(image)
+    planes = frame_planes(image, enclosed_share)
     return np.stack([features_of(planes, m) for m in masks])
 
 

@@ -1,8 +1,8 @@
 """The whole-frame implementation of the region features, as it was before the windowed
 fast path (engine.defects.region_features, commit 73dfca4) plus the default describer v3's
 surface rules (the closed foreground, the ring and the region's body on the surface it
-lies on): every plane and every mask is taken over the full WORK x WORK frame, once per
-region.
+lies on) and the enclosed-spot option (`enclosed_share`, off by default): every plane
+and every mask is taken over the full WORK x WORK frame, once per region.
 
 Not used at run time. It is the specification the fast path is pinned against
 (tests/unit/engine/defects/test_region_features.py on real regions) and the "before"
@@ -126,7 +126,8 @@ def foreground_mask(image: np.ndarray, thresh: float = 30.0) -> np.ndarray:
     return fg if fg.mean() > 0.05 else np.ones(image.shape[:2], np.uint8)
 
 
-def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def region_features(image: np.ndarray, mask: np.ndarray, enclosed_share: float = 0.0
+                    ) -> np.ndarray:  # fmt: skip
     """HxWx3 uint8 RGB + a region mask (any resolution, bool/{0,1}) -> [N_FEATURES] float32."""
     img = cv2.resize(image, (WORK, WORK), interpolation=cv2.INTER_AREA)
     m = cv2.resize(np.asarray(mask, np.uint8), (WORK, WORK), interpolation=cv2.INTER_NEAREST)
@@ -143,6 +144,13 @@ def region_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     border = min(xs.min(), ys.min(), WORK - 1 - xs.max(), WORK - 1 - ys.max()) / side
     # closed: a thin scratch as dark as the background still lies on the object
     fg = cv2.morphologyEx(foreground_mask(img), cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+    if enclosed_share > 0:  # a small hole the part encloses (no frame edge) is on the part
+        _n, holes = cv2.connectedComponents((fg == 0).astype(np.uint8), connectivity=8)
+        edge = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        for label in range(1, _n):
+            hole = holes == label
+            if label not in edge and hole.sum() <= enclosed_share * WORK * WORK:
+                fg[hole] = 1
     scene = float(fg.mean() < 0.95)  # an object on a background, not a texture
     outline = cv2.dilate(fg - cv2.erode(fg, np.ones((3, 3), np.uint8)),
                          np.ones((7, 7), np.uint8)) if scene else np.zeros_like(fg)  # fmt: skip

@@ -32,7 +32,8 @@ class ShapeDescriber:
     in_channels = 3
     joint_dim = N_FEATURES
 
-    def __init__(self, forest: KindForest, vocab_owner: list[int], refine: bool = False) -> None:
+    def __init__(self, forest: KindForest, vocab_owner: list[int], refine: bool = False,
+                 enclosed_share: float = 0.0) -> None:  # fmt: skip
         if forest.n_features != N_FEATURES:
             raise ValueError(f"the forest reads {forest.n_features} features, "
                              f"engine.defects.region_features computes {N_FEATURES}")  # fmt: skip
@@ -42,6 +43,9 @@ class ShapeDescriber:
         # describe the pixels that stand out inside each region (engine.defects.refine), as
         # the forest saw its training regions, not the whole map blob
         self.refine = refine
+        # small enclosed off-foreground spots lie on the part (region_features.ENCLOSED_SHARE)
+        # when the forest was trained so
+        self.enclosed_share = enclosed_share
 
     def eval(self) -> ShapeDescriber:  # the call sites treat it as a torch module
         return self
@@ -58,7 +62,7 @@ class ShapeDescriber:
         planes = None
         for i in range(len(m)):
             if planes is None or not _same_pixels(frames[i], frames[i - 1]):
-                planes = frame_planes(frames[i])
+                planes = frame_planes(frames[i], self.enclosed_share)
             mask = refine_region(planes, m[i]) if self.refine else m[i]
             feats.append(features_of(planes, mask))
         return torch.from_numpy(np.stack(feats)) if feats else torch.zeros(0, N_FEATURES)

@@ -32,12 +32,18 @@ from tqdm import tqdm
 
 from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
 from engine.defects.refine import refine_region
-from engine.defects.region_features import FEATURE_NAMES, WORK, features_of, frame_planes
+from engine.defects.region_features import (
+    ENCLOSED_SHARE,
+    FEATURE_NAMES,
+    WORK,
+    features_of,
+    frame_planes,
+)
 from engine.defects.regions import split_mask
 from engine.training.datasets import _images, load_mask, load_rgb, split_category
-from engine.training.plain_parts import plain_part
+from engine.training.plain_parts import CLEAN_SHARE, plain_part
 from engine.training.synthetic import augment_normal
-from engine.training.synthetic_defects import draw_defect
+from engine.training.synthetic_defects import DARK_TINT, draw_defect
 
 DEFAULT_DIR = Path(__file__).parents[1] / "defects" / "describers" / "default"
 # sources of the shared data: a source is left out whole in the evaluation
@@ -53,12 +59,33 @@ SOURCES: dict[str, tuple[str, ...]] = {
 MIN_CHANGE = 10.0
 # drawn-only source, index len(SOURCES): plain parts made by engine.training.plain_parts
 PLAIN, PLAIN_PARTS = "plain-parts", 48
-ROWS_VERSION = 4  # bump when the drawings, the features or the views change (cache key)
+ROWS_VERSION = 5  # bump when the drawings, the features or the views change (cache key)
 # an anomaly map's region is the defect grown by about one patch cell: 8 px at WORK
 BLOB_RADIUS = 8
 # map_blob: blur (px at WORK) and the cut's level (share of the blurred peak)
 MAP_SIGMA, MAP_LEVEL = (3.0, 8.0), (0.15, 0.45)
+# wide_blob: the blur of a strong defect's map region, which outgrows map_blob's (the
+# demo's runtime regions around a 5-px line are 38-44 px thick, map_blob's 13-20 px)
+WIDE_SIGMA = (8.0, 14.0)
 TREES, MIN_LEAF = 60, 8  # forest.npz stays a few hundred KB (150 trees, leaf 4: 1.4 MB)
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """What the rows are made with beyond v3's (all off: the v3 rows, bit for bit): small
+    enclosed off-foreground spots read as on the part (region_features.ENCLOSED_SHARE,
+    saved with the describer, which then computes its features so), clean plain parts
+    (plain_parts.CLEAN_SHARE) and dark tinted stains (synthetic_defects.DARK_TINT)."""
+
+    enclosed_share: float = 0.0
+    clean_share: float = 0.0
+    dark_tint: float = 0.0
+
+    def key(self) -> str:
+        """The rows cache's name suffix ("" when all are off)."""
+        on = [f"{n}{v:g}" for n, v in (("e", self.enclosed_share), ("c", self.clean_share),
+                                      ("d", self.dark_tint)) if v]  # fmt: skip
+        return "".join(f"-{o}" for o in on)
 
 
 @dataclass
@@ -88,37 +115,44 @@ def blob(mask: np.ndarray, radius: int = BLOB_RADIUS) -> np.ndarray:
     return cv2.dilate(np.asarray(mask, np.uint8), k)
 
 
-def map_blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def map_blob(mask: np.ndarray, rng: np.random.Generator,
+             sigma: tuple[float, float] = MAP_SIGMA) -> np.ndarray:  # fmt: skip
     """The region an anomaly map draws around a defect: a patch-level map is a blurred
     response to it, cut at some level, so a 2-px line becomes a rounded band ~10 px
     wide and a large area keeps its outline with a soft margin (the demo's map regions
     measure so: a 3-px line gets a 30-40 px wide blob at 256 px)."""
     m = np.asarray(mask, np.float32)
-    soft = cv2.GaussianBlur(m, (0, 0), float(rng.uniform(MAP_SIGMA[0], MAP_SIGMA[1])))
+    soft = cv2.GaussianBlur(m, (0, 0), float(rng.uniform(sigma[0], sigma[1])))
     cut = soft >= float(rng.uniform(MAP_LEVEL[0], MAP_LEVEL[1])) * float(soft.max())
     return (cut | (m > 0)).astype(np.uint8)
 
 
 # grown8: the v2 blob (evaluated only); refined_*: the first two through
-# engine.defects.refine, as the describer sees them when its config says "refine"
+# engine.defects.refine, as the describer sees them when its config says "refine";
+# wide_blob: map_blob with WIDE_SIGMA (a strong defect's map region);
 # kshot / refined_kshot (only with k-shot views, engine.training.kshot_regions): the real
 # k-shot map region of a real region, as is and refined; a region the k-shot map missed
 # and every drawn one hold their blob views there instead
-VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob", "kshot", "refined_kshot")
+VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob", "wide_blob", "kshot",
+         "refined_kshot")  # fmt: skip
 # the views the forest is fitted on and its cut calibrated on (indices into VIEWS)
 TRAIN_VIEWS = (0, 1)
 
 
-def _views(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _views(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+           enclosed_share: float = 0.0) -> np.ndarray:  # fmt: skip
     """Features of the exact mask, of a map-like blob around it, of the mask grown by 8 px,
-    and of the first two refined (the pixels that stand out inside them)."""
-    planes = frame_planes(image)  # one set of frame planes for every view
+    of the first two refined (the pixels that stand out inside them) and of a wide
+    map-like blob (drawn from a child of `rng`: the draws that follow stay v3's)."""
+    planes = frame_planes(image, enclosed_share)  # one set of frame planes for every view
     mb = map_blob(mask, rng)
-    masks = [mask, mb, blob(mask), refine_region(planes, mask), refine_region(planes, mb)]
+    wide = map_blob(mask, rng.spawn(1)[0], WIDE_SIGMA)
+    masks = [mask, mb, blob(mask), refine_region(planes, mask), refine_region(planes, mb), wide]
     return np.stack([features_of(planes, m) for m in masks])
 
 
-def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
+def real_rows(category: Path, source: int, min_area: int = 4,
+              options: RowOptions = RowOptions()) -> Rows | None:  # fmt: skip
     """Ground-truth regions of a category's defect images, labelled with generic kinds."""
     x, kind, folder = [], [], []
     rng = np.random.default_rng([7, sum(map(ord, f"{category.parent.name}/{category.name}"))])
@@ -128,7 +162,7 @@ def real_rows(category: Path, source: int, min_area: int = 4) -> Rows | None:
             continue
         image = load_rgb(s.path, WORK)
         for m in split_mask(load_mask(s, WORK).astype(bool), min_area=min_area):
-            x.append(_views(image, m, rng))
+            x.append(_views(image, m, rng, options.enclosed_share))
             kind.append(GENERIC_KINDS.index(k))
             folder.append(s.kind)
     if not x:
@@ -143,7 +177,7 @@ def normal_images(category: Path) -> list[Path]:
 
 
 def drawn_rows(originals: list[np.ndarray], name: str, source: int, count: int, seed: int,
-               progress: bool = True) -> Rows:  # fmt: skip
+               progress: bool = True, options: RowOptions = RowOptions()) -> Rows:  # fmt: skip
     """`count` defects drawn on normal images (WORK x WORK RGB), the kinds in turn."""
     if not originals:
         raise ValueError(f"{name}: no normal images to draw on")
@@ -154,10 +188,11 @@ def drawn_rows(originals: list[np.ndarray], name: str, source: int, count: int, 
         k = GENERIC_KINDS[i % len(GENERIC_KINDS)]
         base = np.ascontiguousarray(augment_normal(originals[int(rng.integers(len(originals)))],
                                                    rng))  # fmt: skip
-        img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]])
+        img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]],
+                                options.dark_tint)  # fmt: skip
         if mask.sum() < 4 or _change(base, img, mask) < MIN_CHANGE:
             continue  # a drawing that left the pixels as they were teaches no kind
-        x.append(_views(img, mask, rng))
+        x.append(_views(img, mask, rng, options.enclosed_share))
         kind.append(GENERIC_KINDS.index(k))
     n = len(x)
     return Rows(np.stack(x), np.array(kind), np.full(n, source), np.ones(n, bool),
@@ -170,14 +205,15 @@ def _change(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> float:
     return float(diff[mask > 0].mean())
 
 
-def plain_part_images(seed: int, n: int = PLAIN_PARTS) -> list[np.ndarray]:
+def plain_part_images(seed: int, n: int = PLAIN_PARTS, clean_share: float = 0.0
+                      ) -> list[np.ndarray]:  # fmt: skip
     """The plain parts defects are drawn on (engine.training.plain_parts), seeded."""
     rng = np.random.default_rng([seed, sum(map(ord, PLAIN))])
-    return [plain_part(rng, WORK) for _ in range(n)]
+    return [plain_part(rng, WORK, clean_share) for _ in range(n)]
 
 
 def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path | None,
-                 progress: bool = True) -> Rows:  # fmt: skip
+                 progress: bool = True, options: RowOptions = RowOptions()) -> Rows:  # fmt: skip
     """Every source's real regions and drawn regions (cached per category)."""
     parts: list[Rows] = []
     for s, cats in enumerate(SOURCES.values()):
@@ -188,17 +224,17 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
             key = None
             if cache_dir is not None:
                 key = cache_dir / (f"rows-v{ROWS_VERSION}-{cat.parent.name}-{cat.name}-"
-                                   f"{drawn_per_category}-{seed}.npz")  # fmt: skip
+                                   f"{drawn_per_category}-{seed}{options.key()}.npz")  # fmt: skip
                 if key.is_file():
                     with np.load(key, allow_pickle=False) as z:
                         parts.append(Rows(z["x"], z["kind"], z["source"], z["drawn"],
                                           z["folder"]))  # fmt: skip
                     continue
-            here = [r for r in (real_rows(cat, s),) if r is not None]
+            here = [r for r in (real_rows(cat, s, options=options),) if r is not None]
             if normal_images(cat):
                 originals = [load_rgb(p, WORK) for p in normal_images(cat)]
                 here.append(drawn_rows(originals, f"{cat.parent.name}/{cat.name}", s,
-                                       drawn_per_category, seed, progress))  # fmt: skip
+                                       drawn_per_category, seed, progress, options))  # fmt: skip
             if not here:
                 continue
             rows = Rows.concat(here)
@@ -209,14 +245,15 @@ def collect_rows(data: Path, drawn_per_category: int, seed: int, cache_dir: Path
     if not parts:
         raise FileNotFoundError(f"none of the data sets {sorted(SOURCES)} under {data}")
     # plain parts: drawn regions only, in training for every held-out source
-    name = f"rows-v{ROWS_VERSION}-{PLAIN}-{PLAIN_PARTS}-{drawn_per_category}-{seed}.npz"
+    name = (f"rows-v{ROWS_VERSION}-{PLAIN}-{PLAIN_PARTS}-{drawn_per_category}-{seed}"
+            f"{options.key()}.npz")  # fmt: skip
     key = None if cache_dir is None else cache_dir / name
     if key is not None and key.is_file():
         with np.load(key, allow_pickle=False) as z:
             parts.append(Rows(z["x"], z["kind"], z["source"], z["drawn"], z["folder"]))
     else:
-        rows = drawn_rows(plain_part_images(seed), PLAIN, len(SOURCES), drawn_per_category,
-                          seed, progress)  # fmt: skip
+        rows = drawn_rows(plain_part_images(seed, clean_share=options.clean_share), PLAIN,
+                          len(SOURCES), drawn_per_category, seed, progress, options)  # fmt: skip
         if key is not None:
             key.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(key, **rows.__dict__)
@@ -246,7 +283,7 @@ def add_kshot_views(rows: Rows, data: Path, cache_dir: Path | None,
     extra[real[km]] = kx[km]
     matched = np.zeros(len(rows.kind), bool)
     matched[real[km]] = True
-    x = np.concatenate([rows.x[:, :5], extra], axis=1)
+    x = np.concatenate([rows.x[:, :6], extra], axis=1)
     return Rows(x, rows.kind, rows.source, rows.drawn, rows.folder), matched
 
 
@@ -354,9 +391,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kshot", action="store_true",
                     help="Add each category's real k-shot map regions as views (kshot, "
                          "refined_kshot; engine.training.kshot_regions, cached in --cache-dir).")
+    ap.add_argument("--enclosed", action="store_true",
+                    help="Small off-foreground spots the part encloses read as on the part "
+                         "(region_features.ENCLOSED_SHARE; the saved describer too).")  # fmt: skip
+    ap.add_argument("--clean-parts", action="store_true",
+                    help="Some plain parts clean: no noise, marks or light gradient "
+                         "(plain_parts.CLEAN_SHARE).")  # fmt: skip
+    ap.add_argument("--dark-stains", action="store_true",
+                    help="Some stains dark and tinted (synthetic_defects.DARK_TINT).")  # fmt: skip
     args = ap.parse_args(argv)
     views = tuple(VIEWS.index(v) for v in args.views.split(","))
-    rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir)
+    options = RowOptions(ENCLOSED_SHARE if args.enclosed else 0.0,
+                         CLEAN_SHARE if args.clean_parts else 0.0,
+                         DARK_TINT if args.dark_stains else 0.0)  # fmt: skip
+    rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir, options=options)
     matched = np.zeros(len(rows.kind), bool)
     if args.kshot:
         rows, matched = add_kshot_views(rows, args.data, args.cache_dir)
@@ -392,8 +440,11 @@ def main(argv: list[str] | None = None) -> None:
                "drawn_per_category": args.drawn, "sources_left_out": args.exclude}  # fmt: skip
     if views != TRAIN_VIEWS:  # (left out otherwise: the v3 build's describer.json stays as it was)
         metrics["views"] = [VIEWS[v] for v in views]
+    if options != RowOptions():  # likewise
+        metrics["row_options"] = options.__dict__
     refine = any(VIEWS[v].startswith("refined") for v in views)
-    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics, refine=refine)
+    save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics, refine=refine,
+                          enclosed_share=options.enclosed_share)  # fmt: skip
     print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "
           f"cut {res['unclear_below']:.3f}, saved in {args.out}")
 

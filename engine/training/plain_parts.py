@@ -24,8 +24,16 @@ def _colour(rng: np.random.Generator, lo: int, hi: int) -> np.ndarray:
     return np.full(3, rng.uniform(lo, hi)) + rng.uniform(-8, 8, size=3)
 
 
-def plain_part(rng: np.random.Generator, size: int = 256) -> np.ndarray:
-    """One normal image (size x size x 3 uint8 RGB) of a random plain part."""
+# the share of clean parts when they are asked for (describer_default --clean-parts):
+# evenly lit, no machining marks, under half a grey level of sensor noise (a moulded or
+# painted part under diffuse light), where a defect stands out by many ring deviations
+CLEAN_SHARE = 0.3
+
+
+def plain_part(rng: np.random.Generator, size: int = 256, clean_share: float = 0.0) -> np.ndarray:
+    """One normal image (size x size x 3 uint8 RGB) of a random plain part, clean with
+    probability `clean_share` (0: the draws of the parts made before the option)."""
+    clean = clean_share > 0 and rng.random() < clean_share
     bg = _colour(rng, 10, 120)
     part = _colour(rng, 60, 235)
     if abs(float(part.mean() - bg.mean())) < 30:  # keep the part visible on its background
@@ -55,10 +63,11 @@ def plain_part(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     light = rng.uniform(0, 2 * np.pi)  # a soft light gradient across the part
     ramp = ((np.cos(light) * (xs - c[0]) + np.sin(light) * (ys - c[1])) / size)[..., None]
     sel = mask > 0
-    img[sel] = (part + ramp * rng.uniform(0, 60))[sel]
-    if rng.random() < 0.5:  # machining marks: fine parallel streaks
+    img[sel] = (part + ramp * (0.0 if clean else rng.uniform(0, 60)))[sel]
+    if not clean and rng.random() < 0.5:  # machining marks: fine parallel streaks
         streaks = np.sin(xs * rng.uniform(0.5, 2.0) + ys * rng.uniform(-0.3, 0.3))
         img[sel] += (streaks[..., None] * rng.uniform(2, 8))[sel]
     img = cv2.GaussianBlur(img, (0, 0), 0.7)  # a lens: no perfectly sharp edge
-    img += rng.normal(0, rng.uniform(0.3, 6), img.shape)  # sensor noise (some nearly none)
+    # sensor noise (some nearly none; under half a grey level on a clean part)
+    img += rng.normal(0, rng.uniform(0, 0.5) if clean else rng.uniform(0.3, 6), img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)

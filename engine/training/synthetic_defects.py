@@ -173,7 +173,14 @@ def draw_contamination(image: np.ndarray, rng: np.random.Generator, donors: Dono
     return out, mask
 
 
-def draw_stain(image: np.ndarray, rng: np.random.Generator, donors: Donors = ()) -> Drawn:
+# the share of stains drawn dark and tinted when asked for (describer_default --dark-stains)
+DARK_TINT = 0.15
+
+
+def draw_stain(image: np.ndarray, rng: np.random.Generator, donors: Donors = (),
+               dark_tint: float = 0.0) -> Drawn:  # fmt: skip
+    """`dark_tint`: the share of stains darker in every channel by its own factor (rust,
+    oil, a burn); 0 keeps the draws of the stains made before the option."""
     h, w = image.shape[:2]
     side = min(h, w)
     cx, cy = _centre(foreground_mask(image), rng)
@@ -184,8 +191,11 @@ def draw_stain(image: np.ndarray, rng: np.random.Generator, donors: Donors = ())
     soft = rng.uniform(0.5, 1.5) if spot else max(1.0, r / 6)
     alpha = cv2.GaussianBlur(blob, (0, 0), soft) * rng.uniform(0.8, 1.0)
     gain = rng.uniform(0.2, 1.6, size=3)  # a tint: channels change by different factors
-    if rng.random() < 0.4:  # or just darker / lighter, as worn or wet patches are
+    style = rng.random()
+    if style < 0.4:  # or just darker / lighter, as worn or wet patches are
         gain = np.full(3, rng.choice([rng.uniform(0.4, 0.7), rng.uniform(1.3, 1.6)]))
+    elif style < 0.4 + dark_tint:  # or dark and tinted: every channel darker
+        gain = rng.uniform(0.25, 0.7) * rng.uniform(0.3, 1.0, size=3)
     # multiplied (plus a small offset so a dark surface can still change colour): the
     # surface's texture shows through, which tells a stain from foreign material on top
     offset = rng.uniform(-20, 40, size=3) * (gain != gain[0]).any()
@@ -311,9 +321,14 @@ DRAWINGS: dict[str, Drawing] = {
 }  # fmt: skip
 
 def draw_defect(image: np.ndarray, kind: str, rng: np.random.Generator,
-                donors: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One drawn defect of a generic kind on an HxWx3 uint8 image -> (image, mask {0,1})."""
+                donors: Sequence[np.ndarray] = (), dark_tint: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One drawn defect of a generic kind on an HxWx3 uint8 image -> (image, mask {0,1});
+    `dark_tint`: draw_stain's share of dark tinted stains."""
     if kind not in DRAWINGS:
         raise ValueError(f"no drawing for defect kind {kind!r}; kinds: {sorted(DRAWINGS)}")
-    out, mask = DRAWINGS[kind](image, rng, donors)
+    if kind == "stain":
+        out, mask = draw_stain(image, rng, donors, dark_tint)
+    else:
+        out, mask = DRAWINGS[kind](image, rng, donors)
     return out, (mask > 0).astype(np.uint8)

@@ -129,3 +129,27 @@ def test_the_refine_flag_is_saved_with_the_describer_and_read_back(tmp_path: Pat
         # absent when false: a describer saved before the step reads as it did
         assert ("refine" in meta["features"]) is refine
         assert load_forest_describer(out).describer.refine is refine
+
+
+def test_the_enclosed_share_is_saved_with_the_describer_and_read_back(tmp_path: Path) -> None:
+    """A describer trained with the enclosed-spot option computes its features so; the key
+    is written only when set, so older describers read as before."""
+    from engine.defects.region_features import ENCLOSED_SHARE
+
+    for share in (ENCLOSED_SHARE, 0.0):
+        d = _forest_describer(False)
+        out = save_forest_describer(tmp_path / str(share), d.forest, list(FEATURE_NAMES),
+                                    {"unclear_below": 0.5}, enclosed_share=share)  # fmt: skip
+        meta = json.loads((out / "describer.json").read_text())
+        assert ("enclosed_share" in meta["features"]) is (share > 0)
+        assert load_forest_describer(out).describer.enclosed_share == share
+    img = np.full((256, 256, 3), 60, np.uint8)
+    cv2.circle(img, (128, 128), 96, (170, 175, 180), -1)
+    cv2.circle(img, (128, 60), 10, (84, 62, 44), -1)  # near the background's colour
+    spot = np.zeros((1, 256, 256), bool)
+    spot[0, 45:76, 113:144] = True
+    d = _forest_describer(False)
+    d.enclosed_share = ENCLOSED_SHARE
+    got = d.region_embeddings(pixel_input(img[None]), torch.from_numpy(spot)).numpy()
+    assert np.array_equal(got[0], features_of(frame_planes(img, ENCLOSED_SHARE), spot[0]))
+    assert not np.array_equal(got[0], features_of(frame_planes(img), spot[0]))

@@ -298,3 +298,34 @@ def test_a_spot_as_dark_as_the_background_inside_the_part_still_counts() -> None
     cv2.circle(blob, (128, 60), 20, 1, -1)  # the map's blob around it
     f = _f(img, blob)
     assert f["dL_z"] < -1 and f["chroma_shift"] > 0.03 and f["core_share"] > 0.1
+
+
+def test_a_small_spot_the_part_encloses_is_on_the_part_not_its_outline() -> None:
+    """With the enclosed-spot option (ENCLOSED_SHARE), a spot whose colour is near the
+    background's, enclosed by the part, lies on the part: its rim is no outline. A bore
+    through the part (5% of the frame) is still background, its rim the outline. Both
+    implementations; off by default (the shipped forest's features)."""
+    from engine.defects import region_features_reference as reference
+    from engine.defects.region_features import ENCLOSED_SHARE
+
+    share = ENCLOSED_SHARE
+    img, _part = _washer()
+    cv2.circle(img, (128, 128), 32, (60, 60, 60), -1)  # the bore
+    spot = np.zeros((256, 256), np.uint8)
+    cv2.circle(spot, (128, 60), 10, 1, -1)
+    img[spot > 0] = (84, 62, 44)  # brown, well within the cut of the background's colour
+    blob = cv2.dilate(spot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25)))
+    rim = np.zeros((256, 256), np.uint8)
+    cv2.circle(rim, (128, 128), 36, 1, 6)  # a band over the bore's edge
+    names = list(FEATURE_NAMES)
+    for m in (spot, blob):
+        f = region_features(img, m, share)
+        assert f[names.index("on_foreground")] == 1.0 and f[names.index("on_outline")] == 0.0
+        np.testing.assert_allclose(f, reference.region_features(img, m, share), **TOL)
+        off = _f(img, m)  # the default: the spot is off the foreground, its rim an outline
+        assert off["on_outline"] > 0.3
+        np.testing.assert_allclose(region_features(img, m), reference.region_features(img, m),
+                                   **TOL)  # fmt: skip
+    f = region_features(img, rim, share)
+    assert f[names.index("on_outline")] > 0.5
+    np.testing.assert_allclose(f, reference.region_features(img, rim, share), **TOL)

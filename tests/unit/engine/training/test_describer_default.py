@@ -3,6 +3,7 @@ leave-one-source-out evaluation."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -136,7 +137,7 @@ def test_kshot_views_go_to_their_real_regions_and_the_rest_keep_the_blob(
     for rel in cats[:2]:  # two categories present, the rest absent
         (tmp_path / rel).mkdir(parents=True)
     n_real = {cats[0]: 3, cats[1]: 2}
-    x = np.zeros((8, 5, N_FEATURES), np.float32)
+    x = np.zeros((8, 6, N_FEATURES), np.float32)
     x[:, 1, 0] = np.arange(8) + 100  # blob views, told apart by row
     x[:, 4, 0] = np.arange(8) + 200
     drawn = np.array([False, False, False, True, False, False, True, True])  # cat0 real x3,
@@ -154,8 +155,33 @@ def test_kshot_views_go_to_their_real_regions_and_the_rest_keep_the_blob(
 
     monkeypatch.setattr(kr, "cached_kshot_views", fake)
     out, matched = add_kshot_views(rows, tmp_path, None, progress=False)
-    assert out.x.shape == (8, 7, N_FEATURES)
+    assert out.x.shape == (8, 8, N_FEATURES)
     assert matched.tolist() == [True, False, True, False, True, False, False, False]
-    assert out.x[:, 5, 0].tolist() == [10, 101, 12, 103, 20, 105, 106, 107]
-    assert out.x[:, 6, 0].tolist() == [1010, 201, 1012, 203, 1020, 205, 206, 207]
-    assert np.array_equal(out.x[:, :5], x)
+    assert out.x[:, 6, 0].tolist() == [10, 101, 12, 103, 20, 105, 106, 107]
+    assert out.x[:, 7, 0].tolist() == [1010, 201, 1012, 203, 1020, 205, 206, 207]
+    assert np.array_equal(out.x[:, :6], x)
+
+
+def test_the_wide_blob_view_leaves_the_draws_that_follow_as_they_were() -> None:
+    """_views draws the wide blob from a child generator: a rows build with it makes the
+    same drawings as one without (the v3 rows stay bit for bit); the wide blob holds the
+    defect and is wider than map_blob's."""
+    from engine.training.describer_default import (
+        WIDE_SIGMA,
+        RowOptions,
+        _views,
+        map_blob,
+    )
+
+    img = np.full((256, 256, 3), 150, np.uint8)
+    line = np.zeros((256, 256), np.uint8)
+    cv2.line(line, (60, 128), (196, 128), 1, 3)
+    img[line > 0] = 30
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    x = _views(img, line, a)
+    assert x.shape == (6, N_FEATURES)
+    map_blob(line, b)  # the only draw the other views take
+    assert a.random() == b.random()
+    wide = map_blob(line, np.random.default_rng(0), WIDE_SIGMA)
+    assert wide[line > 0].all() and wide.sum() > map_blob(line, np.random.default_rng(0)).sum()
+    assert RowOptions().key() == "" and RowOptions(0.01, 0.3, 0.15).key() == "-e0.01-c0.3-d0.15"

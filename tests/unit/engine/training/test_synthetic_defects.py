@@ -49,3 +49,25 @@ def test_drawings_are_reproducible_and_unknown_kinds_refused() -> None:
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="no drawing for defect kind 'wobble'"):
         draw_defect(_image(), "wobble", np.random.default_rng(0))
+
+
+def test_dark_tinted_stains_darken_every_channel_and_the_default_keeps_the_old_draws() -> None:
+    from engine.training.synthetic_defects import DARK_TINT, draw_stain
+
+    assert 0 < DARK_TINT < 0.6
+    img = np.full((128, 128, 3), 175, np.uint8)
+
+    def dark(tint: float) -> int:  # stains darker than 80% of the surface in every channel
+        n = 0
+        for seed in range(30):
+            out, mask = draw_stain(img, np.random.default_rng(seed), dark_tint=tint)
+            n += bool((out[mask > 0].astype(float).mean(axis=0) < 140).all())
+        return n
+
+    assert dark(0.6) >= dark(0.0) + 8  # 60% of the stains dark and tinted
+    for seed in range(4):  # dark_tint 0: the stains drawn before the option
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        out_a, m_a = draw_defect(img, "stain", a)
+        out_b, m_b = draw_stain(img, b, dark_tint=0.0)
+        assert np.array_equal(out_a, out_b) and np.array_equal(m_a, m_b)
+        assert a.random() == b.random()
