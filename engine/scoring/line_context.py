@@ -160,8 +160,10 @@ class Embeddings:
 def embed(rt: CladRuntime, frames: torch.Tensor) -> tuple[list[torch.Tensor], list[Embeddings]]:
     """Encoder features and per-frame embeddings of uint8 NHWC frames."""
     feats = rt.encoder.forward_features(rt.preprocess(frames))
-    emb = patch_embeddings(feats, rt.pool)
-    pemb = patch_embeddings(feats, rt.pixel_pool) if rt.split_maps else emb
+    # contiguous, as the ONNX stage's outputs are: on the channels-last strides the
+    # convolutions leave, the context search over these frames ran ~2x slower
+    emb = patch_embeddings(feats, rt.pool).contiguous()
+    pemb = patch_embeddings(feats, rt.pixel_pool).contiguous() if rt.split_maps else emb
     return feats, [Embeddings(emb[i], pemb[i]) for i in range(emb.shape[0])]
 
 

@@ -7,9 +7,11 @@ here imports training code.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,21 +63,30 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
-@torch.no_grad()
 def axis_operator(grid: int, size: int, out: int, gauss: torch.Tensor) -> torch.Tensor:
     """[out, grid] matrix of one axis of the map chain: linear upsampling grid -> size
     (align_corners=False, as bilinear is along each axis), the 1-D Gaussian `gauss` with
     replicated borders, linear resize size -> out. Built by running those steps on the
     identity, so it is exactly what the steps compute."""
+    # through numpy: under the ONNX tracer the matrix is then one constant of the graph,
+    # not the ops that built it. Cached: the torch path (line context) asks for the same
+    # few matrices every batch, and building one took longer than using it. A copy, so
+    # a caller cannot change the cached one.
+    kernel = gauss.detach().float().cpu().numpy().tobytes()
+    return torch.from_numpy(_axis_matrix(grid, size, out, kernel).copy())
+
+
+@functools.lru_cache(maxsize=64)
+@torch.no_grad()
+def _axis_matrix(grid: int, size: int, out: int, kernel: bytes) -> np.ndarray:
+    gauss = torch.from_numpy(np.frombuffer(kernel, np.float32).copy())
     x = F.interpolate(torch.eye(grid).unsqueeze(1), size=size, mode="linear", align_corners=False)
     if gauss.numel() > 1:
         r = gauss.numel() // 2
-        x = F.conv1d(F.pad(x, (r, r), mode="replicate"), gauss.float().view(1, 1, -1))
+        x = F.conv1d(F.pad(x, (r, r), mode="replicate"), gauss.view(1, 1, -1))
     if out != size:
         x = F.interpolate(x, size=out, mode="linear", align_corners=False)
-    # through numpy: under the ONNX tracer the matrix is then one constant of the graph,
-    # not the ops that built it
-    return torch.from_numpy(x.squeeze(1).T.numpy().copy())
+    return x.squeeze(1).T.numpy()
 
 
 def resize_map_stepwise(
@@ -234,4 +245,3 @@ class CladRuntime(nn.Module):
             scores = scores + self.w_text_image * img_text
         maps = self.resize_map(amap if pmap is None else pmap, height, width)
         return AnomalyOutput(scores=scores, maps=maps)
-

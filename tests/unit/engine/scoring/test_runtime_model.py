@@ -189,3 +189,15 @@ def test_map_resize_matches_the_stepwise_chain(sigma: float, height: int, width:
     spike[0, 6, 6] = 1.0
     hot = rt.resize_map(spike, 96, 96)
     assert (hot > 0.01).sum() > (64 if sigma > 0 else 0)
+
+
+def test_axis_operators_are_cached_per_kernel_and_handed_out_as_copies() -> None:
+    from engine.scoring.runtime_model import axis_operator, gaussian_kernel1d
+
+    g2, g4 = gaussian_kernel1d(2.0), gaussian_kernel1d(4.0)
+    first = axis_operator(12, 96, 50, g2)
+    first.fill_(0.0)  # a caller writing into its matrix must not change the next one's
+    again = axis_operator(12, 96, 50, g2)
+    assert again.shape == (50, 12) and again.sum() > 0
+    torch.testing.assert_close(again.sum(dim=1), torch.ones(50))  # rows of weights sum to 1
+    assert not torch.allclose(axis_operator(12, 96, 50, g4), again)  # the kernel is in the key
