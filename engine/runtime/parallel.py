@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -91,11 +92,23 @@ class RequestPool:
             self._idle.put(runner)
         # as many threads as runners: a task never waits for a runner to come back
         self._threads = ThreadPoolExecutor(self.requests, thread_name_prefix=name)
+        # The pool's first call runs alone. Two first calls at once deadlocked OpenVINO's
+        # bindings for good (tests/integration/test_backend_parity.py hung in CI): both
+        # threads entered the lazy one-time set-up of pybind11's numpy API (a static
+        # guard in one, a call_once waiting for the GIL in the other). After one call
+        # that set-up is done, and the runners overlap as intended.
+        self._first_call = threading.Lock()
+        self._warm = threading.Event()
 
     def _run(self, part: np.ndarray) -> Arrays:
         runner = self._idle.get()
         try:
-            return runner(part)
+            if self._warm.is_set():
+                return runner(part)
+            with self._first_call:
+                out = runner(part)
+                self._warm.set()
+                return out
         finally:
             self._idle.put(runner)
 

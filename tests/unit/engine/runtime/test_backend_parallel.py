@@ -60,11 +60,46 @@ def test_pool_returns_parts_in_order_even_when_they_finish_out_of_order() -> Non
 
     pool = RequestPool([runner, runner])
     try:
+        pool.run(np.full((1, 1), 5))  # the pool's first call runs alone (next test)
+        finished.clear()
+        second_done.clear()
         (out,) = pool.run(np.arange(4)[:, None])
     finally:
         pool.close()
     assert finished == [2, 0]  # the second part ended first
     assert out.tolist() == [0, 10, 20, 30]
+
+
+def test_the_pools_first_call_runs_alone_and_later_ones_overlap() -> None:
+    """Two first calls at once deadlocked OpenVINO's bindings (parallel.RequestPool):
+    the first batch's parts run one after the other, the next batches' parts at once."""
+    lock = threading.Lock()
+    active, most = [0], [0]
+    both_in = threading.Barrier(2, timeout=10)
+
+    def runner(frames: np.ndarray) -> tuple[np.ndarray, ...]:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            if frames[0, 0] >= 100:  # a later batch: both parts must be in here together
+                both_in.wait()
+            else:
+                threading.Event().wait(0.05)
+        finally:
+            with lock:
+                active[0] -= 1
+        return (frames[:, 0].astype(np.float32),)
+
+    pool = RequestPool([runner, runner])
+    try:
+        (first,) = pool.run(np.arange(2)[:, None])
+        assert most[0] == 1  # the two parts of the first batch never overlapped
+        (later,) = pool.run(np.arange(100, 102)[:, None])  # BrokenBarrierError if serial
+    finally:
+        pool.close()
+    assert most[0] == 2
+    assert first.tolist() == [0.0, 1.0] and later.tolist() == [100.0, 101.0]
 
 
 def test_each_runner_serves_one_part_at_a_time() -> None:
