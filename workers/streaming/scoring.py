@@ -181,7 +181,7 @@ def load_trained(path: Path, category: str | None = None,
                  precision: Literal["fp32", "int8"] = "fp32") -> tuple[str, ScoringEngine]:
     """(product, engine) from a saved model version (engine.scoring.artifacts layout), served
     by the chosen runtime backend (`ModelSettings.backend`: auto picks TensorRT on a
-    GPU, else OpenVINO on x86 when installed, else onnxruntime) with `requests` CPU
+    GPU, else onnxruntime; engine.runtime.select) with `requests` CPU
     inference requests in flight (None: engine.runtime.parallel's default). ONNX files
     and compiled engines are cached in the version dir. `precision` "int8": the version's
     INT8 IR under OpenVINO (`ModelSettings.cpu_precision`), plain graph only."""
