@@ -79,7 +79,7 @@ VARIANTS: dict[str, ScoringConfig] = {
     "s24-pix": ScoringConfig(stages=(2, 4), pool=3, pixel_pool=3),  # one pooled 8+16 map
     "s4-pix3": ScoringConfig(pixel_pool=None),  # one pooled stride-16 map
     "s4-noaug": ScoringConfig(aug_shifts=(), aug_rotations=()),
-    "s4-bank25": ScoringConfig(bank_share=0.25),  # issue 17: a quarter of the bank rows
+    "s4-bank100": ScoringConfig(bank_share=1.0),  # the whole bank (the default cuts it)
 }
 
 

@@ -98,14 +98,14 @@ def load_frames(
     return refs, rng.integers(0, 256, (32, size, size, 3), np.uint8)
 
 
-def bank_share_of(name: str) -> float | None:
+def bank_share_of(name: str, default: float) -> float:
     """The bank share a configuration's model is built with: 1 for the `-before`
-    baselines (the whole bank, as then), P/100 for `-bank<P>`, None for the default."""
+    baselines (the whole bank, as then), P/100 for `-bank<P>`, else `default`."""
     modes = name.partition("+")[0].split("-")[3:]
     if "before" in modes:
         return 1.0
     shares = [int(m[4:]) / 100 for m in modes if m.startswith("bank") and m[4:].isdigit()]
-    return shares[0] if shares else None
+    return shares[0] if shares else default
 
 
 def supports_bf16() -> bool:
@@ -266,21 +266,22 @@ def main() -> None:
     # each baseline once, even when several rows share it
     names = list(dict.fromkeys(names + [baseline_of(n) for n in names]))
     # one model per bank share in use (the default one already built)
-    models: dict[float | None, tuple[CladRuntime, ScoringConfig]] = {None: (runtime, config)}
-    for share in {bank_share_of(n) for n in names} - {None}:
+    share_of = {n: bank_share_of(n, config.bank_share) for n in names}
+    models = {config.bank_share: (runtime, config)}
+    for share in set(share_of.values()) - set(models):
         cfg = config.model_copy(update={"bank_share": share})
         models[share] = (build_runtime(refs, cfg), cfg)
-    int8_irs: dict[float | None, Path] = {}
-    for share in {bank_share_of(n) for n in names if "-int8-" in n}:
+    int8_irs: dict[float, Path] = {}
+    for share in {share_of[n] for n in names if "-int8-" in n}:
         from engine.runtime.int8 import build_int8
 
         work = tempfile.mkdtemp(prefix="clad-bench-int8-")
         int8_irs[share] = build_int8(models[share][0], refs, models[share][1], work).path
-    fns = {name: build_config(name, models[bank_share_of(name)][0], cores, max_batch, context,
-                              int8_irs.get(bank_share_of(name)))
+    fns = {name: build_config(name, models[share_of[name]][0], cores, max_batch, context,
+                              int8_irs.get(share_of[name]))
            for name in names}  # fmt: skip
     check = frames[:8]
-    expected: dict[tuple[float | None, str], tuple[np.ndarray, np.ndarray]] = {}
+    expected: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
     for share, (model, _) in models.items():
         with torch.no_grad():
             ref = model(torch.from_numpy(check))
@@ -293,7 +294,7 @@ def main() -> None:
         stream = name.endswith("-stream")
         s, m = fn(np.stack([check])) if stream else fn(check)
         kind = "" if "+ctx" not in name else "ctx-all" if name.endswith("-all") else "ctx"
-        ref_scores, ref_maps = expected[(bank_share_of(name), kind)]
+        ref_scores, ref_maps = expected[(share_of[name], kind)]
         parity[name] = (float(np.abs(s - ref_scores).max()), float(np.abs(m - ref_maps).max()))
         for b in args.batches:
             fn(tile(frames, b)[None]) if stream else fn(tile(frames, b))
@@ -332,8 +333,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(), "cores": cores,
         "requests_N": default_requests(cores), "size": args.size, "category": args.category,
         "frames": len(frames), "shots": args.shots, "torch": torch.__version__,
-        "bank_rows": {str(k if k is not None else config.bank_share): int(m.bank.shape[0])
-                      for k, (m, _) in models.items()},
+        "bank_rows": {str(k): int(m.bank.shape[0]) for k, (m, _) in models.items()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after], "baseline": BASELINE,
     }  # fmt: skip

@@ -111,7 +111,7 @@ def _export_int8(loaded: object, version_dir: Path, references: Path,
         typer.echo(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {references}", err=True)
         raise typer.Exit(2)
     runtime = loaded.runtime  # type: ignore[attr-defined]
-    cfg = ScoringConfig.model_validate(loaded.metadata["config"]["scoring"])  # type: ignore[attr-defined]
+    cfg = ScoringConfig.from_stored(loaded.metadata["config"]["scoring"])  # type: ignore[attr-defined]
     typer.echo(f"int8: quantizing the trunk on {len(paths)} reference images ...")
     try:
         built = build_int8(runtime, [load_rgb(p) for p in paths], cfg, int8_dir(version_dir))

@@ -128,7 +128,7 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
     decision = decide(result.challenger_metrics, result.champion_metrics,
                       tolerance=options.tolerance)
     version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-retrain"
-    scoring = ScoringConfig.model_validate(champion.metadata["config"]["scoring"])
+    scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
     meta = ModelMetadata(product, scoring, threshold, champion.prompts, {
                              "parent": champion.version, "history": history.epochs,
                              "counts": result.counts, "held_out": result.challenger_metrics,
