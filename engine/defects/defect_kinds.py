@@ -25,6 +25,22 @@ LABELS: dict[str, str] = {
 GENERIC_KINDS: tuple[str, ...] = tuple(LABELS)
 UNCLEAR = "unclear"  # the kind a region gets when no kind is confident enough
 UNCLEAR_TEXT = "unclear defect"
+# kinds whose pixels look alike, so that a describer unsure of the kind can still be sure
+# of its group and say "a scratch or a cut" (engine.defects.describer.mark_unclear): a
+# thin line (a straight crack is a scratch by its pixels), a compact spot, a deformed
+# surface, a part gone or out of place
+KIND_GROUPS: dict[str, tuple[str, ...]] = {
+    "line": ("scratch", "crack", "cut"),
+    "spot": ("hole", "stain", "contamination"),
+    "deformation": ("dent", "fold"),
+    "part": ("missing_part", "misplaced_part"),
+    "print": ("print",),
+}
+
+
+def kind_group(kind: str) -> str:
+    """The group of a kind (KIND_GROUPS); a kind outside them is a group of its own."""
+    return next((g for g, kinds in KIND_GROUPS.items() if kind in kinds), kind)
 
 # category folder -> {defect folder -> generic kind}
 FOLDER_KINDS: dict[str, dict[str, str | None]] = {

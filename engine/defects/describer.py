@@ -12,7 +12,7 @@ Inference only; training lives in engine.training.describer_train.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.defects.defect_kinds import UNCLEAR, UNCLEAR_TEXT
+from engine.defects.defect_kinds import UNCLEAR, UNCLEAR_TEXT, kind_group
 from engine.scoring.runtime_model import patch_embeddings
 
 N_STATS = 7
@@ -48,6 +48,12 @@ class Description:
     runner_up: str | None
     runner_up_confidence: float | None
     embedding: np.ndarray = field(compare=False, repr=False)  # unit-norm, for cache keys
+    # the likeliest group of kinds (defect_kinds.KIND_GROUPS): its share, its two likeliest
+    # kinds' phrasings as one ("a scratch or a cut") and the likeliest of them; what a
+    # region says when its kind is not sure enough but its group is (mark_unclear)
+    group_confidence: float | None = field(default=None, compare=False)
+    group_text: str | None = field(default=None, compare=False)
+    group_kind: str | None = field(default=None, compare=False)
 
 
 def mask_stats(masks: torch.Tensor) -> torch.Tensor:
@@ -225,32 +231,64 @@ def search_descriptions(
             return phrases[int(idx[phrase_sim[r, idx].argmax()])]
 
         best, second = order[0], (order[1] if len(order) > 1 else None)
+        group = _likeliest_group(order, probs[r], kinds)
         out.append(Description(
             kind=kinds[best], text=text_of(best), confidence=float(probs[r, best]),
             runner_up_kind=kinds[second] if second is not None else None,
             runner_up=text_of(second) if second is not None else None,
             runner_up_confidence=float(probs[r, second]) if second is not None else None,
             embedding=emb[r].numpy().copy(),
+            group_confidence=float(probs[r, group].sum()),
+            group_text=hedged_text([text_of(k) for k in group[:2]]),
+            group_kind=kinds[group[0]],
         ))  # fmt: skip
     return out
 
 
-def mark_unclear(descriptions: list[Description], below: float | None) -> list[Description]:
-    """A description less confident than `below` becomes "unclear defect" (a wrong word
-    costs an operator's trust more than no word); the best guess stays as runner-up."""
+def _likeliest_group(order: list[int], probs: torch.Tensor, kinds: list[str]) -> list[int]:
+    """The kinds of the group with the largest share, likeliest first (kinds with no
+    share left out, the likeliest always kept)."""
+    members: dict[str, list[int]] = {}
+    for k in order:  # likeliest first, so each group's list is in that order too
+        members.setdefault(kind_group(kinds[k]), []).append(k)
+    best = max(members.values(), key=lambda ks: float(probs[ks].sum()))
+    return [k for i, k in enumerate(best) if i == 0 or float(probs[k]) > 0]
+
+
+HEDGE = " or "  # joins a group answer's two phrasings
+
+
+def hedged_text(phrases: list[str]) -> str:
+    """Two kinds' phrasings as one description: "a scratch or a cut"."""
+    return HEDGE.join(phrases)
+
+
+def mark_unclear(descriptions: list[Description], below: float | None,
+                 group_below: float | None = None) -> list[Description]:  # fmt: skip
+    """A description less confident than `below` names its likeliest group of kinds
+    instead ("a scratch or a cut") when that group's share reaches `group_below`, else
+    it becomes "unclear defect" (a wrong word costs an operator's trust more than no
+    word). Either way the best single kind stays as runner-up, at its own confidence."""
     if below is None:
         return descriptions
-    return [d if d.confidence >= below else Description(
-        kind=UNCLEAR, text=UNCLEAR_TEXT, confidence=d.confidence, runner_up_kind=d.kind,
-        runner_up=d.text, runner_up_confidence=d.confidence, embedding=d.embedding)
-        for d in descriptions]  # fmt: skip
+    return [d if d.confidence >= below else _fallback(d, group_below) for d in descriptions]
+
+
+def _fallback(d: Description, group_below: float | None) -> Description:
+    best = {"runner_up_kind": d.kind, "runner_up": d.text, "runner_up_confidence": d.confidence}
+    if (group_below is not None and d.group_confidence is not None
+            and d.group_confidence >= group_below and d.group_text and d.group_kind):  # fmt: skip
+        return replace(d, kind=d.group_kind, text=d.group_text, confidence=d.group_confidence,
+                       **best)  # fmt: skip
+    return replace(d, kind=UNCLEAR, text=UNCLEAR_TEXT, **best)
 
 
 def describe_regions(
     describer: KindDescriber, patch_emb: torch.Tensor, masks: np.ndarray | torch.Tensor,
     kinds: list[str], phrases: list[str], unclear_below: float | None = None,
+    group_below: float | None = None,
 ) -> list[Description]:  # fmt: skip
     """Describe every region of ONE frame (embedding, the text search, the unclear cut)."""
     found = search_descriptions(describer, embed_regions(describer, patch_emb, masks), kinds,
                                 phrases)  # fmt: skip
-    return mark_unclear(found, unclear_below)
+    return mark_unclear(found, unclear_below, group_below)

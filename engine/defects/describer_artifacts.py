@@ -41,6 +41,9 @@ class LoadedDescriber:
     source: str = "product"  # "product": trained for this product; "default": generic kinds
     # below this confidence a region reads "unclear defect" (calibrated held out); None: never
     unclear_below: float | None = None
+    # ... unless its group of kinds is at least this sure ("a scratch or a cut"; the
+    # default describer's, calibrated likewise); None: no group answers
+    group_below: float | None = None
 
 
 def init_from_clad(describer: RegionDescriber, branch: torch.nn.Module | None) -> bool:
@@ -106,11 +109,10 @@ def load_describer(
     digest = hashlib.sha256((vdir / WEIGHTS).read_bytes())
     digest.update((vdir / CONFIG).read_bytes() + json.dumps(vocab.to_dict()).encode())
     metrics = dict(meta["metrics"])
-    cut = metrics.get("unclear_below")
     return LoadedDescriber(describer, vocab, dict(meta["features"]), metrics,
                            identity=digest.hexdigest()[:16],
                            source="default" if meta["category"] == GENERIC else source,
-                           unclear_below=None if cut is None else float(cut))  # fmt: skip
+                           **_cuts(metrics))  # fmt: skip
 
 
 def save_forest_describer(directory: str | Path, forest: KindForest, feature_names: list[str],
@@ -153,10 +155,15 @@ def load_forest_describer(directory: str | Path) -> LoadedDescriber:
                                enclosed_share=float(f.get("enclosed_share", 0.0)))  # fmt: skip
     digest = hashlib.sha256((vdir / FOREST).read_bytes())
     digest.update((vdir / CONFIG).read_bytes() + json.dumps(vocab.to_dict()).encode())
-    cut = meta["metrics"].get("unclear_below")
     return LoadedDescriber(describer, vocab, dict(meta["features"]), dict(meta["metrics"]),
                            identity=digest.hexdigest()[:16], source="default",
-                           unclear_below=None if cut is None else float(cut))  # fmt: skip
+                           **_cuts(meta["metrics"]))  # fmt: skip
+
+
+def _cuts(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The calibrated cuts a describer.json records (absent: None, never cut)."""
+    return {name: None if metrics.get(name) is None else float(metrics[name])
+            for name in ("unclear_below", "group_below")}  # fmt: skip
 
 
 def load_default_describer(directory: str | Path = DEFAULT_DIR) -> LoadedDescriber:

@@ -7,16 +7,18 @@ trained on (a) defects drawn on normal images of several products and of plain p
 from scratch (engine.training.plain_parts), whose kind is known because
 engine.training.synthetic_defects drew them, and (b) the labelled ground-truth regions
 of the shared data sets, their folder mapped to a generic kind by engine.defects.defect_kinds.
-Every region is seen twice in training: with its exact mask and as the blob an anomaly
-map draws around it at run time (`map_blob`: blurred and cut, as a patch-level map is).
+Every region is seen three times in training: with its exact mask and as the blob an
+anomaly map draws around it at run time (`map_blob`: blurred and cut, as a patch-level
+map is), once as a weak defect's and once as a strong one's (wider: `wide_blob`).
 It ships in engine/defects/describers/default/ (forest.npz);
 rebuild it, seeded, with
 
     python -m engine.training.describer_default build --data /work/shared/data
 
 which first measures it leave-one-source-out (no image, label or normal of the
-evaluated source in training; `evaluate` prints only that), calibrates the "unclear
-defect" cut on those held-out answers, then fits on everything.
+evaluated source in training; `evaluate` prints only that), calibrates on those held-out
+answers the cut below which a kind is not named and the one below which its group of
+kinds is not named either ("unclear defect"), then fits on everything.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engine.defects.defect_kinds import GENERIC_KINDS, generic_kind
+from engine.defects.defect_kinds import GENERIC_KINDS, KIND_GROUPS, generic_kind, kind_group
 from engine.defects.refine import refine_region
 from engine.defects.region_features import (
     ENCLOSED_SHARE,
@@ -135,8 +137,9 @@ def map_blob(mask: np.ndarray, rng: np.random.Generator,
 # and every drawn one hold their blob views there instead
 VIEWS = ("mask", "blob", "grown8", "refined_mask", "refined_blob", "wide_blob", "kshot",
          "refined_kshot")  # fmt: skip
-# the views the forest is fitted on and its cut calibrated on (indices into VIEWS)
-TRAIN_VIEWS = (0, 1)
+# the views the forest is fitted on and its cuts calibrated on (indices into VIEWS): the
+# exact mask, the map-like blob and the wide one (a strong defect's map region)
+TRAIN_VIEWS = (0, 1, 5)
 
 
 def _views(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
@@ -288,8 +291,8 @@ def add_kshot_views(rows: Rows, data: Path, cache_dir: Path | None,
 
 
 def fit_forest(rows: Rows, seed: int, views: tuple[int, ...] = TRAIN_VIEWS) -> object:
-    """A class-balanced random forest on the training views of every region (the exact
-    mask and the map-like blob, refined or not)."""
+    """A class-balanced random forest on the training views of every region (by default
+    the exact mask, the map-like blob and the wide one)."""
     from sklearn.ensemble import RandomForestClassifier
 
     x = np.concatenate([rows.x[:, v] for v in views])
@@ -317,11 +320,23 @@ def unclear_cut(conf: np.ndarray, correct: np.ndarray, precision: float = 0.5) -
     return float(conf[order][ok[-1]])
 
 
+# [K, G]: which group (defect_kinds.KIND_GROUPS) each generic kind is in
+GROUP_OF = np.array([[kind_group(k) == g for g in KIND_GROUPS] for k in GENERIC_KINDS], float)
+
+
+def group_answers(probs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[N, K] kind shares -> the likeliest group's share and whether it is the true kind's
+    group (what a group answer, "a scratch or a cut", is judged by)."""
+    groups = probs @ GROUP_OF
+    return groups.max(axis=1), groups.argmax(axis=1) == GROUP_OF[truth].argmax(axis=1)
+
+
 def _per_source(probs: np.ndarray, truth: np.ndarray, folder: np.ndarray) -> dict:
     pred = probs.argmax(axis=1)
     present = sorted(set(truth.tolist()))
     return {
         "n_regions": int(len(truth)), "accuracy": 100 * float((pred == truth).mean()),
+        "group_accuracy": 100 * float(group_answers(probs, truth)[1].mean()),
         "chance": 100 / len(GENERIC_KINDS),
         "majority_kind": 100 * max(float(np.mean(truth == k)) for k in present),
         "per_folder": {f: {"n": int(np.sum(folder == f)),
@@ -335,9 +350,11 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float,
                          views: tuple[int, ...] = TRAIN_VIEWS) -> dict:  # fmt: skip
     """Per source: accuracy on its REAL regions (each view of VIEWS the rows hold) of a
     forest fitted on the training `views` of the other sources only; the "unclear" cut
-    calibrated on the held-out answers of those same views together."""
+    calibrated on the held-out answers of those same views together, then the group cut
+    on the answers the kind cut leaves unnamed (a group answer is right when the true
+    kind is in the group)."""
     results: dict = {"sources": {}}
-    confs, hits = [], []
+    confs, hits, group_confs, group_hits = [], [], [], []
     for s, name in enumerate(SOURCES):
         test = np.flatnonzero((rows.source == s) & ~rows.drawn)
         if not len(test):
@@ -349,17 +366,28 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float,
         for v, view in enumerate(VIEWS[: held.x.shape[1]]):
             probs = kind_shares(forest, held.x[:, v])
             entry[view] = _per_source(probs, held.kind, held.folder)
-            if v in views:  # the cut: on the views the describer is trained for
+            if v in views:  # the cuts: on the views the describer is trained for
                 confs.append(probs.max(axis=1))
                 hits.append(probs.argmax(axis=1) == held.kind)
+                g_conf, g_hit = group_answers(probs, held.kind)
+                group_confs.append(g_conf)
+                group_hits.append(g_hit)
         results["sources"][name] = entry
     conf, correct = np.concatenate(confs), np.concatenate(hits)
     cut = unclear_cut(conf, correct, precision)
     named = conf >= cut
+    g_conf, g_hit = np.concatenate(group_confs)[~named], np.concatenate(group_hits)[~named]
+    group_cut = unclear_cut(g_conf, g_hit, precision)
+    grouped = g_conf >= group_cut
     results["unclear_below"] = cut
+    results["group_below"] = group_cut
     results["precision_target"] = precision
     results["named_share"] = 100 * float(named.mean())
     results["named_accuracy"] = 100 * float(correct[named].mean()) if named.any() else None
+    results["group_named_share"] = 100 * float(grouped.sum() / len(conf))
+    results["group_named_accuracy"] = (100 * float(g_hit[grouped].mean()) if grouped.any()
+                                       else None)  # fmt: skip
+    results["unclear_share"] = 100 * float(1 - (named.sum() + grouped.sum()) / len(conf))
     results["views"] = [VIEWS[v] for v in views]
     return results
 
@@ -428,25 +456,27 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "evaluate":
         return
     forest = from_sklearn(fit_forest(rows, args.seed, views), len(GENERIC_KINDS))
-    # the v3 build's three views and the trained ones (a v3 rebuild's describer.json stays
-    # byte for byte as shipped)
+    # the first three views (mask, blob, grown8) and the trained ones
     shown = [v for v in VIEWS if v in VIEWS[:3] or VIEWS.index(v) in views]
-    metrics = {"unclear_below": res["unclear_below"], "loso_named_share": res["named_share"],
+    metrics = {"unclear_below": res["unclear_below"], "group_below": res["group_below"],
+               "loso_named_share": res["named_share"],
                "loso_named_accuracy": res["named_accuracy"],
+               "loso_group_named_share": res["group_named_share"],
+               "loso_group_named_accuracy": res["group_named_accuracy"],
                "loso_accuracy": {n: {v: e[v]["accuracy"] for v in shown if v in e}
                                  for n, e in res["sources"].items()},
                "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),
                "trees": TREES, "min_samples_leaf": MIN_LEAF, "seed": args.seed,
                "drawn_per_category": args.drawn, "sources_left_out": args.exclude}  # fmt: skip
-    if views != TRAIN_VIEWS:  # (left out otherwise: the v3 build's describer.json stays as it was)
-        metrics["views"] = [VIEWS[v] for v in views]
+    metrics["views"] = [VIEWS[v] for v in views]
     if options != RowOptions():  # likewise
         metrics["row_options"] = options.__dict__
     refine = any(VIEWS[v].startswith("refined") for v in views)
     save_forest_describer(args.out, forest, list(FEATURE_NAMES), metrics, refine=refine,
                           enclosed_share=options.enclosed_share)  # fmt: skip
     print(f"default describer: {metrics['n_real']} real + {metrics['n_drawn']} drawn regions, "
-          f"cut {res['unclear_below']:.3f}, saved in {args.out}")
+          f"cuts {res['unclear_below']:.3f} (kind) and {res['group_below']:.3f} (group), "
+          f"saved in {args.out}")
 
 
 if __name__ == "__main__":

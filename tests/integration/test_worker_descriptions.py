@@ -15,6 +15,7 @@ import torch
 import engine.defects.describer as describer_module
 from engine.defects import rle
 from engine.defects.describer import RegionDescriber
+from engine.defects.defect_kinds import kind_group
 from engine.defects.describer_artifacts import LoadedDescriber
 from engine.defects.vocabulary import Vocabulary
 from pipeline.frames import make_envelope
@@ -161,6 +162,33 @@ def test_unsure_regions_are_described_and_cached_as_unclear(redis_client: redis.
     assert [r.description for v in second.verdicts for r in v.regions] == ["unclear defect"] * 3
 
 
+def test_regions_sure_only_of_their_group_are_described_and_cached_so(
+        redis_client: redis.Redis, searched: list[int]) -> None:  # fmt: skip
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    engine = DescribingEngine()
+    lines = Vocabulary("widget", "widget", {"scratch": ["a scratch", "a long scratch"],
+                                            "cut": ["a cut", "a slit"]})  # one group: lines
+    # no kind is sure enough, the two together always are
+    engine.describer = dataclasses.replace(engine.describer, vocabulary=lines,
+                                           identity="default-a", unclear_below=1.01,
+                                           group_below=0.99)  # fmt: skip
+    verdicts, frames = _batch()
+    first = describe_batch({"widget": engine}, verdicts, frames, cache)
+    regions = [r for v in first.verdicts for r in v.regions]
+    phrases = {"a scratch", "a long scratch", "a cut", "a slit"}
+    for r in regions:
+        one, other = r.description.split(" or ")
+        assert {one, other} <= phrases and (one in {"a cut", "a slit"}) != (
+            other in {"a cut", "a slit"})  # one phrasing of each kind, likeliest first
+        assert r.confidence == pytest.approx(1.0)  # the group's share
+        assert r.runner_up == one and r.runner_up_confidence < 1.0  # the likeliest kind
+    cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
+    second = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert second.cached == 3 and searched == [3]
+    assert ([r.description for v in second.verdicts for r in v.regions]
+            == [r.description for r in regions])  # fmt: skip
+
+
 class PixelDescribingEngine(DescribingEngine):
     """A product served by the shipped default describer: it reads the frame's pixels."""
 
@@ -185,8 +213,13 @@ def test_the_default_describer_goes_through_the_cache(redis_client: redis.Redis,
     first = describe_batch({"widget": engine}, verdicts, frames, cache)
     assert searched == [3] and first.computed == 3
     texts = [r.description for v in first.verdicts for r in v.regions]
-    phrases = set(engine.describer.vocabulary.phrases()[0]) | {"unclear defect"}
-    assert all(t in phrases for t in texts)
+    vocab = engine.describer.vocabulary
+    phrases, owner = vocab.phrases()
+    group = {p: kind_group(vocab.keys[k]) for p, k in zip(phrases, owner, strict=True)}
+    for t in texts:  # a kind's phrasing, two of one group's ("a scratch or a cut"), unclear
+        parts = t.split(" or ") if t not in group else [t]
+        assert t == "unclear defect" or (
+            all(p in group for p in parts) and len({group[p] for p in parts}) == 1), t
     cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
     second = describe_batch({"widget": engine}, verdicts, frames, cache)
     assert searched == [3] and second.cached == 3

@@ -133,7 +133,8 @@ def describe_image(
         phrases, _ = d.vocabulary.phrases()
         descs = describe_regions(d.describer, features(small[None]),
                                  np.stack([r.mask for r in regions]), d.vocabulary.keys,
-                                 phrases, unclear_below=d.unclear_below)  # fmt: skip
+                                 phrases, unclear_below=d.unclear_below,
+                                 group_below=d.group_below)  # fmt: skip
         lines.append("  (default describer: generic defect kinds; train one for this product "
                      "with `clad train-describer`)" if d.source == "default"
                      else "  (the product's own describer)")  # fmt: skip

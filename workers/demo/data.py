@@ -71,10 +71,13 @@ def drawn_kind(frame: Path) -> str | None:
 def synthetic_parts(out: Path, shots: int, count: int = 12, size: int = 256,
                     seed: int = 7) -> list[DemoProduct]:
     """Washer-like parts on a conveyor background; half of the frames get a drawn
-    defect: a thin dark line (a scratch) or a flat brown spot (a stain: a discolouration
-    with no shading, which an earlier docstring called a dent). The kind ends the file
-    name (defect/005-scratch.png) so the demo can count the descriptions it got right.
-    Written as PNG so they go through the same path as real shots."""
+    defect: a thin dark line across the washer's face (a scratch) or a soft rust-coloured
+    patch the surface shows through (a stain). Both are drawn so that a person would
+    name them so: the line runs along the face and never into the bore (a line that
+    opens into the bore is a cut), and the stain is translucent with soft edges (an
+    opaque dark disc, the earlier drawing, is as much a hole or a particle). The kind
+    ends the file name (defect/005-scratch.png) so the demo can count the descriptions
+    it got right. Written as PNG so they go through the same path as real shots."""
     rng = np.random.default_rng(seed)
     folder = out / "synthetic-part"
     (folder / "good").mkdir(parents=True, exist_ok=True)
@@ -90,17 +93,36 @@ def synthetic_parts(out: Path, shots: int, count: int = 12, size: int = 256,
         if defect:
             angle = rng.uniform(0, 2 * np.pi)
             r = size * 0.25
-            x, y = int(c + r * np.cos(angle)), int(c + r * np.sin(angle))
+            x, y = c + r * np.cos(angle), c + r * np.sin(angle)
             if (i - shots) % 4 == 1:
-                dx, dy = int(rng.integers(15, 35)), int(rng.integers(-20, 20))
-                cv2.line(img, (x - dx, y - dy), (x + dx, y + dy), (30, 30, 30), 3, cv2.LINE_AA)
+                img = _scratch(img, x, y, angle + np.pi / 2 + rng.uniform(-0.3, 0.3),
+                               rng.uniform(0.06, 0.14) * size)  # fmt: skip
             else:
-                cv2.circle(img, (x, y), int(rng.integers(6, 12)), (90, 60, 40), -1, cv2.LINE_AA)
+                img = _stain(img, x, y, rng)
         name = f"{i:03d}-{DRAWN_KINDS[(i - shots) % 4 // 2]}" if defect else f"{i:03d}"
         path = folder / ("defect" if defect else "good") / f"{name}.png"
         cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         (refs if i < shots else frames).append(path)
     return [DemoProduct("synthetic-part", refs, frames)]
+
+
+def _scratch(img: np.ndarray, x: float, y: float, direction: float, half: float) -> np.ndarray:
+    """A thin dark line centred on (x, y); along the face's tangent it stays on the face."""
+    dx, dy = half * np.cos(direction), half * np.sin(direction)
+    cv2.line(img, (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy)), (30, 30, 30), 3,
+             cv2.LINE_AA)  # fmt: skip
+    return img
+
+
+def _stain(img: np.ndarray, x: float, y: float, rng: np.random.Generator) -> np.ndarray:
+    """A rust-coloured patch blended over the surface, soft-edged."""
+    alpha = np.zeros(img.shape[:2], np.float32)
+    axes = (int(rng.integers(10, 18)), int(rng.integers(7, 12)))
+    cv2.ellipse(alpha, (int(x), int(y)), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1,
+                cv2.LINE_AA)  # fmt: skip
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 3.0)[..., None] * 0.6
+    rust = np.array([150, 95, 50], np.float32)
+    return (img * (1 - alpha) + rust * alpha).astype(np.uint8)
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -153,7 +153,10 @@ def drawn_scorecard(verdicts: list, names: dict[uuid.UUID, tuple[str, Path]]
                     ) -> dict[str, int] | None:
     """For the synthetic parts, whose file names carry the kind drawn: how many of the
     drawn defects' first regions were named (not "unclear defect") and named right
-    (the generic kind whose phrasing the description is). None for other images."""
+    (the generic kind whose phrasing the description is, or the first of a group
+    answer's two, "a scratch or a cut"), and how many of the right ones were such group
+    answers. None for other images."""
+    from engine.defects.describer import HEDGE
     from engine.defects.describer_artifacts import DEFAULT_DIR, GENERIC
     from engine.defects.vocabulary import load_vocabulary
 
@@ -161,16 +164,22 @@ def drawn_scorecard(verdicts: list, names: dict[uuid.UUID, tuple[str, Path]]
     phrases, owner = vocab.phrases()
     keys = vocab.keys
     kind_of = {text: keys[k] for text, k in zip(phrases, owner, strict=True)}
-    total = named = right = 0
+    total = named = right = hedged = 0
     for v in verdicts:
         kind = drawn_kind(names[v.frame_id][1])
         if kind is None:
             continue
         total += 1
-        said = kind_of.get(v.regions[0].description) if v.regions else None
+        text = v.regions[0].description if v.regions else None
+        said = kind_of.get(text) if text else None
+        group_answer = said is None and text is not None and HEDGE in text
+        if group_answer:
+            said = kind_of.get(text.split(HEDGE)[0])
         named += said is not None
         right += said == kind
-    return {"right": right, "named": named, "total": total} if total else None
+        hedged += said == kind and group_answer
+    return ({"right": right, "hedged": hedged, "named": named, "total": total} if total
+            else None)  # fmt: skip
 
 
 def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],  # noqa: ANN001
@@ -208,8 +217,9 @@ def _report(console: Console, factory, names: dict[uuid.UUID, tuple[str, Path]],
     console.print(table)
     drawn = drawn_scorecard(verdicts, names)
     if drawn is not None:
-        console.print("drawn defects (first region): {right} named right, {named} named, "
-                      "{total} drawn".format(**drawn))
+        console.print("drawn defects (first region): {right} named right ({hedged} of them "
+                      "first of two kinds: 'a scratch or a cut'), {named} named, {total} "
+                      "drawn".format(**drawn))
     missing = [fid for fid in names if fid not in counts]
     doubled = [fid for fid, n in counts.items() if n != 1]
     console.print(f"heatmap overlays: {overlays.resolve()}")

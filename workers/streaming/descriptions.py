@@ -80,7 +80,8 @@ def _search(engine: ScoringEngine, pending: list[_Pending],
     phrases, _owner = loaded.vocabulary.phrases()
     emb = torch.stack([p.emb[j] for p, j in rows])
     described = mark_unclear(search_descriptions(loaded.describer, emb, loaded.vocabulary.keys,
-                                                 phrases), loaded.unclear_below)
+                                                 phrases), loaded.unclear_below,
+                             loaded.group_below)  # fmt: skip
     return {p.keys[j]: {"kind": d.kind, "text": d.text, "confidence": d.confidence,
                         "runner_up_kind": d.runner_up_kind, "runner_up": d.runner_up,
                         "runner_up_confidence": d.runner_up_confidence}

@@ -30,6 +30,7 @@ def describe_cached(
     describer: RegionDescriber, patch_emb: torch.Tensor, masks: np.ndarray,
     kinds: Sequence[str], phrases: Sequence[str], cache: RegionCache, model_version: str,
     describer_identity: str = "", unclear_below: float | None = None,
+    group_below: float | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One dict per region (kind, text, confidence, runner_up, ..., cached: bool)."""
     emb = embed_regions(describer, patch_emb, masks)
@@ -42,7 +43,8 @@ def describe_cached(
     fresh: dict[str, dict[str, Any]] = {}
     if missing:
         described = mark_unclear(search_descriptions(describer, emb[missing], list(kinds),
-                                                     list(phrases)), unclear_below)  # fmt: skip
+                                                     list(phrases)), unclear_below,
+                                 group_below)  # fmt: skip
         for i, d in zip(missing, described, strict=True):
             fresh[keys[i]] = {"kind": d.kind, "text": d.text, "confidence": d.confidence,
                               "runner_up_kind": d.runner_up_kind, "runner_up": d.runner_up,

@@ -3,13 +3,21 @@ leave-one-source-out evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from engine.defects.defect_kinds import GENERIC_KINDS, UNCLEAR, UNCLEAR_TEXT
-from engine.defects.describer import Description, RegionDescriber, describe_regions, mark_unclear
+from engine.defects.describer import (
+    Description,
+    RegionDescriber,
+    describe_regions,
+    mark_unclear,
+    search_descriptions,
+)
 from engine.defects.describer_artifacts import DEFAULT_DIR, FOREST, load_default_describer
 from engine.defects.kind_forest import from_sklearn
 from engine.defects.region_features import N_FEATURES
@@ -32,6 +40,71 @@ def test_below_the_cut_a_region_reads_unclear_with_its_best_guess_kept() -> None
     assert (out[1].kind, out[1].text, out[1].confidence) == (UNCLEAR, UNCLEAR_TEXT, 0.3)
     assert (out[1].runner_up_kind, out[1].runner_up) == ("scratch", "a scratch")
     assert mark_unclear([unsure], None) == [unsure]  # no cut: always a word
+
+
+def _grouped(kind_confidence: float, group_confidence: float) -> Description:
+    return dataclasses.replace(_desc("scratch", kind_confidence),
+                               group_confidence=group_confidence,
+                               group_text="a scratch or a cut", group_kind="scratch")  # fmt: skip
+
+
+def test_a_region_unsure_of_its_kind_but_sure_of_its_group_names_the_group() -> None:
+    sure, hedged, unsure = _grouped(0.8, 0.9), _grouped(0.4, 0.7), _grouped(0.3, 0.5)
+    out = mark_unclear([sure, hedged, unsure], 0.6, group_below=0.6)
+    assert out[0] == sure  # the kind is sure enough: named by its kind
+    assert (out[1].kind, out[1].text, out[1].confidence) == ("scratch", "a scratch or a cut", 0.7)
+    assert (out[1].runner_up_kind, out[1].runner_up,
+            out[1].runner_up_confidence) == ("scratch", "a scratch", 0.4)  # the best kind
+    assert (out[2].kind, out[2].text, out[2].confidence) == (UNCLEAR, UNCLEAR_TEXT, 0.3)
+    # no group cut (a product's own describer, a default one saved before groups): the
+    # kind cut alone decides
+    assert mark_unclear([hedged], 0.6)[0].text == UNCLEAR_TEXT
+
+
+class _FixedShares:
+    """A describer whose kind shares are given (one row per region)."""
+
+    joint_dim = 2
+
+    def __init__(self, shares: list[list[float]]) -> None:
+        self.shares = torch.tensor(shares)
+        self.vocab_owner = torch.arange(self.shares.shape[1])
+
+    def eval(self) -> _FixedShares:
+        return self
+
+    def region_embeddings(self, patch_emb: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("not used here")
+
+    def kind_probabilities(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.shares
+
+    def phrase_scores(self, emb: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(self.shares), len(self.vocab_owner))
+
+
+def test_the_group_answer_joins_the_likeliest_groups_two_likeliest_kinds() -> None:
+    kinds = ["scratch", "hole", "cut", "crack", "stain"]
+    d = _FixedShares([[0.2, 0.35, 0.25, 0.15, 0.05],   # hole alone; the line group: 0.6
+                      [0.0, 0.55, 0.0, 0.0, 0.45],     # hole and stain: both spots
+                      [0.0, 0.3, 0.0, 0.7, 0.0]])      # the line group is the crack alone
+    out = search_descriptions(d, torch.zeros(3, 2), kinds, [f"a {k}" for k in kinds])
+    assert out[0].kind == "hole" and out[0].confidence == pytest.approx(0.35)
+    assert (out[0].group_kind, out[0].group_text) == ("cut", "a cut or a scratch")
+    assert out[0].group_confidence == pytest.approx(0.6)
+    assert (out[1].group_text, out[1].group_confidence) == ("a hole or a stain", pytest.approx(1.0))
+    assert (out[2].group_text, out[2].group_kind) == ("a crack", "crack")
+
+
+def test_a_group_answer_is_right_when_the_true_kind_is_in_the_group() -> None:
+    from engine.training.describer_default import group_answers
+
+    k = GENERIC_KINDS.index
+    probs = np.zeros((2, len(GENERIC_KINDS)))
+    probs[0, [k("scratch"), k("cut"), k("hole")]] = 0.3, 0.3, 0.4  # lines 0.6, spots 0.4
+    probs[1, [k("dent"), k("stain")]] = 0.45, 0.55  # spots 0.55
+    conf, right = group_answers(probs, np.array([k("crack"), k("fold")]))
+    assert conf == pytest.approx([0.6, 0.55]) and right.tolist() == [True, False]
 
 
 def test_describe_regions_applies_the_cut() -> None:
@@ -63,6 +136,7 @@ def test_the_shipped_default_describer_names_the_generic_kinds() -> None:
     assert loaded.source == "default" and loaded.vocabulary.keys == list(GENERIC_KINDS)
     assert isinstance(loaded.describer, ShapeDescriber)
     assert loaded.unclear_below is not None and 0 < loaded.unclear_below < 1
+    assert loaded.group_below is not None and 0 < loaded.group_below < 1
     assert loaded.features["encoder"] == "pixels"
     assert len(loaded.identity) == 16
     assert (DEFAULT_DIR / FOREST).stat().st_size < 500_000  # ships in the package
@@ -102,7 +176,7 @@ def test_leave_one_source_out_never_trains_on_the_evaluated_source() -> None:
     rng = np.random.default_rng(0)
     n, parts = 60, []
     for s in range(4):
-        x = rng.normal(size=(n, 2, N_FEATURES)).astype(np.float32)
+        x = rng.normal(size=(n, 6, N_FEATURES)).astype(np.float32)
         kind = rng.integers(0, 3, n)
         x[:, :, 5 + s] = kind[:, None] * 10.0  # only this source carries its kinds here
         parts.append(Rows(x, kind, np.full(n, s), np.zeros(n, bool), np.full(n, "k")))
@@ -110,6 +184,10 @@ def test_leave_one_source_out_never_trains_on_the_evaluated_source() -> None:
     accs = [e["mask"]["accuracy"] for e in res["sources"].values()]
     assert len(accs) == 4 and max(accs) < 70
     assert 0 <= res["named_share"] <= 100
+    # every held-out answer is named by its kind, by its group, or unclear
+    assert res["named_share"] + res["group_named_share"] + res["unclear_share"] == \
+        pytest.approx(100)
+    assert 0 < res["group_below"] <= 1
 
 
 def test_a_map_blob_holds_the_defect_and_grows_a_thin_line_into_a_band() -> None:

@@ -55,3 +55,49 @@ def test_synthetic_defect_frames_carry_the_kind_drawn(tmp_path: Path) -> None:
     # every other frame has a defect: scratch and stain in turn
     assert kinds == [None, "scratch", None, "stain", None, "scratch", None, "stain"]
     assert drawn_kind(tmp_path / "good" / "001-scratch.png") is None  # only defect frames
+
+
+def test_the_drawn_scratch_lies_on_the_washers_face_and_the_stain_lets_it_show(
+        tmp_path: Path) -> None:  # fmt: skip
+    """A line that opens into the bore reads as a cut, an opaque dark disc as a hole:
+    the scratch stays between the bore and the rim, the stain is a blend."""
+    from workers.demo.data import drawn_kind, load_rgb
+
+    size = 256
+    product = synthetic_parts(tmp_path, shots=2, count=16, size=size)[0]
+    seen = set()
+    for frame in product.frames:
+        kind = drawn_kind(frame)
+        img = load_rgb(frame).astype(int)
+        if kind == "scratch":
+            ys, xs = np.nonzero(img.max(axis=-1) < 45)  # the line; the conveyor is >= 60
+            assert len(ys) > 40
+            r = np.hypot(ys - size / 2, xs - size / 2)
+            assert r.min() > size / 8 + 2 and r.max() < size * 3 / 8 - 2
+        elif kind == "stain":
+            rust = (img[..., 0] - img[..., 2] > 40)  # the washer is grey, the rust is not
+            assert rust.sum() > 100
+            # translucent: no pixel is the rust colour itself, the grey shows through
+            assert img[rust][:, 2].min() > 50 + 20
+        seen.add(kind)
+    assert seen == {None, "scratch", "stain"}
+
+
+def test_the_scorecard_counts_a_group_answer_led_by_the_drawn_kind_as_right() -> None:
+    import uuid
+    from types import SimpleNamespace
+
+    from workers.demo.run import drawn_scorecard
+
+    said = {"005-scratch": "a scratch or a cut", "007-stain": "a stain",
+            "009-scratch": "a cut or a scratch", "011-stain": "unclear defect",
+            "013-scratch": "a scratch", "004": None}  # fmt: skip
+    names, verdicts = {}, []
+    for stem, text in said.items():
+        fid = uuid.uuid4()
+        folder = "good" if text is None else "defect"
+        names[fid] = ("synthetic-part", Path(folder) / f"{stem}.png")
+        regions = [] if text is None else [SimpleNamespace(description=text)]
+        verdicts.append(SimpleNamespace(frame_id=fid, regions=regions))
+    card = drawn_scorecard(verdicts, names)
+    assert card == {"right": 3, "hedged": 1, "named": 4, "total": 5}
