@@ -14,8 +14,8 @@ import torch
 
 import engine.defects.describer as describer_module
 from engine.defects import rle
-from engine.defects.describer import RegionDescriber
 from engine.defects.defect_kinds import kind_group
+from engine.defects.describer import RegionDescriber
 from engine.defects.describer_artifacts import LoadedDescriber
 from engine.defects.vocabulary import Vocabulary
 from pipeline.frames import make_envelope
