@@ -41,11 +41,11 @@ from engine.runtime.export import RUNTIME_SUBDIR, export_onnx, model_hash
 from engine.runtime.protocol import BackendUnavailableError
 from engine.scoring.builder import (
     ScoringConfig,
-    bank_rows,
     bank_views,
     held_out_views,
     resize_to,
     scale_statistics,
+    select_bank,
 )
 from engine.scoring.runtime_model import AnomalyOutput, CladRuntime
 
@@ -243,9 +243,8 @@ def build_int8(
         # trunk (a core-set of the INT8 embeddings picks other patches, and a small cut
         # bank then moves normal scores by a quarter on the unit test's texture)
         (fp32_bank,) = _run(ov.Core().read_model(str(first.path)), views, [query])
-        idx = bank_rows(torch.from_numpy(fp32_bank), config)
-        banks = [torch.from_numpy(g[: n_views * cells]) for g in got]
-        banks = banks if idx is None else [b[idx] for b in banks]
+        banks = select_bank([torch.from_numpy(g[: n_views * cells]) for g in got], config,
+                            rows_from=torch.from_numpy(fp32_bank))  # fmt: skip
         rt.bank = banks[0].contiguous()
         if pixel_query:
             rt.pixel_bank = banks[1].contiguous()

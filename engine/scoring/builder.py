@@ -152,9 +152,12 @@ def bank_rows(bank: torch.Tensor, cfg: ScoringConfig) -> torch.Tensor | None:
     return greedy_coreset(bank, keep, seed=cfg.seed, max_candidates=cfg.coreset_candidates)
 
 
-def select_bank(banks: list[torch.Tensor], cfg: ScoringConfig) -> list[torch.Tensor]:
-    """The banks ([M, C] per pooling size) cut to the rows `bank_rows` picks on the first."""
-    idx = bank_rows(banks[0], cfg)
+def select_bank(banks: list[torch.Tensor], cfg: ScoringConfig,
+                rows_from: torch.Tensor | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """The banks ([M, C] per pooling size) cut to the rows `bank_rows` picks on
+    `rows_from` (the same patches embedded another way, e.g. by the FP32 graph for an
+    INT8 bank), or on the first bank."""
+    idx = bank_rows(banks[0] if rows_from is None else rows_from, cfg)
     return banks if idx is None else [b[idx] for b in banks]
 
 
