@@ -45,7 +45,7 @@ from engine.defects.regions import split_mask
 from engine.training.datasets import _images, load_mask, load_rgb, split_category
 from engine.training.plain_parts import CLEAN_SHARE, plain_part
 from engine.training.synthetic import augment_normal
-from engine.training.synthetic_defects import DARK_TINT, draw_defect
+from engine.training.synthetic_defects import DARK_TINT, FADED, draw_defect
 
 DEFAULT_DIR = Path(__file__).parents[1] / "defects" / "describers" / "default"
 # sources of the shared data: a source is left out whole in the evaluation
@@ -77,16 +77,18 @@ class RowOptions:
     """What the rows are made with beyond v3's (all off: the v3 rows, bit for bit): small
     enclosed off-foreground spots read as on the part (region_features.ENCLOSED_SHARE,
     saved with the describer, which then computes its features so), clean plain parts
-    (plain_parts.CLEAN_SHARE) and dark tinted stains (synthetic_defects.DARK_TINT)."""
+    (plain_parts.CLEAN_SHARE), dark tinted stains (synthetic_defects.DARK_TINT) and faded
+    ones (synthetic_defects.FADED)."""
 
     enclosed_share: float = 0.0
     clean_share: float = 0.0
     dark_tint: float = 0.0
+    faded: float = 0.0
 
     def key(self) -> str:
         """The rows cache's name suffix ("" when all are off)."""
         on = [f"{n}{v:g}" for n, v in (("e", self.enclosed_share), ("c", self.clean_share),
-                                      ("d", self.dark_tint)) if v]  # fmt: skip
+                                      ("d", self.dark_tint), ("f", self.faded)) if v]  # fmt: skip
         return "".join(f"-{o}" for o in on)
 
 
@@ -192,7 +194,7 @@ def drawn_rows(originals: list[np.ndarray], name: str, source: int, count: int, 
         base = np.ascontiguousarray(augment_normal(originals[int(rng.integers(len(originals)))],
                                                    rng))  # fmt: skip
         img, mask = draw_defect(base, k, rng, [originals[int(rng.integers(len(originals)))]],
-                                options.dark_tint)  # fmt: skip
+                                options.dark_tint, options.faded)  # fmt: skip
         if mask.sum() < 4 or _change(base, img, mask) < MIN_CHANGE:
             continue  # a drawing that left the pixels as they were teaches no kind
         x.append(_views(img, mask, rng, options.enclosed_share))
@@ -312,12 +314,18 @@ def kind_shares(forest: object, x: np.ndarray) -> np.ndarray:
 def unclear_cut(conf: np.ndarray, correct: np.ndarray, precision: float = 0.5) -> float:
     """The lowest confidence above which held-out descriptions are right at least
     `precision` of the time: below it a region reads "unclear defect"."""
-    order = np.argsort(-conf)
+    if not len(conf):  # nothing to calibrate on (every answer already named): name none
+        return 1.0 + 1e-6
+    order = np.argsort(-conf, kind="stable")
+    ranked = conf[order]
     hits = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    ok = np.flatnonzero(hits >= precision)
+    # a cut names every answer at its confidence: judge it only past the last of a tie
+    # (forest shares are averages of leaf shares, and ties among them do occur)
+    last_of_tie = np.append(ranked[1:] != ranked[:-1], True)
+    ok = np.flatnonzero((hits >= precision) & last_of_tie)
     if not len(ok):
         return float(conf.max()) + 1e-6  # never right enough: everything is unclear
-    return float(conf[order][ok[-1]])
+    return float(ranked[ok[-1]])
 
 
 # [K, G]: which group (defect_kinds.KIND_GROUPS) each generic kind is in
@@ -352,9 +360,10 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float,
     forest fitted on the training `views` of the other sources only; the "unclear" cut
     calibrated on the held-out answers of those same views together, then the group cut
     on the answers the kind cut leaves unnamed (a group answer is right when the true
-    kind is in the group)."""
+    kind is in the group). `unseen_cuts`: the same cuts calibrated without each source,
+    applied to it (`_unseen_cuts`)."""
     results: dict = {"sources": {}}
-    confs, hits, group_confs, group_hits = [], [], [], []
+    confs, hits, group_confs, group_hits, answer_source = [], [], [], [], []
     for s, name in enumerate(SOURCES):
         test = np.flatnonzero((rows.source == s) & ~rows.drawn)
         if not len(test):
@@ -372,12 +381,13 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float,
                 g_conf, g_hit = group_answers(probs, held.kind)
                 group_confs.append(g_conf)
                 group_hits.append(g_hit)
+                answer_source.append(np.full(len(test), s))
         results["sources"][name] = entry
     conf, correct = np.concatenate(confs), np.concatenate(hits)
-    cut = unclear_cut(conf, correct, precision)
+    all_g_conf, all_g_hit = np.concatenate(group_confs), np.concatenate(group_hits)
+    cut, group_cut = _cuts(conf, correct, all_g_conf, all_g_hit, precision)
     named = conf >= cut
-    g_conf, g_hit = np.concatenate(group_confs)[~named], np.concatenate(group_hits)[~named]
-    group_cut = unclear_cut(g_conf, g_hit, precision)
+    g_conf, g_hit = all_g_conf[~named], all_g_hit[~named]
     grouped = g_conf >= group_cut
     results["unclear_below"] = cut
     results["group_below"] = group_cut
@@ -389,7 +399,48 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float,
                                        else None)  # fmt: skip
     results["unclear_share"] = 100 * float(1 - (named.sum() + grouped.sum()) / len(conf))
     results["views"] = [VIEWS[v] for v in views]
+    results["unseen_cuts"] = _unseen_cuts(conf, correct, all_g_conf, all_g_hit,
+                                          np.concatenate(answer_source), precision)  # fmt: skip
     return results
+
+
+def _cuts(conf: np.ndarray, correct: np.ndarray, g_conf: np.ndarray, g_correct: np.ndarray,
+          precision: float) -> tuple[float, float]:  # fmt: skip
+    """The kind cut on held-out answers, then the group cut on those it leaves unnamed."""
+    cut = unclear_cut(conf, correct, precision)
+    unnamed = conf < cut
+    return cut, unclear_cut(g_conf[unnamed], g_correct[unnamed], precision)
+
+
+def _unseen_cuts(conf: np.ndarray, correct: np.ndarray, g_conf: np.ndarray,
+                 g_correct: np.ndarray, source: np.ndarray, precision: float) -> dict:  # fmt: skip
+    """How right the cuts are on a product they were not calibrated on: per source, both
+    cuts calibrated on the other sources' held-out answers only, applied to its own. The
+    pooled cuts reach `precision` by construction on the answers they were set on; this
+    is the figure a new line can expect (one source's answers can set the pooled cuts)."""
+    out: dict = {"sources": {}}
+    tot = {"answers": 0, "named": 0, "named_right": 0, "grouped": 0, "grouped_right": 0}
+    for s in np.unique(source):
+        other, own = source != s, source == s
+        if not other.any():  # one source only: nothing to calibrate on without it
+            continue
+        cut, group_cut = _cuts(conf[other], correct[other], g_conf[other], g_correct[other],
+                               precision)  # fmt: skip
+        named = own & (conf >= cut)
+        grouped = own & ~named & (g_conf >= group_cut)
+        n = {"answers": int(own.sum()), "named": int(named.sum()),
+             "named_right": int(correct[named].sum()), "grouped": int(grouped.sum()),
+             "grouped_right": int(g_correct[grouped].sum())}  # fmt: skip
+        out["sources"][list(SOURCES)[int(s)]] = {"unclear_below": cut, "group_below": group_cut,
+                                                 **n}  # fmt: skip
+        tot = {k: tot[k] + n[k] for k in tot}
+    out["named_accuracy"] = (100 * tot["named_right"] / tot["named"] if tot["named"]
+                             else None)  # fmt: skip
+    out["group_named_accuracy"] = (100 * tot["grouped_right"] / tot["grouped"]
+                                   if tot["grouped"] else None)  # fmt: skip
+    out["named_share"] = 100 * tot["named"] / max(tot["answers"], 1)
+    out["group_named_share"] = 100 * tot["grouped"] / max(tot["answers"], 1)
+    return out
 
 
 def _counts(pred: np.ndarray) -> dict[str, int]:
@@ -427,11 +478,14 @@ def main(argv: list[str] | None = None) -> None:
                          "(plain_parts.CLEAN_SHARE).")  # fmt: skip
     ap.add_argument("--dark-stains", action="store_true",
                     help="Some stains dark and tinted (synthetic_defects.DARK_TINT).")  # fmt: skip
+    ap.add_argument("--faded-stains", action="store_true",
+                    help="Some stains faded towards grey (synthetic_defects.FADED).")
     args = ap.parse_args(argv)
     views = tuple(VIEWS.index(v) for v in args.views.split(","))
     options = RowOptions(ENCLOSED_SHARE if args.enclosed else 0.0,
                          CLEAN_SHARE if args.clean_parts else 0.0,
-                         DARK_TINT if args.dark_stains else 0.0)  # fmt: skip
+                         DARK_TINT if args.dark_stains else 0.0,
+                         FADED if args.faded_stains else 0.0)  # fmt: skip
     rows = collect_rows(args.data, args.drawn, args.seed, args.cache_dir, options=options)
     matched = np.zeros(len(rows.kind), bool)
     if args.kshot:
@@ -463,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                "loso_named_accuracy": res["named_accuracy"],
                "loso_group_named_share": res["group_named_share"],
                "loso_group_named_accuracy": res["group_named_accuracy"],
+               "unseen_named_accuracy": res["unseen_cuts"]["named_accuracy"],
+               "unseen_group_named_accuracy": res["unseen_cuts"]["group_named_accuracy"],
                "loso_accuracy": {n: {v: e[v]["accuracy"] for v in shown if v in e}
                                  for n, e in res["sources"].items()},
                "n_drawn": int(rows.drawn.sum()), "n_real": int((~rows.drawn).sum()),

@@ -175,12 +175,27 @@ def draw_contamination(image: np.ndarray, rng: np.random.Generator, donors: Dono
 
 # the share of stains drawn dark and tinted when asked for (describer_default --dark-stains)
 DARK_TINT = 0.15
+# the share of stains drawn faded when asked for (describer_default --faded-stains)
+FADED = 0.25
+
+
+def _fade(image: np.ndarray, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A faded or bleached patch: colour drawn towards its own grey, lighter as a rule
+    (sun, a solvent, abrasion of a dyed surface), the texture kept. Multiplied tints never
+    lower the saturation this way, and a real colour defect (MVTec leather's) does."""
+    img = image.astype(np.float32)
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    gain = rng.uniform(1.1, 1.7) if rng.random() < 0.7 else rng.uniform(0.7, 0.95)
+    faded = (img + rng.uniform(0.4, 0.95) * (grey[..., None] - img)) * gain
+    a = alpha.astype(np.float32)[..., None]
+    return np.clip(img * (1 - a) + faded * a, 0, 255).astype(np.uint8)
 
 
 def draw_stain(image: np.ndarray, rng: np.random.Generator, donors: Donors = (),
-               dark_tint: float = 0.0) -> Drawn:  # fmt: skip
+               dark_tint: float = 0.0, faded: float = 0.0) -> Drawn:  # fmt: skip
     """`dark_tint`: the share of stains darker in every channel by its own factor (rust,
-    oil, a burn); 0 keeps the draws of the stains made before the option."""
+    oil, a burn); `faded`: the share drawn towards grey (`_fade`); both taken from the
+    tinted stains, and both 0 keep the draws of the stains made before the options."""
     h, w = image.shape[:2]
     side = min(h, w)
     cx, cy = _centre(foreground_mask(image), rng)
@@ -196,6 +211,8 @@ def draw_stain(image: np.ndarray, rng: np.random.Generator, donors: Donors = (),
         gain = np.full(3, rng.choice([rng.uniform(0.4, 0.7), rng.uniform(1.3, 1.6)]))
     elif style < 0.4 + dark_tint:  # or dark and tinted: every channel darker
         gain = rng.uniform(0.25, 0.7) * rng.uniform(0.3, 1.0, size=3)
+    elif style < 0.4 + dark_tint + faded:
+        return _fade(image, alpha, rng), (alpha > 0.3).astype(np.uint8)
     # multiplied (plus a small offset so a dark surface can still change colour): the
     # surface's texture shows through, which tells a stain from foreign material on top
     offset = rng.uniform(-20, 40, size=3) * (gain != gain[0]).any()
@@ -321,14 +338,14 @@ DRAWINGS: dict[str, Drawing] = {
 }  # fmt: skip
 
 def draw_defect(image: np.ndarray, kind: str, rng: np.random.Generator,
-                donors: Sequence[np.ndarray] = (), dark_tint: float = 0.0
+                donors: Sequence[np.ndarray] = (), dark_tint: float = 0.0, faded: float = 0.0
                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One drawn defect of a generic kind on an HxWx3 uint8 image -> (image, mask {0,1});
-    `dark_tint`: draw_stain's share of dark tinted stains."""
+    `dark_tint`, `faded`: draw_stain's shares of dark tinted and of faded stains."""
     if kind not in DRAWINGS:
         raise ValueError(f"no drawing for defect kind {kind!r}; kinds: {sorted(DRAWINGS)}")
     if kind == "stain":
-        out, mask = draw_stain(image, rng, donors, dark_tint)
+        out, mask = draw_stain(image, rng, donors, dark_tint, faded)
     else:
         out, mask = DRAWINGS[kind](image, rng, donors)
     return out, (mask > 0).astype(np.uint8)

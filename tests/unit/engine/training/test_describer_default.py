@@ -129,6 +129,11 @@ def test_unclear_cut_keeps_descriptions_right_at_least_half_the_time() -> None:
     assert unclear_cut(conf, correct) == pytest.approx(0.4)
     assert unclear_cut(conf, correct, precision=0.9) == pytest.approx(0.8)
     assert unclear_cut(conf, np.zeros(5, bool)) > 0.9  # never right: everything unclear
+    # a cut names all answers at its confidence: 0.5 would name 2 right of 4, not 2 of 3
+    tied = np.array([0.9, 0.9, 0.5, 0.5])
+    assert unclear_cut(tied, np.array([True, True, False, False]), 0.6) == 0.9
+    assert unclear_cut(tied, np.array([True, True, True, False]), 0.6) == 0.5
+    assert unclear_cut(np.array([]), np.array([], bool)) > 1  # nothing left: name none
 
 
 def test_the_shipped_default_describer_names_the_generic_kinds() -> None:
@@ -188,6 +193,16 @@ def test_leave_one_source_out_never_trains_on_the_evaluated_source() -> None:
     assert res["named_share"] + res["group_named_share"] + res["unclear_share"] == \
         pytest.approx(100)
     assert 0 < res["group_below"] <= 1
+    # the cuts set without each source, on its answers: every answer counted once
+    unseen = res["unseen_cuts"]
+    assert len(unseen["sources"]) == 4
+    for e in unseen["sources"].values():
+        assert e["answers"] == n * 3  # the three training views
+        assert e["named_right"] <= e["named"] and e["grouped_right"] <= e["grouped"]
+        assert e["named"] + e["grouped"] <= e["answers"]
+    total = sum(e["answers"] for e in unseen["sources"].values())
+    named = sum(e["named"] for e in unseen["sources"].values())
+    assert unseen["named_share"] == pytest.approx(100 * named / total)
 
 
 def test_a_map_blob_holds_the_defect_and_grows_a_thin_line_into_a_band() -> None:
@@ -263,3 +278,24 @@ def test_the_wide_blob_view_leaves_the_draws_that_follow_as_they_were() -> None:
     wide = map_blob(line, np.random.default_rng(0), WIDE_SIGMA)
     assert wide[line > 0].all() and wide.sum() > map_blob(line, np.random.default_rng(0)).sum()
     assert RowOptions().key() == "" and RowOptions(0.01, 0.3, 0.15).key() == "-e0.01-c0.3-d0.15"
+
+
+def test_the_unseen_cuts_of_a_source_are_set_on_the_other_sources_answers_only() -> None:
+    from engine.training.describer_default import _unseen_cuts
+
+    # source 0: sure and right, or unsure and wrong; source 1: fairly sure and right
+    conf = np.array([0.9] * 10 + [0.5] * 10 + [0.7] * 10)
+    correct = np.array([True] * 10 + [False] * 10 + [True] * 10)
+    source = np.array([0] * 20 + [1] * 10)
+    no_group = np.zeros(30), np.zeros(30, bool)
+    pooled = unclear_cut(conf, correct, 0.6)
+    assert pooled == 0.5  # 20 of the 30 right: the pooled cut names everything
+    res = _unseen_cuts(conf, correct, *no_group, source, 0.6)
+    # without source 1, only 0.9 is right often enough: source 1's 0.7 goes unnamed
+    s1 = res["sources"]["transistor"]
+    assert s1["unclear_below"] == 0.9 and s1["named"] == 0
+    # without source 0, 0.7 is right: source 0's 0.9 answers named (all right), 0.5 not
+    s0 = res["sources"]["magnetic_tile"]
+    assert s0["unclear_below"] == 0.7 and (s0["named"], s0["named_right"]) == (10, 10)
+    assert res["named_accuracy"] == 100 and res["named_share"] == pytest.approx(100 / 3)
+    assert res["group_named_accuracy"] is None and res["group_named_share"] == 0

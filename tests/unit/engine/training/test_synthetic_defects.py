@@ -71,3 +71,40 @@ def test_dark_tinted_stains_darken_every_channel_and_the_default_keeps_the_old_d
         out_b, m_b = draw_stain(img, b, dark_tint=0.0)
         assert np.array_equal(out_a, out_b) and np.array_equal(m_a, m_b)
         assert a.random() == b.random()
+
+
+def test_faded_stains_lose_saturation_keep_the_texture_and_the_default_keeps_the_old_draws(
+) -> None:  # fmt: skip
+    from engine.training.synthetic_defects import FADED, draw_stain
+
+    assert 0 < FADED < 0.6
+    rng = np.random.default_rng(1)
+    # a saturated brown surface with a grain of its own (leather-like)
+    img = np.clip(np.array([150, 80, 40], np.float32) + rng.normal(0, 12, (128, 128, 1)),
+                  0, 255).astype(np.uint8)  # fmt: skip
+    sat = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[..., 1].astype(float)
+    grain = img.astype(float).mean(axis=-1)
+    fine = grain - cv2.GaussianBlur(grain, (0, 0), 2.0)
+
+    def greyer(share: float) -> int:  # stains that lost 30% of the surface's saturation
+        n = 0
+        for seed in range(20):
+            out, mask = draw_stain(img, np.random.default_rng(seed), faded=share)
+            inside = mask > 0
+            s_out = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)[..., 1].astype(float)
+            n += bool(s_out[inside].mean() < 0.7 * sat[inside].mean())
+            # the grain shows through: the stain's fine detail is the surface's (the
+            # patch's own soft gradient taken out by a blur)
+            g_out = out.astype(float).mean(axis=-1)
+            fine_out = g_out - cv2.GaussianBlur(g_out, (0, 0), 2.0)
+            assert np.corrcoef(fine_out[inside], fine[inside])[0, 1] > 0.8, (share, seed)
+        return n
+
+    # 1.0: every stain not drawn plainly darker or lighter (60%) is faded
+    assert greyer(1.0) >= greyer(0.0) + 8
+    for seed in range(4):  # faded 0: the stains drawn before the option
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        out_a, m_a = draw_stain(img, a)
+        out_b, m_b = draw_stain(img, b, faded=0.0)
+        assert np.array_equal(out_a, out_b) and np.array_equal(m_a, m_b)
+        assert a.random() == b.random()
