@@ -139,6 +139,10 @@ class WorkerSettings(BaseSettings):
     model_check_interval_s: float = Field(10.0, gt=0)
     # Longest wait between retries while Postgres or Kafka is unreachable.
     max_backoff_s: float = Field(10.0, gt=0, le=300)
+    # /healthz (the liveness probe) answers 503 once the worker's loop has made no
+    # progress for this long: a call that never returns. Longer than the slowest batch
+    # and the slowest model load between batches; retries of an outage count as progress.
+    stall_after_s: float = Field(600.0, ge=10, le=86_400)
     # After SIGTERM the worker finishes its batch and leaves; past this bound it exits
     # anyway (code 3; what was in flight is redelivered). Below Kubernetes' default 30 s.
     shutdown_timeout_s: float = Field(25.0, gt=0, le=3600)

@@ -7,8 +7,10 @@ guarantees are tested without the CLAD model's CPU cost.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -41,6 +43,24 @@ class StatsEngine:
 
 def stats_engines(_settings: Settings) -> dict[str, StatsEngine]:
     return {p: StatsEngine() for p in PRODUCTS}
+
+
+class HangingEngine(StatsEngine):
+    """An inference that never returns (a GPU call that hangs)."""
+
+    def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        threading.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def hanging_engines(_settings: Settings) -> dict[str, StatsEngine]:
+    return {p: HangingEngine() for p in PRODUCTS}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def png_frame(seed: int, size: int = 64, defect: bool = False) -> bytes:

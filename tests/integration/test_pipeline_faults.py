@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 import zlib
 from pathlib import Path
@@ -30,6 +33,7 @@ from pipeline.kafka_io import ensure_topics
 from pipeline.producer import FramePublisher
 from tests.integration.pipeline_support import (
     PRODUCTS,
+    free_port,
     kafka_settings,
     png_frame,
     publish,
@@ -206,6 +210,61 @@ def test_a_database_that_stops_answering_is_survived_and_sigterm_stays_bounded(
         stop_worker(worker)
         proxy.close()
     assert set(verdicts_by_frame(clean_db)) <= set(ids) | set(more) | set(last)
+
+
+def _get(url: str) -> tuple[int | None, str]:
+    """(HTTP status, body); None while nothing listens yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None, ""
+
+
+def test_a_hung_inference_fails_the_liveness_probe_while_metrics_still_answer(
+        kafka_bootstrap: str, postgres_url: str, redis_url: str, clean_db: Engine,
+        tmp_path: Path) -> None:
+    """An engine that never returns: /metrics answers from its own thread all along, so
+    the probe reads /healthz, which stays 200 on an idle line and turns 503 once the
+    loop has made no progress for CLAD_STALL_AFTER_S; SIGTERM still ends the worker
+    within its bound."""
+    kafka = kafka_settings(kafka_bootstrap, uuid.uuid4().hex[:8])
+    ensure_topics(kafka)
+    port, stall_s, shutdown_bound_s = free_port(), 10, 3
+    base = f"http://127.0.0.1:{port}"
+    worker = start_worker(worker_env(
+        kafka, postgres_url, redis_url, CLAD_METRICS_PORT=str(port),
+        CLAD_ENGINE_FACTORY="tests.integration.pipeline_support:hanging_engines",
+        CLAD_STALL_AFTER_S=str(stall_s), CLAD_SHUTDOWN_TIMEOUT_S=str(shutdown_bound_s)),
+        tmp_path / "worker.log")
+
+    def alive() -> None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+    try:
+        wait_until(lambda: _get(f"{base}/healthz")[0] == 200, timeout_s=60,
+                   what="the worker's /healthz", alive=alive)
+        time.sleep(stall_s + 2)  # an idle line is not a stalled one: the loop goes round
+        assert _get(f"{base}/healthz") == (200, "ok\n")
+        publish(kafka, 4)  # the first batch's inference never returns
+        wait_until(lambda: _get(f"{base}/healthz")[0] == 503, timeout_s=stall_s + 60,
+                   what="/healthz to report the stall", alive=alive)
+        assert "stalled: no progress for" in _get(f"{base}/healthz")[1]
+        status, metrics = _get(f"{base}/metrics")
+        assert status == 200
+        silent = re.search(r"^clad_worker_silent_seconds (\S+)$", metrics, re.MULTILINE)
+        assert silent is not None and float(silent.group(1)) > stall_s
+        assert verdict_count(clean_db) == 0
+        worker.terminate()
+        try:
+            code = worker.wait(shutdown_bound_s + 15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise AssertionError("SIGTERM did not end the hung worker within its bound") from None
+        assert code == 3, f"a hung worker exits by its shutdown bound (3), not {code}"
+    finally:
+        stop_worker(worker)
 
 
 def _png_bomb(width: int, height: int) -> bytes:

@@ -8,10 +8,19 @@ whose end_offsets() is not: tests/integration/test_kafka_broker.py).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from workers.streaming.liveness import Liveness
 
 log = logging.getLogger(__name__)
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -45,6 +54,11 @@ class WorkerMetrics:
                                     ["product"], registry=r)
         self.model_reloads = Counter("clad_model_reloads", "Engines swapped", ["product"],
                                      registry=r)
+        # read from the worker's Liveness when served (serve); an alert where no probe
+        # restarts a hung worker (compose)
+        self.silent = Gauge("clad_worker_silent_seconds", "Seconds since the worker's loop "
+                            "last made progress (/healthz fails past CLAD_STALL_AFTER_S)",
+                            registry=r)  # fmt: skip
 
     def record_context(self, product: str, engine: object) -> None:
         """Drift and size of the engine's line context, when it has one."""
@@ -53,8 +67,45 @@ class WorkerMetrics:
             self.context_drift.labels(product).set(line.drift)
             self.context_frames.labels(product).set(len(line))
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on `port`; 0 leaves the endpoint off (tests, the demo)."""
-        if port:
-            start_http_server(port, registry=self.registry)
-            log.info("metrics on http://0.0.0.0:%s/metrics", port)
+    def serve(self, port: int, liveness: Liveness | None = None) -> WSGIServer | None:
+        """Expose /metrics, and /healthz (503 once `liveness` is stalled), on `port` from
+        a daemon thread; 0 leaves the endpoint off (tests, the demo)."""
+        if not port:
+            return None
+        if liveness is not None:
+            self.silent.set_function(liveness.silent_for)
+        server = make_server("0.0.0.0", port, health_app(self.registry, liveness),
+                             _ThreadingServer, handler_class=_QuietHandler)  # fmt: skip
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        log.info("metrics on http://0.0.0.0:%s/metrics, liveness on /healthz", port)
+        return server
+
+
+def health_app(registry: CollectorRegistry, liveness: Liveness | None) -> WsgiApp:
+    """/healthz: 200 while the worker makes progress, 503 once it has not for its stall
+    bound; any other path: the Prometheus exposition."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics(environ, start_response)
+        if liveness is not None and liveness.stalled():
+            status = "503 Service Unavailable"
+            body = (f"stalled: no progress for {liveness.silent_for():.0f} s (bound "
+                    f"{liveness.stall_after_s:g} s)\n").encode()  # fmt: skip
+        else:
+            status, body = "200 OK", b"ok\n"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Length", str(len(body)))])  # fmt: skip
+        return [body]
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scrape never holds the worker's exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # a line per probe and scrape would drown the worker's own log

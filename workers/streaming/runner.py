@@ -12,6 +12,7 @@ from pipeline.kafka_io import build_consumer, build_producer, ensure_topics
 from pipeline.region_cache import make_region_cache
 from pipeline.settings import Settings
 from pipeline.storage.database import engine_from_settings, make_session_factory
+from workers.streaming.liveness import Liveness
 from workers.streaming.metrics import WorkerMetrics
 from workers.streaming.reload import ModelWatcher
 from workers.streaming.scoring import ScoringEngine, context_config, load_engines, load_trained
@@ -38,14 +39,15 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
                 precision=model.cpu_precision)[1],
             interval_s=settings.worker.model_check_interval_s)
     metrics = WorkerMetrics()
-    metrics.serve(settings.worker.metrics_port)
+    liveness = Liveness(settings.worker.stall_after_s)
+    metrics.serve(settings.worker.metrics_port, liveness)
     return InferenceWorker(
         settings, engines,
         consumer=build_consumer(settings.kafka, max_poll_records=settings.worker.batch_size),
         producer=build_producer(settings.kafka, client_id="clad-worker"),
         session_factory=factory,
         cache=make_region_cache(settings.redis.redis_url, settings.redis.cache_ttl_s),
-        metrics=metrics, stop=stop, between_batches=watcher)
+        metrics=metrics, stop=stop, between_batches=watcher, liveness=liveness)
 
 
 def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:

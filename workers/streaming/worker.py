@@ -49,6 +49,7 @@ from workers.streaming.delivery import (
     verdict_event,
 )
 from workers.streaming.descriptions import describe_batch
+from workers.streaming.liveness import Liveness
 from workers.streaming.metrics import WorkerMetrics
 from workers.streaming.scoring import ScoringEngine
 from workers.streaming.verdicts import Scored, infer_product, to_verdicts
@@ -100,7 +101,8 @@ class InferenceWorker:
                  consumer: KafkaConsumer, producer: KafkaProducer,
                  session_factory: sessionmaker[Session], cache: RegionCache,
                  metrics: WorkerMetrics | None = None, stop: threading.Event | None = None,
-                 between_batches: Callable[[InferenceWorker], None] | None = None) -> None:
+                 between_batches: Callable[[InferenceWorker], None] | None = None,
+                 liveness: Liveness | None = None) -> None:
         self.settings = settings
         self.engines = dict(engines)  # swapped whole between batches (hot reload)
         self.consumer, self.producer = consumer, producer
@@ -112,7 +114,12 @@ class InferenceWorker:
                                        thread_name_prefix="decode")
         self.delivery = ThreadPoolExecutor(1, thread_name_prefix="deliver")
         self.in_flight: _InFlight | None = None
-        on_retry = lambda name: self.metrics.retries.labels(name).inc()  # noqa: E731
+        self.liveness = liveness or Liveness(settings.worker.stall_after_s)
+
+        def on_retry(name: str) -> None:  # a chosen wait on an outage: progress, not a hang
+            self.metrics.retries.labels(name).inc()
+            self.liveness.beat()
+
         # The consumer is not thread-safe: only this thread's retrier keeps the group
         # membership alive; the delivery thread's waits are covered by _settle.
         self.retrier = Retrier(self.stop, max_backoff_s=settings.worker.max_backoff_s,
@@ -133,6 +140,7 @@ class InferenceWorker:
         following: _Prepared | None = None
         try:
             while not self.stop.is_set():
+                self.liveness.beat()
                 if self.in_flight is not None and self.in_flight.delivered.done():
                     self._settle()
                 current, following = following, None
