@@ -45,9 +45,10 @@ class DescribingEngine:
         raise AssertionError("not used here")
 
     def patch_embeddings(self, frames: np.ndarray) -> torch.Tensor:
+        # each frame's embedding from its own pixels, whatever else is in the batch
         self.embedded += len(frames)
-        g = torch.Generator().manual_seed(int(frames.sum()) % 1000)
-        return torch.randn(len(frames), 6, 8, 8, generator=g)
+        return torch.stack([torch.randn(6, 8, 8, generator=torch.Generator().manual_seed(
+            int(f.sum()) % 1000)) for f in frames])  # fmt: skip
 
 
 def _verdict(seed: int, boxes: list[tuple[int, int, int, int]]) -> tuple[VerdictRecord,
@@ -102,6 +103,23 @@ def test_miss_describes_and_stores_then_hit_skips_the_describer(
     assert [r.description for v in second.verdicts for r in v.regions] == \
         [r.description for r in regions]
     assert engine.embedded == 4, "only frames with regions are embedded (2 per batch)"
+
+
+def test_a_partial_hit_searches_only_the_new_regions_and_a_new_version_all(
+        redis_client: redis.Redis, searched: list[int]) -> None:  # fmt: skip
+    cache = RedisRegionCache(redis_client, ttl_s=60)
+    engine = DescribingEngine()
+    verdicts, frames = _batch()
+    first = describe_batch({"widget": engine}, verdicts[1:], frames, cache)  # one region
+    cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
+    assert searched == [1]
+    assert 0 < redis_client.ttl(redis_client.keys("clad:desc:*")[0]) <= 60
+    both = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [1, 2] and (both.cached, both.computed) == (1, 2)
+    cache.store_batch(descriptions=both.fresh, masks_by_frame={}, latest_by_camera={})
+    engine.version = "w-2"  # a new model version: another key for every region
+    again = describe_batch({"widget": engine}, verdicts, frames, cache)
+    assert searched == [1, 2, 3] and (again.cached, again.computed) == (0, 3)
 
 
 def test_redis_outage_still_describes_every_region(searched: list[int]) -> None:
