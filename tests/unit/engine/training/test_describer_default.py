@@ -299,3 +299,22 @@ def test_the_unseen_cuts_of_a_source_are_set_on_the_other_sources_answers_only()
     assert s0["unclear_below"] == 0.7 and (s0["named"], s0["named_right"]) == (10, 10)
     assert res["named_accuracy"] == 100 and res["named_share"] == pytest.approx(100 / 3)
     assert res["group_named_accuracy"] is None and res["group_named_share"] == 0
+
+
+def test_the_group_share_calibrated_on_is_the_one_the_describer_answers_with() -> None:
+    """The group cut is set on `group_answers` (training) and applied to the share
+    `search_descriptions` gives (run time): two computations, one number."""
+    import torch
+
+    from engine.defects.describer import _likeliest_group
+    from engine.training.describer_default import group_answers
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(len(GENERIC_KINDS), 0.3), size=200)
+    probs[:20, 5:] = 0  # some kinds without any share
+    probs /= probs.sum(axis=1, keepdims=True)
+    share, _ = group_answers(probs, np.zeros(len(probs), int))
+    for p, s in zip(probs, share, strict=True):
+        t = torch.from_numpy(p)
+        group = _likeliest_group(list(np.argsort(-p)), t, list(GENERIC_KINDS))
+        assert float(t[group].sum()) == pytest.approx(s)
