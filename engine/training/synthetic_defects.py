@@ -181,8 +181,9 @@ FADED = 0.25
 
 def _fade(image: np.ndarray, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A faded or bleached patch: colour drawn towards its own grey, lighter as a rule
-    (sun, a solvent, abrasion of a dyed surface), the texture kept. Multiplied tints never
-    lower the saturation this way, and a real colour defect (MVTec leather's) does."""
+    (sun, a solvent, abrasion of a dyed surface), the texture kept. Multiplied tints
+    seldom lower the saturation much (5% of the drawn stains by more than 0.1 of its
+    range), and a real colour defect (MVTec leather's: 0.23) does."""
     img = image.astype(np.float32)
     grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
     gain = rng.uniform(1.1, 1.7) if rng.random() < 0.7 else rng.uniform(0.7, 0.95)
