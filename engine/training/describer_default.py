@@ -384,24 +384,30 @@ def leave_one_source_out(rows: Rows, seed: int, precision: float,
                 answer_source.append(np.full(len(test), s))
         results["sources"][name] = entry
     conf, correct = np.concatenate(confs), np.concatenate(hits)
-    all_g_conf, all_g_hit = np.concatenate(group_confs), np.concatenate(group_hits)
-    cut, group_cut = _cuts(conf, correct, all_g_conf, all_g_hit, precision)
-    named = conf >= cut
-    g_conf, g_hit = all_g_conf[~named], all_g_hit[~named]
-    grouped = g_conf >= group_cut
+    g_conf, g_hit = np.concatenate(group_confs), np.concatenate(group_hits)
+    cut, group_cut = _cuts(conf, correct, g_conf, g_hit, precision)
+    named, grouped = _answered(conf, g_conf, cut, group_cut)
     results["unclear_below"] = cut
     results["group_below"] = group_cut
     results["precision_target"] = precision
     results["named_share"] = 100 * float(named.mean())
     results["named_accuracy"] = 100 * float(correct[named].mean()) if named.any() else None
-    results["group_named_share"] = 100 * float(grouped.sum() / len(conf))
+    results["group_named_share"] = 100 * float(grouped.mean())
     results["group_named_accuracy"] = (100 * float(g_hit[grouped].mean()) if grouped.any()
                                        else None)  # fmt: skip
     results["unclear_share"] = 100 * float(1 - (named.sum() + grouped.sum()) / len(conf))
     results["views"] = [VIEWS[v] for v in views]
-    results["unseen_cuts"] = _unseen_cuts(conf, correct, all_g_conf, all_g_hit,
+    results["unseen_cuts"] = _unseen_cuts(conf, correct, g_conf, g_hit,
                                           np.concatenate(answer_source), precision)  # fmt: skip
     return results
+
+
+def _answered(conf: np.ndarray, g_conf: np.ndarray, cut: float, group_cut: float
+              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Which answers the cuts name by their kind, and which by their group (as
+    describer.mark_unclear does: the group only where the kind is not named)."""
+    named = conf >= cut
+    return named, ~named & (g_conf >= group_cut)
 
 
 def _cuts(conf: np.ndarray, correct: np.ndarray, g_conf: np.ndarray, g_correct: np.ndarray,
@@ -426,8 +432,8 @@ def _unseen_cuts(conf: np.ndarray, correct: np.ndarray, g_conf: np.ndarray,
             continue
         cut, group_cut = _cuts(conf[other], correct[other], g_conf[other], g_correct[other],
                                precision)  # fmt: skip
-        named = own & (conf >= cut)
-        grouped = own & ~named & (g_conf >= group_cut)
+        named, grouped = _answered(conf, g_conf, cut, group_cut)
+        named, grouped = named & own, grouped & own
         n = {"answers": int(own.sum()), "named": int(named.sum()),
              "named_right": int(correct[named].sum()), "grouped": int(grouped.sum()),
              "grouped_right": int(g_correct[grouped].sum())}  # fmt: skip

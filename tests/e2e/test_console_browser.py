@@ -7,7 +7,6 @@ Python package (dev extra); Playwright drives that binary, no browser download.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,6 +21,7 @@ from pipeline.settings import AlarmSettings, Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.models import Alarm, AlarmRule, OperatorLabel
 from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
+from tests.integration.pipeline_support import free_port
 from workers.api import create_app
 
 pytestmark = pytest.mark.e2e
@@ -60,9 +60,7 @@ def console_app(pg_engine: Engine, seeded: Seeded) -> FastAPI:
 def base_url(console_app: FastAPI) -> Iterator[str]:
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = console_app
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
