@@ -6,6 +6,7 @@ to start it; nothing is skipped silently. Unit tests use none of these.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from pipeline.storage.database import make_engine
 from pipeline.storage.models import Base
 from tests.databases import POSTGRES_ADMIN_URL, fresh_database
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+# CLAD_TEST_REDIS_URL lets test runs of two checkouts on one machine use their own db.
+REDIS_TEST_URL = os.environ.get("CLAD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 START_POSTGRES = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
@@ -93,7 +95,8 @@ def redis_url() -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """Redis db 15, empty at the start and flushed at the end of each test."""
+    """The test Redis db (15 unless CLAD_TEST_REDIS_URL), empty at the start and flushed
+    at the end of each test."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     yield client
