@@ -8,6 +8,7 @@ read.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,12 @@ from pipeline.storage.models import OPERATOR_LABELS, Frame, OperatorLabel, Verdi
 
 class LabelError(ValueError):
     """A label that does not fit its verdict (wrong region, missing mask, ...)."""
+
+
+# (typed description, the product's known kinds) -> the kind key it names, raising
+# ValueError when the text names none (engine.defects.kind_names.kind_key; passed in by
+# the caller so storage stays free of the engine)
+KindOf = Callable[[str, list[str]], str]
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,10 @@ def _check_rle(mask_rle: Any, frame_height: int, frame_width: int) -> None:
 
 def add_label(session: Session, *, verdict_id: int, label: str, author: str,
               region_id: int | None = None, description: str | None = None,
-              mask_rle: dict[str, Any] | None = None) -> OperatorLabel:
-    """Record one operator label after checking it against its verdict."""
+              mask_rle: dict[str, Any] | None = None,
+              kind_of: KindOf | None = None) -> OperatorLabel:
+    """Record one operator label after checking it against its verdict. With `kind_of`,
+    a description (a correction or a drawn region's) also records the kind it names."""
     if label not in OPERATOR_LABELS:
         raise LabelError(f"label must be one of {OPERATOR_LABELS}")
     verdict = session.get(Verdict, verdict_id, options=[selectinload(Verdict.regions)])
@@ -89,12 +98,33 @@ def add_label(session: Session, *, verdict_id: int, label: str, author: str,
         _check_rle(mask_rle, frame.height, frame.width)
     elif mask_rle is not None:
         raise LabelError("mask_rle is only for label 'missing_region'")
+    kind = None
+    if kind_of is not None and (description or "").strip():
+        region_kind = next((r.kind for r in verdict.regions if r.id == region_id), None)
+        try:
+            kind = kind_of(description or "", [*product_kinds(session, verdict.product),
+                                               *filter(None, [region_kind])])
+        except ValueError as exc:
+            raise LabelError(str(exc)) from None
     row = OperatorLabel(verdict_id=verdict_id, region_id=region_id, label=label,
                         description=description.strip() if description else None,
-                        mask_rle=mask_rle, author=author, created_at=utcnow())
+                        kind=kind, mask_rle=mask_rle, author=author, created_at=utcnow())
     session.add(row)
     session.flush()
     return row
+
+
+def product_kinds(session: Session, product: str) -> list[str]:
+    """The kinds operators have named on this product so far, oldest first: a new
+    spelling of one of them ("scratches", "A scratch") folds into it."""
+    first_seen = (select(OperatorLabel.kind, OperatorLabel.id)
+                  .join(Verdict, Verdict.id == OperatorLabel.verdict_id)
+                  .where(Verdict.product == product, OperatorLabel.kind.is_not(None))
+                  .order_by(OperatorLabel.id))
+    seen: dict[str, None] = {}
+    for kind, _id in session.execute(first_seen):
+        seen.setdefault(kind)
+    return list(seen)
 
 
 def labels_for(session: Session, verdict_id: int) -> list[OperatorLabel]:

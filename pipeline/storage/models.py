@@ -145,7 +145,8 @@ class Heatmap(Base):
 
 class Region(Base):
     __tablename__ = "regions"
-    __table_args__ = (Index("ix_regions_description", "description"),)
+    __table_args__ = (Index("ix_regions_description", "description"),
+                      Index("ix_regions_kind", "kind"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), index=True)
@@ -165,6 +166,13 @@ class Region(Base):
     # True: no pixel passed the region threshold, so this is the hottest area around the
     # map's maximum (low confidence); an anomalous verdict always has a region
     fallback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the describer's kind key (engine.defects.kind_names; "unclear" when it named none),
+    # which describer answered (its identity) and the region's embedding in that
+    # describer's space (float32 bytes): regions of one describer that look alike can be
+    # grouped for labelling
+    kind: Mapped[str | None] = mapped_column(String(64))
+    describer: Mapped[str | None] = mapped_column(String(64))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     verdict: Mapped[Verdict] = relationship(back_populates="regions")
 
@@ -178,6 +186,9 @@ class OperatorLabel(Base):
     region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id"))
     label: Mapped[str] = mapped_column(String(32))
     description: Mapped[str | None] = mapped_column(String(200))
+    # the kind key a description label names (engine.defects.kind_names.kind_key of its
+    # text, folded into the product's known kinds)
+    kind: Mapped[str | None] = mapped_column(String(64))
     mask_rle: Mapped[dict[str, Any] | None]
     author: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

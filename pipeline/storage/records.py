@@ -23,6 +23,9 @@ class RegionRecord:
     # no pixel passed the region threshold: the hottest area around the map's maximum,
     # low confidence (engine.defects.regions.verdict_regions)
     fallback: bool = False
+    kind: str | None = None  # the describer's kind key ("unclear" when it named none)
+    describer: str | None = None  # identity of the describer that answered
+    embedding: bytes | None = None  # the region's embedding in that describer's space, float32
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def write_verdicts(session: Session, records: Sequence[VerdictRecord]) -> int:
                 "description": region.description, "confidence": region.confidence,
                 "runner_up": region.runner_up,
                 "runner_up_confidence": region.runner_up_confidence,
-                "fallback": region.fallback})
+                "fallback": region.fallback, "kind": region.kind,
+                "describer": region.describer, "embedding": region.embedding})
     if heatmaps:
         session.execute(Heatmap.__table__.insert(), heatmaps)
     if regions:

@@ -59,10 +59,13 @@ def test_label_round_trip_reaches_the_retraining_read(
         (corrected, {"label": "missing_region", "mask_rle": rle.encode(drawn),
                      "description": "chip"}),
     ]
+    kinds = []
     for vid, body in posts:
         r = client.post(f"/api/v1/verdicts/{vid}/labels", json=body, headers=op)
         assert r.status_code == 201, r.text
         assert r.json()["author"] == "operator-tester" and r.json()["created_at"]
+        kinds.append(r.json()["kind"])
+    assert kinds == [None, None, None, "dent_in_the_shoulder", "chip"]
     history = client.get(f"/api/v1/verdicts/{wrong}/labels", headers=op).json()
     assert [x["label"] for x in history] == ["anomalous", "normal"]
 
@@ -80,3 +83,22 @@ def test_label_round_trip_reaches_the_retraining_read(
     assert (rle.decode(fixed.regions[-1].mask_rle) == drawn).all()
     with Session(pg_engine) as session:
         assert training_examples(session, product="screw") == []
+
+
+def test_spellings_of_one_kind_are_recorded_as_one_kind(
+        client: TestClient, seeded: Seeded, op: dict[str, str]) -> None:
+    typed = ["Scratch ", "a scratch", "scratches", "Bent lead", "bent leads"]
+    kinds = []
+    for i, text in zip((16, 18, 22, 16, 18), typed, strict=True):
+        vid = seeded.verdict_ids[i]
+        region = _regions(client, vid, op)[0]
+        r = client.post(f"/api/v1/verdicts/{vid}/labels", headers=op, json={
+            "label": "description", "region_id": region["id"], "description": text})
+        assert r.status_code == 201, r.text
+        assert r.json()["description"] == text.strip(), "the typed text is kept as typed"
+        kinds.append(r.json()["kind"])
+    assert kinds == ["scratch", "scratch", "scratch", "bent_lead", "bent_lead"]
+    r = client.post(f"/api/v1/verdicts/{seeded.verdict_ids[16]}/labels", headers=op, json={
+        "label": "description", "region_id": _regions(client, seeded.verdict_ids[16], op)[0]["id"],
+        "description": "the ..."})
+    assert r.status_code == 422 and "names no defect kind" in r.json()["error"]["message"]

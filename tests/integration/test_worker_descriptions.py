@@ -38,7 +38,7 @@ class DescribingEngine:
         torch.manual_seed(0)
         model = RegionDescriber(6, 10, torch.randn(4, 10), [0, 0, 1, 1], joint_dim=8,
                                 hidden=16, grid=8)
-        self.describer = LoadedDescriber(model, VOCAB, {}, {})
+        self.describer = LoadedDescriber(model, VOCAB, {}, {}, identity="d-widget-1")
         self.embedded = 0
 
     def infer(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +94,11 @@ def test_miss_describes_and_stores_then_hit_skips_the_describer(
     assert all(r.description in {"a crack", "a long crack", "a hole", "a small hole"}
                for r in regions)
     assert all(0 < r.confidence <= 1 and r.runner_up is not None for r in regions)
+    # the kind key beside the text, which describer answered, and the embedding it saw
+    assert all(r.kind == ("crack" if "crack" in r.description else "hole") for r in regions)
+    assert {r.describer for r in regions} == {"d-widget-1"}
+    embeddings = [np.frombuffer(r.embedding, np.float32) for r in regions]
+    assert all(e.shape == (8,) and abs(np.linalg.norm(e) - 1) < 1e-5 for e in embeddings)
     assert first.verdicts[2].regions == ()
     cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
     assert len(redis_client.keys("clad:desc:*")) == 3
@@ -102,6 +107,8 @@ def test_miss_describes_and_stores_then_hit_skips_the_describer(
     assert second.cached == 3 and second.computed == 0 and second.fresh == {}
     assert [r.description for v in second.verdicts for r in v.regions] == \
         [r.description for r in regions]
+    assert [(r.kind, r.embedding) for v in second.verdicts for r in v.regions] == \
+        [(r.kind, r.embedding) for r in regions], "a cache hit stores the same kind"
     assert engine.embedded == 4, "only frames with regions are embedded (2 per batch)"
 
 

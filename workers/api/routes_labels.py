@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 
+from engine.defects.kind_names import kind_key
 from pipeline.storage.labels import LabelError, add_label, labels_for
 from pipeline.storage.models import ModelVersion, Verdict
 from pipeline.storage.repository import activate_model_version
@@ -44,7 +45,8 @@ def post_label(verdict_id: VerdictId, body: LabelIn,
         row = add_label(session, verdict_id=verdict_id, label=body.label,
                         author=principal.name, region_id=body.region_id,
                         description=body.description,
-                        mask_rle=body.mask_rle.model_dump(mode="json") if body.mask_rle else None)
+                        mask_rle=body.mask_rle.model_dump(mode="json") if body.mask_rle else None,
+                        kind_of=kind_key)
     except LookupError as exc:
         raise ApiError(404, str(exc)) from None
     except LabelError as exc:

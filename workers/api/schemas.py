@@ -49,6 +49,9 @@ class RegionOut(BaseModel):
     runner_up_confidence: float | None
     fallback: bool = Field(description="True: no pixel passed the region threshold; this is "
                            "the hottest area around the map's maximum (low confidence).")
+    kind: str | None = Field(default=None, description="The describer's kind key "
+                             "('unclear' when it named none; null before descriptions "
+                             "carried kinds).")
 
 
 class LabelOut(BaseModel):
@@ -57,6 +60,7 @@ class LabelOut(BaseModel):
     region_id: int | None
     label: str
     description: str | None
+    kind: str | None = None  # the kind key the description names (folded spellings)
     mask_rle: dict[str, Any] | None
     author: str
     created_at: datetime

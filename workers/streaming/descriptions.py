@@ -40,12 +40,16 @@ class _Pending:
     index: int  # position in the batch's verdict list
     keys: list[str]
     emb: Any  # torch.Tensor [R, D]
+    describer: str  # the identity of the describer that embedded them
 
 
-def _as_record(region: RegionRecord, d: Mapping[str, Any]) -> RegionRecord:
+def _as_record(region: RegionRecord, d: Mapping[str, Any], describer: str,
+               embedding: np.ndarray) -> RegionRecord:
     return dataclasses.replace(region, description=d.get("text"), confidence=d.get("confidence"),
                                runner_up=d.get("runner_up"),
-                               runner_up_confidence=d.get("runner_up_confidence"))
+                               runner_up_confidence=d.get("runner_up_confidence"),
+                               kind=d.get("kind"), describer=describer or None,
+                               embedding=np.asarray(embedding, np.float32).tobytes())
 
 
 def _embed_product(engine: ScoringEngine, verdicts: Sequence[VerdictRecord],
@@ -62,7 +66,7 @@ def _embed_product(engine: ScoringEngine, verdicts: Sequence[VerdictRecord],
         emb = embed_regions(loaded.describer, patch[row:row + 1], masks)
         owner = description_key(engine.version, loaded.identity)
         keys = [region_fingerprint(owner, e) for e in emb.numpy()]
-        out.append(_Pending(i, keys, emb))
+        out.append(_Pending(i, keys, emb, loaded.identity))
     return out
 
 
@@ -119,8 +123,10 @@ def describe_batch(engines: Mapping[str, ScoringEngine], verdicts: Sequence[Verd
         known = {**found, **out.fresh}
         for p in ps:
             v = verdicts[p.index]
+            emb = p.emb.numpy()
             out.verdicts[p.index] = dataclasses.replace(v, regions=tuple(
-                _as_record(r, known[k]) for r, k in zip(v.regions, p.keys, strict=True)))
+                _as_record(r, known[k], p.describer, emb[j])
+                for j, (r, k) in enumerate(zip(v.regions, p.keys, strict=True))))
     out.cached = sum(k in found for ps in pending.values() for p in ps for k in p.keys)
     out.computed = len(out.fresh)
     return out
