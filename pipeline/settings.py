@@ -195,13 +195,18 @@ class ReviewSettings(BaseSettings):
 
     model_config = _COMMON
 
-    # Per product, the band around the threshold holding this share of the window's
-    # verdicts (the ones closest to it) is "near the threshold".
-    review_band_fraction: float = Field(0.10, gt=0.0, le=1.0)
-    # Verdicts older than this are neither calibrated on nor queued.
+    # Per product and hour, this many verdicts closest to the threshold are queued, and
+    # as many of those with a region no kind was sure of: the queue's size does not grow
+    # with production (pipeline/storage/review.py).
+    review_per_hour: int = Field(3, ge=1, le=1000)
+    # Verdicts older than this are not queued.
     review_window_hours: int = Field(168, ge=1, le=24 * 366)
-    # Regions whose description starts with this (any case) are queued too.
+    # Regions stored before kinds: those whose description starts with this (any case)
+    # count as unclear.
     review_unclear_prefix: str = Field("unclear", min_length=1, max_length=100)
+    # Regions whose embeddings (same describer, same product) are at least this similar
+    # (cosine) are offered as one group to name with one label.
+    review_group_similarity: float = Field(0.9, gt=0.0, le=1.0)
 
 
 class AlarmSettings(BaseSettings):

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.settings import ApiSettings
-from pipeline.storage.models import Frame
+from pipeline.storage.models import Frame, Thumbnail, Verdict
 
 log = logging.getLogger(__name__)
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg"}
@@ -81,6 +81,10 @@ def purge_frames(session: Session, *, older_than: datetime, frame_dir: Path) -> 
             except FileNotFoundError:
                 log.debug("frame file %s already gone", path)
     if rows:
-        session.execute(update(Frame).where(Frame.id.in_([r[0] for r in rows]))
+        ids = [r[0] for r in rows]
+        session.execute(update(Frame).where(Frame.id.in_(ids))
                         .values(image_bytes=None, image_ref=None))
+        # Thumbnails are pictures of those frames too: they go with them.
+        session.execute(delete(Thumbnail).where(Thumbnail.verdict_id.in_(
+            select(Verdict.id).where(Verdict.frame_id.in_(ids)))))
     return len(rows)

@@ -15,10 +15,26 @@ from typing import Literal
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from pipeline.storage.models import Region, Verdict
+from pipeline.storage.models import OperatorLabel, Region, Verdict
 
 MAX_PAGE = 500
 GroupBy = Literal["hour", "camera", "line", "product"]
+# What operators said about a verdict: nothing, anything, its latest decision (normal /
+# anomalous), a corrected region description, or a decision against the model's.
+OperatorFilter = Literal["none", "any", "normal", "anomalous", "described", "overruled"]
+
+
+def shown_kind() -> ColumnElement[str]:
+    """The kind a region shows everywhere: the operator's latest (their text when it
+    named no kind), else the describer's kind key, else (regions stored before kinds)
+    its description."""
+    return func.coalesce(Region.operator_kind, Region.operator_description, Region.kind,
+                         Region.description)
+
+
+def shown_text() -> ColumnElement[str]:
+    """The words a region shows: the operator's latest description, else the describer's."""
+    return func.coalesce(Region.operator_description, Region.description)
 
 
 @dataclass(frozen=True)
@@ -31,9 +47,16 @@ class HistoryFilter:
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
     label: Literal["normal", "anomalous"] | None = None
-    description: str | None = None  # exact defect kind, as the vocabulary spells it
+    # a defect kind: matches the kind each region shows (shown_kind) or its exact words;
+    # description_key is the same kind folded into a key ("a scratch" -> "scratch")
+    description: str | None = None
+    description_key: str | None = None
     min_score: float | None = None
     max_score: float | None = None
+    # score / threshold bounds (1.0 = the threshold), comparable across products
+    min_relative: float | None = None
+    max_relative: float | None = None
+    operator: OperatorFilter | None = None
 
     def window(self, until_default: datetime, length: timedelta) -> HistoryFilter:
         """The same filter with a closed time window (aggregates need one)."""
@@ -112,31 +135,62 @@ def conditions(f: HistoryFilter, *, with_description: bool = True) -> list[Colum
         terms.append(Verdict.score >= f.min_score)
     if f.max_score is not None:
         terms.append(Verdict.score <= f.max_score)
+    if f.min_relative is not None:
+        terms += [Verdict.threshold > 0, Verdict.score >= f.min_relative * Verdict.threshold]
+    if f.max_relative is not None:
+        terms += [Verdict.threshold > 0, Verdict.score <= f.max_relative * Verdict.threshold]
+    if f.operator is not None:
+        terms.append(_operator_term(f.operator))
     if with_description and f.description is not None:
         # EXISTS keeps one row per verdict however many regions share the kind.
         terms.append(select(Region.id).where(Region.verdict_id == Verdict.id,
-                                             Region.description == f.description).exists())
+                                             kind_matches(f)).exists())
     return terms
+
+
+def kind_matches(f: HistoryFilter) -> ColumnElement[bool]:
+    """Regions of the filter's kind: the kind they show, or their exact words."""
+    assert f.description is not None
+    kinds = {f.description, f.description_key or f.description}
+    return or_(shown_kind().in_(sorted(kinds)), shown_text() == f.description)
+
+
+def _operator_term(which: OperatorFilter) -> ColumnElement[bool]:
+    labelled = select(OperatorLabel.id).where(OperatorLabel.verdict_id == Verdict.id).exists()
+    if which == "none":
+        return ~labelled
+    if which == "any":
+        return labelled
+    if which == "described":
+        return select(Region.id).where(Region.verdict_id == Verdict.id,
+                                       Region.operator_description.is_not(None)).exists()
+    if which == "overruled":
+        return and_(Verdict.operator_label.is_not(None), Verdict.operator_label != Verdict.label)
+    return Verdict.operator_label == which
 
 
 def list_verdicts(session: Session, f: HistoryFilter, *, limit: int = 50,
                   after: Cursor | None = None) -> Page:
     """One page of verdicts, newest first; pass `next_cursor` back for the next page."""
     limit = max(1, min(limit, MAX_PAGE))
-    stmt = select(Verdict).where(*conditions(f))
-    if after is not None:
-        # Spelled out rather than a row-value comparison so that the plain
-        # `captured_at <= x` term can drive any of the (column, captured_at) indexes.
-        stmt = stmt.where(Verdict.captured_at <= after.captured_at,
-                          or_(Verdict.captured_at < after.captured_at,
-                              and_(Verdict.captured_at == after.captured_at,
-                                   Verdict.id < after.id)))
+    stmt = select(Verdict).where(*conditions(f), *after_cursor(after))
     stmt = stmt.order_by(Verdict.captured_at.desc(), Verdict.id.desc()).limit(limit + 1)
     rows = list(session.scalars(stmt))
     if len(rows) <= limit:
         return Page(rows, None)
     last = rows[limit - 1]
     return Page(rows[:limit], Cursor(last.captured_at, last.id))
+
+
+def after_cursor(after: Cursor | None) -> list[ColumnElement[bool]]:
+    """WHERE terms for the rows after `after` in (captured_at, id) descending order."""
+    if after is None:
+        return []
+    # Spelled out rather than a row-value comparison so that the plain
+    # `captured_at <= x` term can drive any of the (column, captured_at) indexes.
+    return [Verdict.captured_at <= after.captured_at,
+            or_(Verdict.captured_at < after.captured_at,
+                and_(Verdict.captured_at == after.captured_at, Verdict.id < after.id))]
 
 
 def count_matching(session: Session, f: HistoryFilter) -> int:
@@ -161,17 +215,18 @@ def defect_rate(session: Session, f: HistoryFilter, by: GroupBy) -> list[RateRow
 
 
 def defect_kinds(session: Session, f: HistoryFilter, *, top: int = 10) -> list[KindRow]:
-    """The most frequent defect kinds (region descriptions) among matching verdicts."""
+    """The most frequent defect kinds among matching verdicts: grouped by the kind each
+    region shows (the operator's, else the describer's key), not by its sentence."""
     total = count_matching(session, f)
-    stmt = (select(Region.description, func.count(func.distinct(Region.verdict_id)),
-                   func.count(Region.id))
+    kind = shown_kind()
+    stmt = (select(kind, func.count(func.distinct(Region.verdict_id)), func.count(Region.id))
             .join(Verdict, Verdict.id == Region.verdict_id)
-            .where(*conditions(f, with_description=False), Region.description.is_not(None))
-            .group_by(Region.description)
-            .order_by(func.count(func.distinct(Region.verdict_id)).desc(), Region.description)
+            .where(*conditions(f, with_description=False), kind.is_not(None))
+            .group_by(kind)
+            .order_by(func.count(func.distinct(Region.verdict_id)).desc(), kind)
             .limit(max(1, min(top, MAX_PAGE))))
     if f.description is not None:
-        stmt = stmt.where(Region.description == f.description)
+        stmt = stmt.where(kind_matches(f))
     return [KindRow(d, int(v), int(r), v / total if total else 0.0)
             for d, v, r in session.execute(stmt)]
 

@@ -2,7 +2,9 @@
 
 Labels are appended, never edited: the history of who said what stays, and the
 latest word on a verdict (or on one of its regions) wins when training data is
-read.
+read. That latest word is also copied onto the verdict (operator_label) and the
+region (operator_description, operator_kind) in the same transaction, so every
+page and export shows it without reading the history.
 """
 
 from __future__ import annotations
@@ -110,6 +112,14 @@ def add_label(session: Session, *, verdict_id: int, label: str, author: str,
                         description=description.strip() if description else None,
                         kind=kind, mask_rle=mask_rle, author=author, created_at=utcnow())
     session.add(row)
+    session.flush()
+    # The latest word wins: appended labels come in id order, so this one is the latest.
+    if label in ("normal", "anomalous"):
+        verdict.operator_label, verdict.operator_label_by = label, author
+    elif label == "description":
+        region = next(r for r in verdict.regions if r.id == region_id)
+        region.operator_description, region.operator_kind = row.description, kind
+        region.operator_by = author
     session.flush()
     return row
 

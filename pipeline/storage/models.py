@@ -1,5 +1,6 @@
 """The relational schema: lines, cameras, frames, verdicts, heatmaps, regions,
-operator labels, model versions, API tokens and alarms. Alembic owns the DDL."""
+operator labels, model versions, API tokens, operator accounts, alarms and stored
+thumbnails. Alembic owns the DDL."""
 
 from __future__ import annotations
 
@@ -122,6 +123,10 @@ class Verdict(Base):
     label: Mapped[str] = mapped_column(String(16))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the latest 'normal'/'anomalous' label an operator gave and who gave it (kept in step
+    # by pipeline.storage.labels.add_label; operator_labels holds the whole history)
+    operator_label: Mapped[str | None] = mapped_column(String(16))
+    operator_label_by: Mapped[str | None] = mapped_column(String(100))
 
     heatmap: Mapped[Heatmap | None] = relationship(back_populates="verdict")
     regions: Mapped[list[Region]] = relationship(
@@ -146,7 +151,8 @@ class Heatmap(Base):
 class Region(Base):
     __tablename__ = "regions"
     __table_args__ = (Index("ix_regions_description", "description"),
-                      Index("ix_regions_kind", "kind"))
+                      Index("ix_regions_kind", "kind"),
+                      Index("ix_regions_operator_kind", "operator_kind"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), index=True)
@@ -173,6 +179,12 @@ class Region(Base):
     kind: Mapped[str | None] = mapped_column(String(64))
     describer: Mapped[str | None] = mapped_column(String(64))
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # the latest description an operator gave this region, the kind key it names and who
+    # gave it: shown instead of the describer's answer, which stays beside it (kept in
+    # step by pipeline.storage.labels.add_label)
+    operator_description: Mapped[str | None] = mapped_column(String(200))
+    operator_kind: Mapped[str | None] = mapped_column(String(64))
+    operator_by: Mapped[str | None] = mapped_column(String(100))
 
     verdict: Mapped[Verdict] = relationship(back_populates="regions")
 
@@ -280,3 +292,45 @@ class Alarm(Base):
     published_at: Mapped[datetime | None]
 
     rule: Mapped[AlarmRule] = relationship()
+
+
+class User(Base):
+    """An operator account of the console: a person signs in with a name and password
+    (tokens stay for machines and scripts)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None]
+    # Wrong passwords in a row; past a bound the account waits until locked_until.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    locked_until: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie holds a random secret, this row its sha256."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Thumbnail(Base):
+    """A small picture of a verdict (its overlay) or of one region, rendered once."""
+
+    __tablename__ = "thumbnails"
+
+    verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(40), primary_key=True)  # "overlay-96", ...
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

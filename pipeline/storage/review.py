@@ -1,86 +1,92 @@
-"""The review queue: verdicts the model was unsure about, waiting for an operator's label.
+"""The review queue: the verdicts a label would teach most, bounded for a shift's work.
 
-A verdict waits when nobody has labelled it yet and either
-- its score lies in its product's band around the threshold, or
-- one of its regions is described as unclear (the describer's "I cannot tell").
-
-Calibration of the band, per product over the review window: sort the window's
-verdicts by |score - threshold| and take the distance of the ceil(fraction * n)-th
-one. With fraction 0.10 that is the tenth of the frames closest to the threshold,
-whatever the scale of the product's scores; it widens by itself when the model is
-unsure more often. Any label (confirm, reject, corrected description) takes a
-verdict out of the queue, and the labels feed `clad retrain` as before.
+Per product and per hour (UTC) of the review window, two lanes are queued:
+- the `per_hour` verdicts closest to their threshold (|score / threshold - 1|), and
+- the `per_hour` closest of those with a region no kind was sure of (kind "unclear";
+  regions stored before kinds: a description starting with the unclear prefix).
+The ranks are taken over every verdict of the hour, labelled or not, and a verdict
+leaves the queue once it has any label: labelling never pulls other verdicts in, so
+the queue drains, and its size is bounded by 2 x per_hour x products x hours however
+many frames the line inspects. Newest first, paged by keyset like the history.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
+from pipeline.storage.history import Cursor, after_cursor
 from pipeline.storage.models import OperatorLabel, Region, Verdict
+from pipeline.storage.trends import bucket_expression
+
+UNCLEAR_KIND = "unclear"  # engine.defects.defect_kinds.UNCLEAR (storage never imports it)
 
 
 @dataclass(frozen=True)
 class ReviewQueue:
-    waiting: int
-    bands: dict[str, float]  # product -> largest |score - threshold| still "near"
-    items: list[Verdict]  # oldest first, regions loaded
+    waiting: int  # every verdict in the queue, not only this page
+    items: list[Verdict]  # newest first, regions loaded
+    next_cursor: Cursor | None
 
 
-def _distance() -> ColumnElement[float]:
-    return func.abs(Verdict.score - Verdict.threshold)
+def distance_to_threshold() -> ColumnElement[float]:
+    """|score / threshold - 1|: how unsure the model was, on every product's scale."""
+    return case((Verdict.threshold > 0,
+                 func.abs(Verdict.score - Verdict.threshold) / Verdict.threshold),
+                else_=func.abs(Verdict.score - Verdict.threshold))
 
 
-def band_widths(session: Session, *, since: datetime, until: datetime,
-                fraction: float) -> dict[str, float]:
-    """Per product, the distance to the threshold that encloses `fraction` of the verdicts."""
-    in_window = and_(Verdict.captured_at >= since, Verdict.captured_at < until)
+def unclear_region(unclear_prefix: str) -> ColumnElement[bool]:
+    """The verdict has a region no kind was sure of."""
+    old_style = and_(Region.kind.is_(None),
+                     func.lower(Region.description).startswith(unclear_prefix.lower(),
+                                                               autoescape=True))
+    return select(Region.id).where(Region.verdict_id == Verdict.id,
+                                   or_(Region.kind == UNCLEAR_KIND, old_style)).exists()
+
+
+def queued_ids(session: Session, *, since: datetime, until: datetime, per_hour: int,
+               unclear_prefix: str) -> Select:
+    """The ids of the verdicts in the two lanes (labelled ones included)."""
+    hour = bucket_expression(session, "hour")
+    unclear = case((unclear_region(unclear_prefix), 1), else_=0)
+    scored = (select(Verdict.id.label("id"), Verdict.product.label("product"),
+                     hour.label("hour"), unclear.label("unclear"),
+                     distance_to_threshold().label("distance"))
+              .where(Verdict.captured_at >= since, Verdict.captured_at < until).subquery())
+    near = func.row_number().over(partition_by=(scored.c.product, scored.c.hour),
+                                  order_by=(scored.c.distance, scored.c.id))
+    lane = func.row_number().over(
+        partition_by=(scored.c.product, scored.c.hour, scored.c.unclear),
+        order_by=(scored.c.distance, scored.c.id))
+    ranked = select(scored.c.id, scored.c.unclear, near.label("near"),
+                    lane.label("lane")).subquery()
+    return select(ranked.c.id).where(or_(ranked.c.near <= per_hour,
+                                         and_(ranked.c.unclear == 1,
+                                              ranked.c.lane <= per_hour)))
+
+
+def review_queue(session: Session, *, since: datetime, until: datetime, per_hour: int,
+                 unclear_prefix: str, limit: int = 50,
+                 after: Cursor | None = None) -> ReviewQueue:
+    """How many verdicts wait for review, and one page of them, newest first."""
     if session.get_bind().dialect.name == "postgresql":
-        # percentile_disc(f) is the first value at or past position f * n: the same
-        # ceil(f * n)-th distance as below, in one scan instead of a sort per product.
-        rows = session.execute(
-            select(Verdict.product,
-                   func.percentile_disc(fraction).within_group(_distance()))
-            .where(in_window).group_by(Verdict.product).order_by(Verdict.product))
-        return {product: float(width) for product, width in rows}
-    counts = session.execute(select(Verdict.product, func.count()).where(in_window)
-                             .group_by(Verdict.product).order_by(Verdict.product)).all()
-    bands: dict[str, float] = {}
-    for product, n in counts:
-        k = max(1, math.ceil(fraction * int(n)))
-        bands[product] = float(session.scalar(
-            select(_distance()).where(in_window, Verdict.product == product)
-            .order_by(_distance()).offset(k - 1).limit(1)))
-    return bands
-
-
-def _waiting(bands: dict[str, float], unclear_prefix: str) -> ColumnElement[bool]:
-    near = [and_(Verdict.product == p, _distance() <= width) for p, width in bands.items()]
-    unclear = select(Region.id).where(
-        Region.verdict_id == Verdict.id,
-        func.lower(Region.description).startswith(unclear_prefix.lower(),
-                                                  autoescape=True)).exists()
-    labelled = select(OperatorLabel.id).where(OperatorLabel.verdict_id == Verdict.id).exists()
-    return and_(~labelled, or_(*near, unclear) if near else false())
-
-
-def review_queue(session: Session, *, since: datetime, until: datetime, fraction: float,
-                 unclear_prefix: str, limit: int = 50) -> ReviewQueue:
-    """How many verdicts wait for review, and the oldest `limit` of them."""
-    if session.get_bind().dialect.name == "postgresql":
-        # The OR over products makes the planner guess a cost far above jit_above_cost;
-        # compiling took 330 of the count's 490 ms over a week of 1M verdicts (bench).
-        # SET LOCAL: for this transaction only.
+        # The window functions make the planner guess a cost above jit_above_cost, and
+        # compiling costs more than the query (bench/history.py). SET LOCAL: this
+        # transaction only.
         session.execute(text("SET LOCAL jit = off"))
-    bands = band_widths(session, since=since, until=until, fraction=fraction)
-    where = [Verdict.captured_at >= since, Verdict.captured_at < until,
-             _waiting(bands, unclear_prefix)]
+    labelled = select(OperatorLabel.id).where(OperatorLabel.verdict_id == Verdict.id).exists()
+    where = [Verdict.id.in_(queued_ids(session, since=since, until=until, per_hour=per_hour,
+                                       unclear_prefix=unclear_prefix)), ~labelled]
     waiting = session.scalar(select(func.count()).select_from(Verdict).where(*where)) or 0
-    items = list(session.scalars(select(Verdict).where(*where)
-                                 .options(selectinload(Verdict.regions))
-                                 .order_by(Verdict.captured_at, Verdict.id).limit(limit)))
-    return ReviewQueue(int(waiting), bands, items)
+    stmt = (select(Verdict).where(*where, *after_cursor(after))
+            .options(selectinload(Verdict.regions))
+            .order_by(Verdict.captured_at.desc(), Verdict.id.desc()).limit(limit + 1))
+    rows = list(session.scalars(stmt))
+    if len(rows) <= limit:
+        return ReviewQueue(int(waiting), rows, None)
+    last = rows[limit - 1]
+    return ReviewQueue(int(waiting), rows[:limit], Cursor(last.captured_at, last.id))

@@ -24,9 +24,10 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: recorded as the author of labels."""
+    """Who is calling: recorded as the author of labels. A token's, or (token_id None)
+    an operator account's signed in to the console (pipeline/storage/users.py)."""
 
-    token_id: int
+    token_id: int | None
     name: str
     role: str
 

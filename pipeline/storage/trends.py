@@ -15,7 +15,13 @@ from typing import Any, Literal
 from sqlalchemy import BigInteger, ColumnElement, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
-from pipeline.storage.history import HistoryFilter, conditions
+from pipeline.storage.history import (
+    HistoryFilter,
+    conditions,
+    defect_kinds,
+    kind_matches,
+    shown_kind,
+)
 from pipeline.storage.models import Region, Verdict
 
 Bucket = Literal["5min", "hour", "shift", "day", "week"]
@@ -28,6 +34,7 @@ BUCKETS: dict[str, tuple[int, int]] = {
     "hour": (HOUR, 0), "shift": (8 * HOUR, 6 * HOUR), "day": (24 * HOUR, 0),
     "week": (7 * 24 * HOUR, 4 * 24 * HOUR)}
 MAX_BINS = 200
+OTHER = "other"  # the kinds past a series' top ones, counted together
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def bucket_start(when: datetime, bucket: Bucket) -> datetime:
     return datetime.fromtimestamp((epoch - offset) // size * size + offset, UTC)
 
 
-def _bucket_expr(session: Session, bucket: Bucket) -> ColumnElement[Any]:
+def bucket_expression(session: Session, bucket: Bucket) -> ColumnElement[Any]:
     """The start of each verdict's bucket: a timestamptz on Postgres (date_bin, PG 14+,
     several times faster over a month of verdicts than arithmetic on the epoch), epoch
     seconds on SQLite."""
@@ -92,7 +99,7 @@ def _when(start: datetime | int) -> datetime:
 def rate_series(session: Session, f: HistoryFilter, *, by: SeriesBy,
                 bucket: Bucket) -> list[SeriesPoint]:
     """Verdicts and anomalous verdicts per (bucket, line/camera/product), oldest first."""
-    start = _bucket_expr(session, bucket).label("bucket")
+    start = bucket_expression(session, bucket).label("bucket")
     key = _key(by).label("key")
     anomalous = func.sum(case((Verdict.label == "anomalous", 1), else_=0))
     stmt = (select(start, key, func.count(), anomalous).where(*conditions(f))
@@ -101,15 +108,24 @@ def rate_series(session: Session, f: HistoryFilter, *, by: SeriesBy,
             for b, k, t, a in session.execute(stmt)]
 
 
-def kind_series(session: Session, f: HistoryFilter, *, bucket: Bucket) -> list[KindPoint]:
-    """Verdicts with at least one region of each kind, per bucket, oldest first."""
-    start = _bucket_expr(session, bucket).label("bucket")
-    stmt = (select(start, Region.description, func.count(func.distinct(Region.verdict_id)))
-            .join(Verdict, Verdict.id == Region.verdict_id)
-            .where(*conditions(f, with_description=False), Region.description.is_not(None))
-            .group_by(start, Region.description).order_by(start, Region.description))
+def kind_series(session: Session, f: HistoryFilter, *, bucket: Bucket,
+                top: int | None = None) -> list[KindPoint]:
+    """Verdicts with at least one region of each kind, per bucket, oldest first; kinds
+    are what regions show (the operator's kind, else the describer's key). With `top`,
+    the `top` kinds with most verdicts in the window keep their name and the rest are
+    counted together as OTHER (a verdict counted once however many of them it has)."""
+    start = bucket_expression(session, bucket).label("bucket")
+    kind = shown_kind()
+    where = [*conditions(f, with_description=False), kind.is_not(None)]
     if f.description is not None:
-        stmt = stmt.where(Region.description == f.description)
+        where.append(kind_matches(f))
+    if top is not None:
+        named = [k.description for k in defect_kinds(session, f, top=top)]
+        kind = case((kind.in_(named), kind), else_=OTHER) if named else kind
+    grouped = kind.label("kind")
+    stmt = (select(start, grouped, func.count(func.distinct(Region.verdict_id)))
+            .join(Verdict, Verdict.id == Region.verdict_id).where(*where)
+            .group_by(start, grouped).order_by(start, grouped))
     return [KindPoint(_when(b), str(d), int(n)) for b, d, n in session.execute(stmt)]
 
 
@@ -141,3 +157,13 @@ def score_histogram(session: Session, f: HistoryFilter, *, bins: int = 40) -> Hi
         (anomalous if label == "anomalous" else normal)[slot] += int(n)
     return Histogram([round(width * i, 9) for i in range(bins + 1)], normal, anomalous,
                      float(threshold) if threshold is not None else None, thresholds)
+
+
+def product_histograms(session: Session, f: HistoryFilter, *, bins: int = 40,
+                       max_products: int = 12) -> dict[str, Histogram]:
+    """One score histogram per product in the window, each on its own scale with its
+    own threshold: scores of products with different scales never share an axis."""
+    products = list(session.scalars(select(Verdict.product).where(*conditions(f)).distinct()
+                                    .order_by(Verdict.product).limit(max_products)))
+    return {p: score_histogram(session, HistoryFilter(**{**f.__dict__, "product": p}),
+                               bins=bins) for p in products}

@@ -1,20 +1,23 @@
 """Who is calling and may they: a database session per request, token auth, roles.
 
-Scripts send `Authorization: Bearer <token>`. The console keeps the same token
-in an HttpOnly, SameSite=Strict cookie; a state-changing request that relies on
-the cookie must also carry the X-Clad-Console header, which another site's
-page cannot add without a CORS preflight we never grant.
+Scripts send `Authorization: Bearer <token>`. The console keeps either a token or,
+for an operator account signed in with its password, a console session secret in
+an HttpOnly, SameSite=Strict cookie; a state-changing request that relies on the
+cookie must also carry the X-Clad-Console header, which another site's page
+cannot add without a CORS preflight we never grant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from pipeline.storage.tokens import Principal, role_allows, verify_token
+from pipeline.storage.users import SESSION_PREFIX, verify_session
 from workers.api.errors import ApiError
 
 COOKIE = "clad_token"
@@ -49,9 +52,16 @@ def presented_secret(request: Request) -> str | None:
     return cookie
 
 
+def verify_secret(session: Session, secret: str, now: datetime) -> Principal | None:
+    """The caller behind a token or a console session secret, or None."""
+    if secret.startswith(SESSION_PREFIX):
+        return verify_session(session, secret, now=now)
+    return verify_token(session, secret, now=now)
+
+
 def current_principal(request: Request, session: SessionDep) -> Principal:
     secret = presented_secret(request)
-    principal = verify_token(session, secret, now=request.app.state.clock()) if secret else None
+    principal = verify_secret(session, secret, request.app.state.clock()) if secret else None
     if principal is None:
         raise ApiError(401, "missing, unknown, revoked or expired token",
                        headers={"WWW-Authenticate": "Bearer"})

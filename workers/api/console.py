@@ -1,49 +1,39 @@
 """The web console: server-rendered pages over the same queries as the API.
 
-Pages authenticate with the token cookie set by /console/session; without a
-valid one they redirect to the login page and render nothing.
+Pages authenticate with the cookie set by /console/session (an operator account's
+session, or a token); without a valid one they redirect to the login page and
+render nothing. Times are UTC everywhere, and labelled so.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.storage import history, trends
+from pipeline.storage import history
 from pipeline.storage.alarms import list_alarms
-from pipeline.storage.models import AlarmRule, Camera, ProductionLine, Region, Verdict
-from pipeline.storage.tokens import Principal, role_allows, verify_token
-from workers.api.auth import COOKIE, SessionDep
-from workers.api.errors import ApiError
-from workers.api.kinds import generic_kinds, product_kinds
+from pipeline.storage.models import AlarmRule, Camera, ProductionLine, Verdict
+from pipeline.storage.tokens import Principal, role_allows
+from workers.api.auth import COOKIE, SessionDep, verify_secret
+from workers.api.kinds import generic_kinds, kind_label, product_kinds
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.routes_alarms import alarm_out
-from workers.api.routes_history import (
-    latest_per_camera,
-    series_window,
-    summaries,
-    verdict_detail,
-)
+from workers.api.routes_history import series_window, summaries, verdict_detail
 from workers.api.routes_review import load_review
+from workers.api.schemas import LabelOut
 
 router = APIRouter(include_in_schema=False)
 
 
-class Login(BaseModel):
-    token: str = Field(min_length=1, max_length=200)
-
-
 def _principal(request: Request, session: Session) -> Principal | None:
     secret = request.cookies.get(COOKIE)
-    return verify_token(session, secret, now=request.app.state.clock()) if secret else None
+    return verify_secret(session, secret, request.app.state.clock()) if secret else None
 
 
 def _to_login(request: Request) -> Response:
@@ -77,68 +67,6 @@ def same_origin_path(target: str) -> str:
     return target if not parts.scheme and not parts.netloc else "/"
 
 
-@router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = "/") -> Response:
-    # Only paths on this console: never bounce a fresh login to another host.
-    return _render(request, "login.html", None, next=same_origin_path(next))
-
-
-@router.post("/console/session")
-def login(body: Login, request: Request, response: Response, session: SessionDep) -> dict:
-    principal: Principal | None = verify_token(session, body.token.strip(),
-                                               now=request.app.state.clock())
-    if principal is None:
-        raise ApiError(401, "unknown, revoked or expired token")
-    response.set_cookie(COOKIE, body.token.strip(), httponly=True, samesite="strict",
-                        max_age=12 * 3600, path="/")
-    return {"name": principal.name, "role": principal.role}
-
-
-@router.post("/console/logout")
-def logout(response: Response) -> dict:
-    response.delete_cookie(COOKIE, path="/")
-    return {"ok": True}
-
-
-@router.get("/", response_class=HTMLResponse)
-def live_page(request: Request, session: SessionDep) -> Response:
-    if (principal := _principal(request, session)) is None:
-        return _to_login(request)
-    items = summaries(session, latest_per_camera(session))
-    return _render(request, "live.html", principal, session, items=items,
-                   recent=recent_per_camera(session, [v.camera_id for v in items]),
-                   sparks=last_hour_rates(session, request.app.state.clock()))
-
-
-LIVE_THUMBS = 4
-
-
-def recent_per_camera(session: Session, cameras: list[str]) -> dict[str, list[int]]:
-    """The newest few verdict ids of each camera (one index probe per camera)."""
-    return {c: list(session.scalars(
-        select(Verdict.id).where(Verdict.camera_id == c)
-        .order_by(Verdict.captured_at.desc(), Verdict.id.desc()).limit(LIVE_THUMBS)))
-        for c in cameras}
-
-
-def last_hour_rates(session: Session, now: datetime) -> dict[str, str]:
-    """Per camera, its defect rate in 5-minute buckets over the last hour (JSON for the
-    sparkline; buckets without verdicts are null, drawn as gaps)."""
-    since = now - timedelta(hours=1)
-    points = trends.rate_series(session, history.HistoryFilter(since=since, until=now),
-                                by="camera", bucket="5min")
-    first = trends.bucket_start(since, "5min")
-    slots = [first + timedelta(minutes=5 * i) for i in range(13)]
-    slots = [t for t in slots if t < now]
-    by_camera: dict[str, dict[datetime, float]] = {}
-    for p in points:
-        by_camera.setdefault(p.key, {})[p.bucket] = p.rate
-    return {camera: json.dumps({"labels": [t.strftime("%H:%M") for t in slots],
-                                "rates": [round(100 * rates[t], 2) if t in rates else None
-                                          for t in slots]})
-            for camera, rates in by_camera.items()}
-
-
 @router.get("/history", response_class=HTMLResponse)
 def history_page(request: Request, f: FilterDep,
                  after: CursorDep,
@@ -156,8 +84,9 @@ def history_page(request: Request, f: FilterDep,
         csv_query=urlencode({**{k: v for k, v in args.items() if k != "limit"},
                              "limit": history.MAX_PAGE}),
         cameras=list(session.scalars(select(Camera.id).order_by(Camera.id))),
-        kinds=list(session.scalars(select(Region.description).distinct().where(
-            Region.description.is_not(None)).order_by(Region.description).limit(200))))
+        kinds=[(k, kind_label(k)) for k in session.scalars(
+            select(history.shown_kind()).distinct().where(history.shown_kind().is_not(None))
+            .order_by(history.shown_kind()).limit(200))])
 
 
 @router.get("/verdicts/{verdict_id}", response_class=HTMLResponse)
@@ -167,8 +96,23 @@ def verdict_page(verdict_id: VerdictId, request: Request,
         return _to_login(request)
     v = verdict_detail(session, verdict_id)
     return _render(request, "verdict.html", principal, session, v=v,
+                   label_states=label_states(v.labels),
                    product_kinds=product_kinds(session, v.product),
                    generic_kinds=generic_kinds())
+
+
+def label_states(labels: list[LabelOut]) -> dict[int, str]:
+    """Per label id: "current" for the latest word (the latest decision on the verdict,
+    the latest description of each region), "superseded" for the earlier ones."""
+    latest: dict[object, int] = {}
+    for x in labels:  # oldest first
+        if x.label in ("normal", "anomalous"):
+            latest["decision"] = x.id
+        elif x.label == "description":
+            latest[("region", x.region_id)] = x.id
+    current = set(latest.values())
+    return {x.id: "current" if x.id in current else "superseded"
+            for x in labels if x.label in ("normal", "anomalous", "description")}
 
 
 @router.get("/trends", response_class=HTMLResponse)
@@ -187,6 +131,7 @@ def trends_page(request: Request, f: FilterDep, session: SessionDep,
     args = {**{k: v for k, v in request.query_params.items() if v}, "by": by, "bucket": bucket}
     return _render(request, "trends.html", principal, session, args=args, query=urlencode(query),
                    since=window.since, until=window.until,
+                   rules=json.dumps(alarm_levels(session, by)),
                    # Products seen in the period: a DISTINCT over all time would scan it all.
                    products=list(session.scalars(
                        select(Verdict.product).distinct().where(
@@ -197,12 +142,31 @@ def trends_page(request: Request, f: FilterDep, session: SessionDep,
                                               .order_by(ProductionLine.id))))
 
 
+def alarm_levels(session: Session, by: str) -> list[dict[str, Any]]:
+    """The enabled alarm rules drawn on a rate chart per line or camera: their level."""
+    if by not in ("line", "camera"):
+        return []
+    return [{"name": r.name, "target": r.target, "rate": round(100 * r.max_rate, 2),
+             "window_minutes": r.window_minutes}
+            for r in session.scalars(select(AlarmRule).where(
+                AlarmRule.scope == by, AlarmRule.enabled.is_(True)).order_by(AlarmRule.id))]
+
+
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request, session: SessionDep, limit: LimitDep) -> Response:
+def review_page(request: Request, session: SessionDep, limit: LimitDep,
+                after: CursorDep) -> Response:
     if (principal := _principal(request, session)) is None:
         return _to_login(request)
-    return _render(request, "review.html", principal, session,
-                   q=load_review(request, session, limit),
+    q = load_review(request, session, limit, after)
+    args = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
+    return _render(request, "review.html", principal, session, q=q,
+                   next_url=(f"/review?{urlencode({**args, 'cursor': q.next_cursor})}"
+                             if q.next_cursor else None),
+                   first_url="/review" + (f"?{urlencode(args)}" if args else ""),
+                   paged=after is not None,
+                   kinds_by_product={p: product_kinds(session, p)
+                                     for p in sorted({v.product for v in q.items})},
+                   generic_kinds=generic_kinds(),
                    window_hours=request.app.state.settings.review.review_window_hours)
 
 

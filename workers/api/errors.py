@@ -1,7 +1,9 @@
 """One JSON error shape for every failure: {"error": {status, code, message, details}}.
 
 Clients (and the console's JS) read one field whatever went wrong, and a 401
-or 403 body says only that, never anything about the data asked for.
+or 403 body says only that, never anything about the data asked for. A browser
+opening a page (a GET that accepts text/html) gets the same message as a page
+of the console instead, with a way back.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,24 +56,63 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def wants_html(method: str, accept: str) -> bool:
+    """A browser opening a page, not a script or the console's own fetch() calls."""
+    return method in ("GET", "HEAD") and "text/html" in accept
+
+
+_TITLES = {400: "Bad request", 401: "Not signed in", 403: "Not allowed", 404: "Not found",
+           405: "Not allowed", 409: "Conflict", 422: "Some values are not valid",
+           500: "Something went wrong", 503: "The database is unavailable"}
+_HINTS = {"float_parsing": "a number, with a dot as the decimal separator (0.5, not 0,5)",
+          "int_parsing": "a whole number", "datetime_from_date_parsing": "a date and time "
+          "such as 2026-11-23T08:00 (UTC)", "literal_error": "one of the offered values"}
+
+
+def error_page(request: Request, status: int, message: str,
+               details: list[dict[str, Any]] | None = None,
+               headers: dict[str, str] | None = None) -> Response:
+    """The error as an HTML page for a browser, or the JSON body for everyone else."""
+    body = error_body(status, message, details=details)
+    if not wants_html(request.method, request.headers.get("accept", "")):
+        return JSONResponse(body, status_code=status, headers=headers)
+    rows = [{"where": d["loc"].removeprefix("query.").removeprefix("path."),
+             "given": d.get("input"), "expected": _HINTS.get(d.get("type", ""), d["msg"])}
+            for d in details or []]
+    return request.app.state.templates.TemplateResponse(
+        request, "error.html", {"status": status, "title": _TITLES.get(status, "Error"),
+                                "message": message, "rows": rows, "principal": None,
+                                "active_alarms": []},
+        status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = getattr(exc, "code", None)
+        if wants_html(request.method, request.headers.get("accept", "")):
+            return error_page(request, exc.status_code, str(exc.detail), headers=exc.headers)
         return JSONResponse(error_body(exc.status_code, str(exc.detail), code),
                             status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
         where = ", ".join(d["loc"] for d in details) or "request"
+        if wants_html(request.method, request.headers.get("accept", "")):
+            types = [{"type": e.get("type", "")} for e in exc.errors()]
+            return error_page(request, 422, f"invalid parameters: {where}",
+                              [{**d, **t} for d, t in zip(details, types, strict=False)])
         return JSONResponse(error_body(422, f"invalid parameters: {where}", details=details),
                             status_code=422)
 
-    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    async def _database_down(request: Request, exc: Exception) -> Response:
         # The driver's message may name hosts and users: it goes to the log, not the client.
         log.warning("database unavailable for %s %s: %s", request.method, request.url.path,
                     getattr(exc, "orig", None) or exc)
+        if wants_html(request.method, request.headers.get("accept", "")):
+            return error_page(request, 503, "the database is unavailable; retry later",
+                              headers={"Retry-After": "5"})
         return JSONResponse(error_body(503, "the database is unavailable; retry later",
                                        "database_unavailable"),
                             status_code=503, headers={"Retry-After": "5"})
@@ -110,5 +151,16 @@ class UnforeseenErrorAsJson:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if started:  # half a response is out: nothing sane can follow it
                 raise
-            await JSONResponse(error_body(500, "internal error"), status_code=500)(
-                scope, receive, send)
+            accept = dict(scope.get("headers") or []).get(b"accept", b"").decode("latin-1")
+            response: Response = JSONResponse(error_body(500, "internal error"),
+                                              status_code=500)
+            if wants_html(scope["method"], accept):
+                response = HTMLResponse(_PLAIN_500, status_code=500)
+            await response(scope, receive, send)
+
+
+# No template here: whatever failed may be what templates need.
+_PLAIN_500 = ("<!doctype html><html lang=en><meta charset=utf-8><title>Error · clad-line"
+              "</title><link rel=stylesheet href=/static/console.css><main class=card>"
+              "<h1>Something went wrong</h1><p>The server could not answer this page; the "
+              "error is in its log.</p><p><a href=/>Back to the console</a></p></main></html>")

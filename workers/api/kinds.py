@@ -6,16 +6,41 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.defects.defect_kinds import LABELS
+from engine.defects.defect_kinds import LABELS, UNCLEAR
+from engine.defects.describer import HEDGE
+from engine.defects.kind_names import KindNameError, kind_phrase
 from engine.defects.vocabulary import VOCAB_DIR, VOCABULARY_FILE
 from pipeline.storage.models import ModelVersion, OperatorLabel, Verdict
 
 log = logging.getLogger(__name__)
+_KEY = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+UNNAMED = "unnamed"  # how the "unclear" kind reads: its regions say what is measured
+
+
+def kind_label(kind: str) -> str:
+    """How a kind reads in a legend or a filter: "bent_lead" -> "bent lead", "unclear" ->
+    "unnamed"; text that is not a key (regions stored before kinds) as it is."""
+    if kind == UNCLEAR:
+        return UNNAMED
+    return kind.replace("_", " ") if _KEY.fullmatch(kind) else kind
+
+
+def confirmable(kind: str | None, text: str | None) -> str | None:
+    """The describer's answer as a description label says it (the contract's "confirmed
+    describer answer": kind_phrase of its kind), or None where it named no single kind:
+    unclear, a group answer ("a scratch or a cut"), or no kind stored."""
+    if not kind or kind == UNCLEAR or (text and HEDGE in text):
+        return None
+    try:
+        return kind_phrase(kind)
+    except KindNameError:
+        return None
 
 
 def _vocabulary_kinds(path: Path) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from fastapi import Depends, Path, Query
 from fastapi.exceptions import RequestValidationError
 
-from pipeline.storage.history import MAX_PAGE, Cursor, HistoryFilter
+from engine.defects.kind_names import KindNameError, kind_key
+from pipeline.storage.history import MAX_PAGE, Cursor, HistoryFilter, OperatorFilter
 from workers.api.values import MAX_DB_ID, Instant, Text, in_range_utc
 
 
@@ -31,17 +32,42 @@ def history_filter(
     until: Annotated[Instant | None, Query(description="Captured before (ISO 8601).")] = None,
     verdict: Literal["normal", "anomalous"] | None = None,
     defect: Annotated[Text | None, Query(
-        max_length=200, description="Exact defect kind (region description).")] = None,
-    min_score: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        max_length=200, description="A defect kind: the kind key a region shows (the "
+        "operator's, else the describer's; 'a scratch' and 'scratches' mean 'scratch'), "
+        "or a region's exact words.")] = None,
+    min_score: Annotated[float | None, Query(allow_inf_nan=False,
+                                             description="Raw score at least.")] = None,
     max_score: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    min_relative: Annotated[float | None, Query(
+        allow_inf_nan=False, description="score / threshold at least (1.0 = the "
+                                         "threshold, on every product).")] = None,
+    max_relative: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    operator: Annotated[OperatorFilter | None, Query(
+        description="What operators said: none (unlabelled), any, normal / anomalous (their "
+                    "latest decision), described (a corrected region description), "
+                    "overruled (their decision differs from the model's).")] = None,
 ) -> HistoryFilter:
     if since is not None and until is not None and since >= until:
         raise _invalid("until", "must be later than since", until.isoformat())
     if min_score is not None and max_score is not None and min_score > max_score:
         raise _invalid("max_score", "must be at least min_score", max_score)
+    if min_relative is not None and max_relative is not None and min_relative > max_relative:
+        raise _invalid("max_relative", "must be at least min_relative", max_relative)
     return HistoryFilter(line_id=line or None, camera_id=camera or None,
                          product=product or None, since=since, until=until, label=verdict,
-                         description=defect or None, min_score=min_score, max_score=max_score)
+                         description=defect or None, description_key=defect_key(defect),
+                         min_score=min_score, max_score=max_score, min_relative=min_relative,
+                         max_relative=max_relative, operator=operator)
+
+
+def defect_key(defect: str | None) -> str | None:
+    """The kind key a typed kind folds into, or None where it names none."""
+    if not defect:
+        return None
+    try:
+        return kind_key(defect)
+    except KindNameError:
+        return None
 
 
 def encode_cursor(cursor: Cursor | None) -> str | None:

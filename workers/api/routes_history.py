@@ -10,18 +10,22 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from pipeline.relative_score import relative_score
 from pipeline.storage import history, trends
 from pipeline.storage.frame_store import load_frame
 from pipeline.storage.labels import labels_for
 from pipeline.storage.models import Camera, Frame, Region, Verdict
 from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
+from workers.api.kinds import kind_label
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.schemas import (
+    DefectOut,
     HistogramOut,
     KindOut,
     KindPointOut,
     LabelOut,
+    ProductHistogramOut,
     RateOut,
     RegionOut,
     SeriesPointOut,
@@ -35,17 +39,35 @@ router = APIRouter(prefix="/api/v1", tags=["history"], dependencies=[Depends(req
 PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
 
 
+def defect_items(session: Session, verdict_ids: list[int]) -> dict[int, list[DefectOut]]:
+    """Per verdict, what each region shows (operator's word first), in region order."""
+    items: dict[int, list[DefectOut]] = defaultdict(list)
+    if not verdict_ids:
+        return items
+    rows = session.execute(select(
+        Region.verdict_id, Region.id, Region.kind, Region.description,
+        Region.operator_description, Region.operator_kind, Region.operator_by)
+        .where(Region.verdict_id.in_(verdict_ids)).order_by(Region.verdict_id, Region.index))
+    for verdict_id, region_id, kind, text, op_text, op_kind, op_by in rows:
+        by_operator = op_text is not None
+        items[verdict_id].append(DefectOut(
+            region_id=region_id, by_operator=by_operator, operator_by=op_by,
+            kind=(op_kind or op_text) if by_operator else (kind or text),
+            text=op_text if by_operator else text, describer_kind=kind, describer_text=text))
+    return items
+
+
 def summaries(session: Session, verdicts: list[Verdict]) -> list[VerdictSummary]:
-    """Verdict rows with their defect kinds, fetched in one query for the whole page."""
-    kinds: dict[int, list[str]] = defaultdict(list)
-    if verdicts:
-        rows = session.execute(select(Region.verdict_id, Region.description).where(
-            Region.verdict_id.in_([v.id for v in verdicts])).order_by(Region.index))
-        for verdict_id, description in rows:
-            if description and description not in kinds[verdict_id]:
-                kinds[verdict_id].append(description)
-    return [VerdictSummary.model_validate(v, from_attributes=True).model_copy(
-        update={"defects": kinds[v.id]}) for v in verdicts]
+    """Verdict rows with what their regions show, fetched in one query for the whole page."""
+    items = defect_items(session, [v.id for v in verdicts])
+    out = []
+    for v in verdicts:
+        shown = items[v.id]
+        texts = list(dict.fromkeys(d.text for d in shown if d.text))
+        out.append(VerdictSummary.model_validate(v, from_attributes=True).model_copy(update={
+            "defects": texts, "defect_items": shown,
+            "relative_score": relative_score(v.score, v.threshold)}))
+    return out
 
 
 @router.get("/verdicts", response_model=VerdictPage, summary="Filtered history, newest first")
@@ -114,16 +136,25 @@ def overlay(verdict_id: VerdictId, request: Request,
             max_side: Annotated[int | None, Query(
                 ge=16, le=4096, description="Scale down to this longer side (thumbnails).")
             ] = None) -> Response:
-    from workers.api.images import overlay_png, shrink_png
+    from workers.api.images import overlay_png, thumbnail_png
+    from workers.api.thumbnails import CACHE_CONTROL, STORED_SIDES, stored_or_rendered
 
     verdict, height, width = load_verdict(session, verdict_id)
-    frame = _frame(session, verdict)
-    data = load_frame(frame, request.app.state.settings.api.frame_dir)
-    png = overlay_png(verdict, data, height, width)
-    if max_side is not None:
-        png = shrink_png(png, max_side)
-    return Response(png, media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=300"})
+    frame_dir = request.app.state.settings.api.frame_dir
+    if max_side is None:  # full size carries the regions' words, which operators change
+        png = overlay_png(verdict, load_frame(_frame(session, verdict), frame_dir),
+                          height, width)
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=60"})
+    def render() -> bytes:
+        return thumbnail_png(verdict, load_frame(_frame(session, verdict), frame_dir),
+                             height, width, max_side)
+
+    # Only the console's sizes are stored: any other size is rendered each time, so
+    # asking for every size from 16 to 4096 cannot fill the table.
+    png = (stored_or_rendered(session, verdict.id, f"overlay-{max_side}", render)
+           if max_side in STORED_SIDES else render())
+    return Response(png, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
 
 
 @router.get("/verdicts/{verdict_id}/masks.png", response_class=Response, responses=PNG,
@@ -182,7 +213,8 @@ def defect_rate(request: Request, f: FilterDep, session: SessionDep,
 def defect_kinds(request: Request, f: FilterDep, session: SessionDep,
                  top: Annotated[int, Query(ge=1, le=100)] = 10) -> list[KindOut]:
     window = f.window(request.app.state.clock(), timedelta(hours=24))
-    return [KindOut(**k.__dict__) for k in history.defect_kinds(session, window, top=top)]
+    return [KindOut(**k.__dict__, label=kind_label(k.description))
+            for k in history.defect_kinds(session, window, top=top)]
 
 
 @router.get("/aggregates/trend", response_model=TrendOut, tags=["aggregates"],
@@ -228,13 +260,18 @@ def defect_rate_series(request: Request, f: FilterDep, session: SessionDep,
 
 
 @router.get("/aggregates/defect-kinds-series", response_model=list[KindPointOut],
-            tags=["aggregates"], summary="Verdicts per defect kind and time bucket")
+            tags=["aggregates"],
+            summary="Verdicts per defect kind and time bucket: the top kinds, the rest as "
+                    "'other'")
 def defect_kinds_series(request: Request, f: FilterDep, session: SessionDep,
                         bucket: Literal["hour", "shift", "day", "week"] = "hour",
+                        top: Annotated[int, Query(
+                            ge=1, le=50, description="Kinds with most verdicts in the "
+                            "period that keep their name; the rest are 'other'.")] = 8,
                         ) -> list[KindPointOut]:
     window = series_window(request, f, bucket)
-    return [KindPointOut(**p.__dict__)
-            for p in trends.kind_series(session, window, bucket=bucket)]
+    return [KindPointOut(**p.__dict__, label=kind_label(p.description))
+            for p in trends.kind_series(session, window, bucket=bucket, top=top)]
 
 
 @router.get("/aggregates/score-histogram", response_model=HistogramOut, tags=["aggregates"],
@@ -244,3 +281,14 @@ def score_histogram(request: Request, f: FilterDep, session: SessionDep,
                     ) -> HistogramOut:
     window = f.window(request.app.state.clock(), timedelta(hours=24))
     return HistogramOut(**trends.score_histogram(session, window, bins=bins).__dict__)
+
+
+@router.get("/aggregates/score-histograms", response_model=list[ProductHistogramOut],
+            tags=["aggregates"],
+            summary="One score histogram per product, each with its own threshold")
+def score_histograms(request: Request, f: FilterDep, session: SessionDep,
+                     bins: Annotated[int, Query(ge=1, le=trends.MAX_BINS)] = 40,
+                     ) -> list[ProductHistogramOut]:
+    window = f.window(request.app.state.clock(), timedelta(hours=24))
+    return [ProductHistogramOut(product=p, **h.__dict__)
+            for p, h in trends.product_histograms(session, window, bins=bins).items()]

@@ -1,4 +1,4 @@
-"""The review queue (viewer and up; labelling it uses the operator label route)."""
+"""The review queue (viewer and up; labelling it uses the operator label routes)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,54 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from pipeline.storage.review import review_queue
+from pipeline.storage.history import Cursor
+from pipeline.storage.region_groups import Pool, load_pool
+from pipeline.storage.review import UNCLEAR_KIND, review_queue
 from workers.api.auth import SessionDep, require
+from workers.api.kinds import confirmable
+from workers.api.params import CursorDep, encode_cursor
 from workers.api.routes_history import summaries
 from workers.api.schemas import ReviewItemOut, ReviewQueueOut, ReviewRegionOut
 
 router = APIRouter(prefix="/api/v1", tags=["review"], dependencies=[Depends(require("viewer"))])
 
 
-def load_review(request: Request, session: Session, limit: int) -> ReviewQueueOut:
+def load_review(request: Request, session: Session, limit: int,
+                after: Cursor | None = None) -> ReviewQueueOut:
     cfg = request.app.state.settings.review
     until = request.app.state.clock()
     since = until - timedelta(hours=cfg.review_window_hours)
-    queue = review_queue(session, since=since, until=until, fraction=cfg.review_band_fraction,
-                         unclear_prefix=cfg.review_unclear_prefix, limit=limit)
+    queue = review_queue(session, since=since, until=until, per_hour=cfg.review_per_hour,
+                         unclear_prefix=cfg.review_unclear_prefix, limit=limit, after=after)
     prefix = cfg.review_unclear_prefix.lower()
+    pools: dict[tuple[str, str], Pool] = {}
     items = []
     for verdict, summary in zip(queue.items, summaries(session, queue.items), strict=True):
-        unclear = any((r.description or "").lower().startswith(prefix) for r in verdict.regions)
-        items.append(ReviewItemOut(
-            **summary.model_dump(), reason="unclear" if unclear else "near_threshold",
-            regions=[ReviewRegionOut(id=r.id, index=r.index, description=r.description,
-                                     confidence=r.confidence) for r in verdict.regions]))
-    return ReviewQueueOut(waiting=queue.waiting, fraction=cfg.review_band_fraction,
-                          bands=queue.bands, since=since, until=until, items=items)
+        unclear = any(r.kind == UNCLEAR_KIND or (
+            r.kind is None and (r.description or "").lower().startswith(prefix))
+            for r in verdict.regions)
+        regions = []
+        for r in verdict.regions:
+            similar = 0
+            if r.embedding is not None and r.describer:
+                key = (verdict.product, r.describer)
+                if key not in pools:
+                    pools[key] = load_pool(session, product=verdict.product,
+                                           describer=r.describer, since=since, until=until)
+                similar = len(pools[key].similar(r.id, cfg.review_group_similarity))
+            regions.append(ReviewRegionOut(
+                id=r.id, index=r.index, description=r.description, confidence=r.confidence,
+                kind=r.kind, confirmable=confirmable(r.kind, r.description), similar=similar))
+        items.append(ReviewItemOut(**summary.model_dump(),
+                                   reason="unclear" if unclear else "near_threshold",
+                                   regions=regions))
+    return ReviewQueueOut(waiting=queue.waiting, per_hour=cfg.review_per_hour, since=since,
+                          until=until, items=items,
+                          next_cursor=encode_cursor(queue.next_cursor))
 
 
 @router.get("/review-queue", response_model=ReviewQueueOut,
-            summary="Unlabelled verdicts near the threshold or with unclear regions")
-def get_review_queue(request: Request, session: SessionDep,
+            summary="Unlabelled verdicts a label would teach most, newest first")
+def get_review_queue(request: Request, session: SessionDep, after: CursorDep,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ReviewQueueOut:
-    return load_review(request, session, limit)
+    return load_review(request, session, limit, after)

@@ -8,12 +8,26 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt
 
-from workers.api.values import DbId, Text
+from workers.api.values import DbId, Text, UtcDatetime
 
 # A mask is never larger than a frame, and frames stop at 32768 px a side.
 MAX_MASK_SIDE = 32768
 MaskSide = Annotated[StrictInt, Field(ge=1, le=MAX_MASK_SIDE)]
 RunLength = Annotated[StrictInt, Field(ge=0, le=MAX_MASK_SIDE * MAX_MASK_SIDE)]
+
+
+class DefectOut(BaseModel):
+    """What one region shows: the operator's latest description when there is one
+    (marked by_operator), else the describer's; the describer's answer stays beside."""
+
+    region_id: int
+    kind: str | None = Field(description="The kind key shown (the operator's, else the "
+                             "describer's; regions stored before kinds: their text).")
+    text: str | None = Field(description="The words shown.")
+    by_operator: bool
+    operator_by: str | None = None
+    describer_kind: str | None = None
+    describer_text: str | None = None
 
 
 class VerdictSummary(BaseModel):
@@ -22,13 +36,22 @@ class VerdictSummary(BaseModel):
     camera_id: str
     line_id: str
     product: str
-    captured_at: datetime
+    captured_at: UtcDatetime
     model_version: str
-    score: float
+    score: float = Field(description="The raw anomaly score, on the product's own scale.")
     threshold: float
-    label: str
+    relative_score: float | None = Field(
+        None, description="score / threshold: 1.0 is the threshold on every product, "
+                          "2.0 twice it (null where the threshold is not above 0).")
+    label: str = Field(description="The model's verdict.")
+    operator_label: str | None = Field(
+        None, description="The latest 'normal' or 'anomalous' an operator gave (it wins "
+                          "over the model's `label`; the earlier ones are in the labels).")
+    operator_label_by: str | None = None
     latency_ms: float | None
-    defects: list[str] = Field(default_factory=list, description="Region descriptions.")
+    defects: list[str] = Field(default_factory=list,
+                               description="What the regions show (operator's words first).")
+    defect_items: list[DefectOut] = Field(default_factory=list)
 
 
 class VerdictPage(BaseModel):
@@ -52,6 +75,11 @@ class RegionOut(BaseModel):
     kind: str | None = Field(default=None, description="The describer's kind key "
                              "('unclear' when it named none; null before descriptions "
                              "carried kinds).")
+    operator_description: str | None = Field(
+        default=None, description="The operator's latest description (shown instead of "
+                                  "the describer's `description`, which stays).")
+    operator_kind: str | None = None
+    operator_by: str | None = None
 
 
 class LabelOut(BaseModel):
@@ -63,7 +91,7 @@ class LabelOut(BaseModel):
     kind: str | None = None  # the kind key the description names (folded spellings)
     mask_rle: dict[str, Any] | None
     author: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class VerdictDetail(VerdictSummary):
@@ -97,7 +125,9 @@ class RateOut(BaseModel):
 
 
 class KindOut(BaseModel):
-    description: str
+    description: str = Field(description="The kind key (regions stored before kinds: "
+                                         "their text).")
+    label: str = Field("", description="How the kind reads in a legend.")
     verdicts: int
     regions: int
     rate: float
@@ -139,7 +169,9 @@ class SeriesPointOut(BaseModel):
 
 class KindPointOut(BaseModel):
     bucket: datetime
-    description: str
+    description: str = Field(description="The kind key, or 'other' for the kinds past "
+                                         "the top ones.")
+    label: str = Field("", description="How the kind reads in a legend.")
     verdicts: int
 
 
@@ -151,11 +183,22 @@ class HistogramOut(BaseModel):
     thresholds: list[float] = Field(description="Every threshold in the window.")
 
 
+class ProductHistogramOut(HistogramOut):
+    product: str
+
+
 class ReviewRegionOut(BaseModel):
     id: int
     index: int
     description: str | None
     confidence: float | None
+    kind: str | None = None
+    confirmable: str | None = Field(
+        None, description="The describer's answer as a description label would say it "
+                          "(kind_phrase of its kind): set only when it named one kind, "
+                          "so one key can confirm it.")
+    similar: int = Field(0, description="Unnamed regions of the product that look alike "
+                                        "(GET /regions/{id}/similar lists them).")
 
 
 class ReviewItemOut(VerdictSummary):
@@ -165,12 +208,28 @@ class ReviewItemOut(VerdictSummary):
 
 class ReviewQueueOut(BaseModel):
     waiting: int = Field(description="Verdicts waiting for review (all, not only this page).")
-    fraction: float = Field(description="Share of each product's verdicts in its band.")
-    bands: dict[str, float] = Field(description="Per product: the band's half-width, "
-                                                "in score units around the threshold.")
+    per_hour: int = Field(description="Per product and hour: verdicts queued closest to the "
+                                      "threshold, and as many with an unclear region.")
     since: datetime
     until: datetime
-    items: list[ReviewItemOut] = Field(description="Oldest first.")
+    items: list[ReviewItemOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class SimilarRegionOut(BaseModel):
+    region_id: int
+    verdict_id: int
+    index: int
+    similarity: float = Field(description="Cosine of the describer embeddings (1 = same).")
+    captured_at: UtcDatetime
+    text: str | None = Field(description="What the region shows now.")
+    kind: str | None
+    thumbnail: str
+
+
+class RegionGroupLabelIn(BaseModel):
+    region_ids: list[DbId] = Field(min_length=1, max_length=200)
+    description: Text = Field(min_length=1, max_length=200)
 
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False,

@@ -39,6 +39,12 @@ def in_range_utc(value: datetime) -> datetime:
     return value
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time in UTC: SQLite hands them back without their zone (stored in UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 Text = Annotated[str, AfterValidator(no_nul)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Instant = Annotated[datetime, AfterValidator(in_range_utc)]
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]

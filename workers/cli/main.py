@@ -72,7 +72,7 @@ def _register_subcommands() -> None:
 
     for name in ("workers.cli.evaluate", "workers.cli.train", "workers.cli.pipeline",
                  "workers.cli.export", "workers.cli.describe", "workers.cli.operators",
-                 "workers.cli.retrain", "workers.cli.models"):
+                 "workers.cli.retrain", "workers.cli.models", "workers.cli.users"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -24,6 +24,15 @@ class Label(StrEnum):
     anomalous = "anomalous"
 
 
+class OperatorSaid(StrEnum):
+    none = "none"
+    any = "any"
+    normal = "normal"
+    anomalous = "anomalous"
+    described = "described"
+    overruled = "overruled"
+
+
 class Role(StrEnum):
     viewer = "viewer"
     operator = "operator"
@@ -54,8 +63,14 @@ def history(
                     typer.Option(help="Only the last N hours (instead of --since).")] = None,
     verdict: Annotated[Label | None, typer.Option()] = None,
     defect: Annotated[str | None, typer.Option(help="Exact defect kind.")] = None,
-    min_score: Annotated[float | None, typer.Option()] = None,
+    min_score: Annotated[float | None, typer.Option(help="Raw score at least.")] = None,
     max_score: Annotated[float | None, typer.Option()] = None,
+    min_relative: Annotated[float | None, typer.Option(
+        help="score / threshold at least (1.0 = the threshold, on every product).")] = None,
+    max_relative: Annotated[float | None, typer.Option()] = None,
+    operator: Annotated[OperatorSaid | None, typer.Option(
+        help="What operators said: none, any, normal, anomalous, described, overruled."
+    )] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     output: Annotated[Output, typer.Option("--output", "-o")] = Output.table,
 ) -> None:
@@ -70,17 +85,20 @@ def history(
 
     if last is not None:
         since = datetime.now(UTC) - timedelta(hours=last)
+    from workers.api.params import defect_key
+
     f = HistoryFilter(line_id=line, camera_id=camera, product=product, since=utc(since),
                       until=utc(until), label=verdict.value if verdict else None,  # type: ignore[arg-type]
-                      description=defect,
-                      min_score=min_score, max_score=max_score)
+                      description=defect, description_key=defect_key(defect),
+                      min_score=min_score, max_score=max_score, min_relative=min_relative,
+                      max_relative=max_relative,
+                      operator=operator.value if operator else None)  # type: ignore[arg-type]
     engine = _engine(ctx)
     with Session(engine) as session:
         rows = [s.model_dump(mode="json") for s in
                 summaries(session, list_verdicts(session, f, limit=limit).items)]
-    from workers.api.history_export import CSV_COLUMNS, history_csv
+    from workers.api.history_export import history_csv
 
-    columns = CSV_COLUMNS
     if output is Output.json:
         typer.echo(json.dumps(rows, indent=2))
     elif output is Output.csv:
@@ -89,12 +107,21 @@ def history(
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(*columns, title=f"{len(rows)} verdicts (newest first)")
+        table = Table("id", "captured (UTC)", "line", "camera", "product", "verdict",
+                      "operator", "score / thr.", "raw score", "defects",
+                      title=f"{len(rows)} verdicts (newest first)")
         for r in rows:
-            style = "red" if r["label"] == "anomalous" else None
-            table.add_row(str(r["id"]), r["captured_at"][:19], r["line_id"], r["camera_id"],
-                          r["product"], r["label"], f"{r['score']:.3f}",
-                          ", ".join(r["defects"]), style=style)
+            shown = r["operator_label"] or r["label"]
+            style = "red" if shown == "anomalous" else None
+            relative = r["relative_score"]
+            table.add_row(str(r["id"]), r["captured_at"][:19].replace("T", " "), r["line_id"],
+                          r["camera_id"], r["product"], r["label"],
+                          f"{r['operator_label']} ({r['operator_label_by']})"
+                          if r["operator_label"] else "",
+                          "-" if relative is None else f"{relative:.2f}",
+                          f"{r['score']:.4g} / {r['threshold']:.4g}",
+                          ", ".join(f"{d['text']} (operator)" if d["by_operator"] else d["text"]
+                                    for d in r["defect_items"] if d["text"]), style=style)
         Console().print(table)
 
 
