@@ -1,24 +1,35 @@
-"""The review queue: exactly the unlabelled verdicts near the threshold or with an unclear
-region, oldest first; a label of any kind takes a verdict out."""
+"""The review queue: per product and hour, the unlabelled verdicts closest to the threshold
+and as many with an unclear region, newest first and paged; a label of any kind takes a
+verdict out and pulls no other in."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from pipeline.settings import AlarmSettings, ReviewSettings, Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.models import Verdict
 from pipeline.storage.repository import write_verdicts
+from tests.integration.conftest import make_client
 from tests.integration.operator_data import SPEC, T0, Seeded, Spec, blob_frame, record
 
 pytestmark = pytest.mark.integration
-# Far above the threshold, so only its description can queue it.
+# Far above the threshold, so only its unclear region can queue it.
 UNCLEAR = Spec(24, "cam-a", "line-1", "bottle", T0 + timedelta(minutes=235), 0.95,
                "anomalous", ("unclear defect",))
+PER_HOUR = 1
+
+
+@pytest.fixture(scope="module")
+def client(pg_engine: Engine, seeded: Seeded) -> Iterator[TestClient]:
+    settings = Settings(alarms=AlarmSettings(alarm_interval_s=0),
+                        review=ReviewSettings(review_per_hour=PER_HOUR))
+    yield from make_client(settings, pg_engine)
 
 
 @pytest.fixture(scope="module")
@@ -30,57 +41,73 @@ def unclear_id(pg_engine: Engine, seeded: Seeded) -> int:
         return session.scalar(select(Verdict.id).where(Verdict.frame_id == row.frame_id))
 
 
-def expected_queue(specs: list[Spec], fraction: float = 0.10) -> list[int]:
-    """The rule, written out over the spec: per product the ceil(fraction * n) closest."""
-    near: set[int] = set()
-    for product in {s.product for s in specs}:
-        mine = [s for s in specs if s.product == product]
-        width = sorted(abs(s.score - 0.5) for s in mine)[math.ceil(fraction * len(mine)) - 1]
-        near |= {s.index for s in mine if abs(s.score - 0.5) <= width}
-    near |= {s.index for s in specs if any(d.startswith("unclear") for d in s.defects)}
-    return sorted(near, key=lambda i: (specs[i].captured_at, i))
+def expected_queue(specs: list[Spec], per_hour: int = PER_HOUR) -> list[int]:
+    """The rule, written out over the spec: per product and hour the `per_hour` closest to
+    the threshold (0.5), and the `per_hour` closest of those with an unclear region;
+    newest first."""
+    def distance(s: Spec) -> tuple[float, int]:
+        return abs(s.score - 0.5) / 0.5, s.index
+
+    queued: set[int] = set()
+    for key in {(s.product, s.captured_at.replace(minute=0)) for s in specs}:
+        mine = sorted((s for s in specs if (s.product, s.captured_at.replace(minute=0)) == key),
+                      key=distance)
+        unclear = [s for s in mine if any(d.startswith("unclear") for d in s.defects)]
+        queued |= {s.index for s in mine[:per_hour] + unclear[:per_hour]}
+    return sorted(queued, key=lambda i: (specs[i].captured_at, i), reverse=True)
 
 
-def _queue(client: TestClient, seeded: Seeded) -> dict:
-    r = client.get("/api/v1/review-queue",
+def _queue(client: TestClient, seeded: Seeded, **params: object) -> dict:
+    r = client.get("/api/v1/review-queue", params=params,
                    headers={"Authorization": f"Bearer {seeded.tokens['viewer']}"})
     assert r.status_code == 200, r.text
     return r.json()
 
 
-def test_queue_lists_near_threshold_and_unclear_verdicts_oldest_first(
+def test_queue_lists_per_product_and_hour_the_closest_and_unclear_newest_first(
         client: TestClient, seeded: Seeded, unclear_id: int) -> None:
     specs = [*SPEC, UNCLEAR]
     expected = expected_queue(specs)
-    assert expected == [11, 12, 13, 24]  # the rule on this seed, worked by hand too
+    # Worked by hand: bottle (cams a, b) and screw (cam c), one of each per hour.
+    assert expected == [24, 20, 18, 14, 12, 11, 10, 5, 4]
     ids = {**seeded.verdict_ids, 24: unclear_id}
     q = _queue(client, seeded)
     assert [item["id"] for item in q["items"]] == [ids[i] for i in expected]
-    assert q["waiting"] == 4
-    assert [item["reason"] for item in q["items"]] == ["near_threshold"] * 3 + ["unclear"]
-    assert q["bands"] == {"bottle": pytest.approx(1 / 24, abs=1e-4),
-                          "screw": pytest.approx(1 / 24, abs=1e-4)}
-    assert q["items"][3]["regions"][0]["description"] == "unclear defect"
+    assert q["waiting"] == 9 and q["per_hour"] == PER_HOUR and q["next_cursor"] is None
+    assert [item["reason"] for item in q["items"]] == ["unclear"] + ["near_threshold"] * 8
+    assert q["items"][0]["regions"][0]["description"] == "unclear defect"
+    # Bounded by the rule, not by production: 2 lanes x 2 products x 4 hours at most.
+    assert q["waiting"] <= 2 * PER_HOUR * 2 * 4
 
 
-def test_a_label_takes_a_verdict_out_of_the_queue(client: TestClient, seeded: Seeded,
-                                                  unclear_id: int) -> None:
+def test_queue_pages_newest_first(client: TestClient, seeded: Seeded, unclear_id: int) -> None:
+    whole = [i["id"] for i in _queue(client, seeded)["items"]]
+    first = _queue(client, seeded, limit=4)
+    second = _queue(client, seeded, limit=4, cursor=first["next_cursor"])
+    third = _queue(client, seeded, limit=4, cursor=second["next_cursor"])
+    pages = [first, second, third]
+    assert [len(p["items"]) for p in pages] == [4, 4, 1] and third["next_cursor"] is None
+    assert [i["id"] for p in pages for i in p["items"]] == whole
+    assert {p["waiting"] for p in pages} == {9}
+
+
+def test_a_label_takes_a_verdict_out_of_the_queue_and_pulls_none_in(
+        client: TestClient, seeded: Seeded, unclear_id: int) -> None:
     before = _queue(client, seeded)
     first, last = before["items"][0], before["items"][-1]
     operator = {"Authorization": f"Bearer {seeded.tokens['operator']}"}
     viewer = {"Authorization": f"Bearer {seeded.tokens['viewer']}"}
-    url = f"/api/v1/verdicts/{first['id']}/labels"
+    url = f"/api/v1/verdicts/{last['id']}/labels"
     assert client.post(url, json={"label": "normal"}, headers=viewer).status_code == 403
     assert client.post(url, json={"label": "normal"}, headers=operator).status_code == 201
-    fix = {"label": "description", "region_id": last["regions"][0]["id"],
+    fix = {"label": "description", "region_id": first["regions"][0]["id"],
            "description": "scratch on the neck"}
-    assert client.post(f"/api/v1/verdicts/{last['id']}/labels", json=fix,
+    assert client.post(f"/api/v1/verdicts/{first['id']}/labels", json=fix,
                        headers=operator).status_code == 201
     after = _queue(client, seeded)
+    # The ranks count labelled verdicts too: the next closest of those hours stays out.
     assert after["waiting"] == before["waiting"] - 2
     assert [i["id"] for i in after["items"]] == [i["id"] for i in before["items"][1:-1]]
-    # The band is calibrated on all verdicts, labelled or not: it does not move.
-    assert after["bands"] == before["bands"]
 
 
 def test_review_page_shows_the_count_and_keys_only_to_labellers(

@@ -74,7 +74,7 @@ def test_kind_series_counts_verdicts_per_kind_and_hour(client: TestClient,
     for s in SPEC:
         for d in set(s.defects):
             counts[_start(s.captured_at, "hour").isoformat().replace("+00:00", "Z"), d] += 1
-    expected = [{"bucket": b, "description": d, "verdicts": n}
+    expected = [{"bucket": b, "description": d, "label": d, "verdicts": n}
                 for (b, d), n in sorted(counts.items())]
     assert _get(client, seeded, "/api/v1/aggregates/defect-kinds-series") == expected
 

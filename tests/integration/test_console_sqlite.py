@@ -50,8 +50,9 @@ def test_series_review_and_alarms_on_sqlite(tmp_path: Path) -> None:
         assert sum(h.normal) == 12 and sum(h.anomalous) == 12 and h.threshold == 0.5
 
         queue = review.review_queue(session, since=window.since, until=T0 + timedelta(hours=4),
-                                    fraction=0.1, unclear_prefix="unclear")
-        assert [v.id for v in queue.items] == [by_index[i] for i in expected_queue(SPEC)]
+                                    per_hour=2, unclear_prefix="unclear")
+        assert [v.id for v in queue.items] == [by_index[i]
+                                               for i in expected_queue(SPEC, per_hour=2)]
 
         session.add(AlarmRule(name="spike", scope="line", target="line-1", max_rate=0.5,
                               window_minutes=60, min_verdicts=3, created_by="admin"))
