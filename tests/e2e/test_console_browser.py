@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from pipeline.settings import AlarmSettings, Settings
+from pipeline.settings import AlarmSettings, ReviewSettings, Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.models import Alarm, AlarmRule, OperatorLabel
 from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
@@ -52,7 +52,8 @@ def seeded(pg_engine: Engine, shared_data: Path) -> Iterator[Seeded]:
 @pytest.fixture(scope="module")
 def console_app(pg_engine: Engine, seeded: Seeded) -> FastAPI:
     # No alarm timer: the alarm test evaluates once, when its rule is in place.
-    return create_app(Settings(alarms=AlarmSettings(alarm_interval_s=0)), pg_engine,
+    return create_app(Settings(alarms=AlarmSettings(alarm_interval_s=0),
+                               review=ReviewSettings(review_per_hour=1)), pg_engine,
                       clock=lambda: T0 + timedelta(hours=4))
 
 
@@ -85,8 +86,7 @@ def test_filter_open_anomalous_verdict_see_overlay_and_label(
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1366, "height": 768})
         page.goto(f"{base_url}/history")  # redirected to sign in first
-        page.fill("#token", seeded.tokens["operator"])
-        page.click("#login-form button[type=submit]")
+        sign_in_with_token(page, seeded.tokens["operator"])
         page.wait_for_url(f"{base_url}/history")
 
         page.select_option("select[name=verdict]", "anomalous")
@@ -112,10 +112,12 @@ def test_filter_open_anomalous_verdict_see_overlay_and_label(
             " return i.complete && i.naturalWidth === 256; }")
         expect(page.locator(".regions li")).to_have_count(2)
 
-        page.click("button[data-label=anomalous]")
+        page.click("button[data-label=anomalous]")  # saved, then the page shows it everywhere
         expect(page.locator("#label-status")).to_have_text(
             "Saved: anomalous by operator-tester")
-        expect(page.locator("#labels li").last).to_contain_text("anomalous by operator-tester")
+        expect(page.locator("#labels li").last).to_contain_text("anomalous")
+        expect(page.locator("#labels li").last).to_contain_text("by operator-tester")
+        expect(page.locator("#verdict-badge .badge")).to_have_text("anomalous · operator")
         page.screenshot(path=str(ARTIFACTS / "console_verdict.png"))
         verdict_id = int(page.url.rsplit("/", 1)[1])
         browser.close()
@@ -127,13 +129,19 @@ def test_filter_open_anomalous_verdict_see_overlay_and_label(
     assert [(x.label, x.author) for x in labels] == [("anomalous", "operator-tester")]
 
 
+def sign_in_with_token(page, token: str) -> None:  # noqa: ANN001 - a Playwright page
+    """Tokens are for scripts, but the login page still takes one (behind a disclosure)."""
+    page.click("#token-login summary")
+    page.fill("#token", token)
+    page.click("#token-submit")
+
+
 def _signed_in_page(p, chromium: Path, base_url: str, token: str, path: str):  # noqa: ANN001, ANN202
     browser = p.chromium.launch(executable_path=str(chromium), headless=True,
                                 args=["--no-sandbox", "--disable-dev-shm-usage"])
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(f"{base_url}{path}")
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
+    sign_in_with_token(page, token)
     page.wait_for_url(f"{base_url}{path}")
     return browser, page
 
@@ -151,8 +159,9 @@ def test_trends_charts_plot_the_seeded_rates(chromium: Path, base_url: str,
             return {labels: c.labels, sets: c.datasets.map((d) => [d.label, d.data])}; }""")
         kinds = page.evaluate("""() => window.cladCharts.kinds.data.datasets.map(
             (d) => [d.label, d.data])""")
-        scores = page.evaluate("""() => window.cladCharts.scores.data.datasets.map(
-            (d) => [d.label, d.data.map((p) => p.y), d.data.map((p) => p.x)])""")
+        scores = page.evaluate("""() => Object.fromEntries(Object.entries(window.cladCharts.scores)
+            .map(([p, c]) => [p, c.data.datasets.map(
+                (d) => [d.label, d.data.map((q) => q.y), d.data.map((q) => q.x)])]))""")
         drawn = page.evaluate("""() => window.cladCharts.rate.getDatasetMeta(0).data.length""")
         page.screenshot(path=str(ARTIFACTS / "console_trends.png"), full_page=True)
         browser.close()
@@ -160,44 +169,51 @@ def test_trends_charts_plot_the_seeded_rates(chromium: Path, base_url: str,
     # Seed: scores i/24 every 10 min from 08:00; anomalous from 0.5 (i >= 12, 10:00 on).
     assert rate["labels"] == ["2026-11-23 08:00", "2026-11-23 09:00", "2026-11-23 10:00",
                               "2026-11-23 11:00"]
-    assert rate["sets"] == [["line-1", [0, 0, 100, 100]], ["line-2", [0, 0, 100, 100]]]
+    # Per line its rate, then the verdicts inspected per hour (4 per line-1 hour, 2 line-2).
+    assert rate["sets"] == [["line-1", [0, 0, 100, 100]], ["line-2", [0, 0, 100, 100]],
+                            ["verdicts inspected", [6, 6, 6, 6]]]
     assert drawn == 4  # a point element per bucket, not just a canvas
-    assert kinds == [["contamination", [0, 0, 2, 1]], ["crack in the body", [0, 0, 3, 3]],
-                     ["scratch on the neck", [0, 0, 3, 3]]]
-    normal, anomalous, threshold = scores
-    assert sum(normal[1]) == 12 and sum(anomalous[1]) == 12
-    assert threshold[0] == "threshold 0.500" and threshold[2] == [0.5, 0.5]
+    # Most verdicts first (ties by name), each in its own colour.
+    assert kinds == [["crack in the body", [0, 0, 3, 3]], ["scratch on the neck", [0, 0, 3, 3]],
+                     ["contamination", [0, 0, 2, 1]]]
+    assert sorted(scores) == ["bottle", "screw"]  # one histogram per product
+    for product, count in (("bottle", 16), ("screw", 8)):
+        normal, anomalous, threshold = scores[product]
+        assert sum(normal[1]) + sum(anomalous[1]) == count
+        assert threshold[0] == "threshold 0.500" and threshold[2] == [0.5, 0.5]
 
 
-def test_review_queue_lists_the_near_threshold_verdicts_and_one_key_labels(
+def test_review_queue_lists_the_closest_per_hour_newest_first_and_one_key_labels(
         chromium: Path, base_url: str, seeded: Seeded, pg_engine: Engine) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     from tests.integration.test_api_review import expected_queue
 
-    expected = [seeded.verdict_ids[i] for i in expected_queue(SPEC)]
-    assert len(expected) == 3  # scores 11/24, 12/24, 13/24 around the 0.5 threshold
+    # Per hour the closest bottle and the closest screw; verdict 20 left the queue when the
+    # first test labelled it (a labelled verdict pulls no other in).
+    expected = [seeded.verdict_ids[i] for i in expected_queue(SPEC, per_hour=1) if i != 20]
+    assert len(expected) == 7
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser, page = _signed_in_page(p, chromium, base_url, seeded.tokens["operator"],
                                         "/review")
         rows = page.locator("#review tbody tr[data-verdict]")
-        expect(rows).to_have_count(3)
+        expect(rows).to_have_count(7)
         assert [int(x) for x in rows.evaluate_all(
             "(rows) => rows.map((r) => r.dataset.verdict)")] == expected
-        expect(page.locator("#review-waiting")).to_have_text("3")
+        expect(page.locator("#review-waiting")).to_have_text("7")
         page.wait_for_function("() => [...document.querySelectorAll('#review img.thumb')]"
                                ".every((i) => i.complete && i.naturalWidth > 0)")
         page.screenshot(path=str(ARTIFACTS / "console_review.png"), full_page=True)
-        page.keyboard.press("n")  # the oldest row is selected: mark it normal
-        expect(rows).to_have_count(2)
-        expect(page.locator("#review-waiting")).to_have_text("2")
+        page.keyboard.press("n")  # the newest row is selected: mark it normal
+        expect(rows).to_have_count(6)
+        expect(page.locator("#review-waiting")).to_have_text("6")
         expect(page.locator("#review-status")).to_have_text(
             f"Verdict {expected[0]}: normal by operator-tester")
         assert [int(x) for x in rows.evaluate_all(
             "(rows) => rows.map((r) => r.dataset.verdict)")] == expected[1:]
         page.reload()
-        expect(rows).to_have_count(2)  # gone for good, not only from the page
+        expect(rows).to_have_count(6)  # gone for good, not only from the page
         browser.close()
 
     with Session(pg_engine) as session:
