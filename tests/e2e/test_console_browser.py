@@ -6,7 +6,6 @@ Python package (dev extra); Playwright drives that binary, no browser download.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,25 +19,12 @@ from sqlalchemy.orm import Session
 from pipeline.settings import AlarmSettings, ReviewSettings, Settings
 from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.models import Alarm, AlarmRule, OperatorLabel
+from tests.e2e.conftest import ARTIFACTS
 from tests.integration.operator_data import SPEC, T0, Seeded, seed, truncate
 from tests.integration.pipeline_support import free_port
 from workers.api import create_app
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-        pytest.fail(f"Debian chromium is missing at {CHROMIUM}: install it with "
-                    "`apt-get update && apt-get install -y chromium`", pytrace=False)
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.fail("the playwright package is missing: pip install -e '.[dev]'", pytrace=False)
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
