@@ -25,10 +25,11 @@ def test_demo_scores_every_frame_once_and_writes_overlays(tmp_path: Path) -> Non
     assert "one verdict per frame" in result.stdout
     assert "12 frames published, 12 with a verdict, 0 missing, 0 with more than one" \
         in result.stdout
-    overlays = sorted((out / "overlays").glob("*.png"))
+    run = out / "latest"  # each run keeps its own folder; `latest` is this one
+    overlays = sorted((run / "overlays").glob("*.png"))
     assert len(overlays) == 12
     # An overlay is the frame plus colour: same size, visibly different pixels.
-    frame_path = out / "synthetic-part" / overlays[0].stem.split("__")[1] / (
+    frame_path = run / "synthetic-part" / overlays[0].stem.split("__")[1] / (
         overlays[0].stem.split("__")[2] + ".png")
     frame, overlay = cv2.imread(str(frame_path)), cv2.imread(str(overlays[0]))
     assert frame.shape == overlay.shape

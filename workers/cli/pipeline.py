@@ -83,7 +83,9 @@ def demo(ctx: typer.Context,
          images: Annotated[Path | None, typer.Option(
              "--images", help="MVTec-layout folder or a folder of images; default: synthetic "
                               "parts.")] = None,
-         out: Annotated[Path, typer.Option(help="Folder for heatmap overlays.")] = _DEMO_OUT,
+         out: Annotated[Path, typer.Option(
+             help="Each run keeps its database, overlays and frames in a folder of its own "
+                  "here (run-YYYYMMDD-HHMMSS; `latest` points at the newest).")] = _DEMO_OUT,
          shots: int = typer.Option(4, min=1, help="Reference images per product (k-shot)."),
          max_per_product: int | None = typer.Option(None, min=1, help="Cap frames/product."),
          ) -> None:

@@ -30,6 +30,7 @@ from pipeline.settings import EMBEDDED_BROKER, DatabaseSettings, Settings
 from pipeline.storage.database import make_engine, make_session_factory
 from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdict_counts, verdicts_for
+from workers.demo.console_hint import new_run_folder, print_console_hint
 from workers.demo.data import DemoProduct, discover, drawn_kind, load_rgb, synthetic_parts
 from workers.streaming.runner import build_worker
 from workers.streaming.scoring import CladRuntimeEngine, ScoringEngine, default_for, load_trained
@@ -74,9 +75,8 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
 def _demo_settings(settings: Settings, bootstrap: str, out: Path) -> Settings:
     db = settings.database
     if db.database_url == DatabaseSettings.model_fields["database_url"].default:
-        path = out / "demo.db"
-        path.unlink(missing_ok=True)
-        db = db.model_copy(update={"database_url": f"sqlite:///{path}"})
+        # In the run's own folder, absolute: the printed console commands work anywhere.
+        db = db.model_copy(update={"database_url": f"sqlite:///{(out / 'demo.db').resolve()}"})
     worker = settings.worker.model_copy(update={"metrics_port": 0, "engine_factory": None})
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
     return settings.model_copy(update={"kafka": kafka, "database": db, "worker": worker})
@@ -87,7 +87,7 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
     console = Console()
     for noisy in ("kafka", "alembic"):  # connection / migration chatter would bury the table
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    out.mkdir(parents=True, exist_ok=True)
+    out = new_run_folder(out)  # this run's database, overlays and frames, kept apart
     products = (discover(images, shots, max_per_product) if images is not None
                 else synthetic_parts(out, shots))
     summary = ", ".join(f"{p.name} ({len(p.frames)} frames, {len(p.references)} references)"
@@ -129,7 +129,9 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
         counts = _wait_for_verdicts(factory, list(names), timeout_s, thread)
         stop.set()
         thread.join(timeout=30)
-        return _report(console, factory, names, counts, out)
+        status = _report(console, factory, names, counts, out)
+        print_console_hint(console, settings, demo.database.database_url, out)
+        return status
 
 
 def _wait_for_verdicts(factory, frame_ids: list[uuid.UUID], timeout_s: float,  # noqa: ANN001
