@@ -126,9 +126,13 @@ def queries(rng: random.Random) -> dict[str, Callable[[Session], object]]:
             s, HistoryFilter(since=END - timedelta(days=7), until=END), bucket="shift"),
         "trends: score histogram, product, 24 h": lambda s: trends.score_histogram(
             s, HistoryFilter(**{**day().__dict__, "product": "bottle"})),
-        "review queue: 7 d band + oldest 50": lambda s: review.review_queue(
-            s, since=END - timedelta(days=7), until=END, fraction=0.1,
+        "review queue: 7 d, 3 per product-hour, newest 50": lambda s: review.review_queue(
+            s, since=END - timedelta(days=7), until=END, per_hour=3,
             unclear_prefix="unclear"),
+        "trends: kinds by shift, top 8 + other, 7 d": lambda s: trends.kind_series(
+            s, HistoryFilter(since=END - timedelta(days=7), until=END), bucket="shift", top=8),
+        "history: operator overruled, 24 h": lambda s: history.list_verdicts(
+            s, HistoryFilter(**{**day().__dict__, "operator": "overruled"}), limit=50),
         "alarms: evaluate 20 rules (60 min)": lambda s: alarms.evaluate(s, END),
     }
 

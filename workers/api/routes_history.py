@@ -137,8 +137,12 @@ def overlay(verdict_id: VerdictId, request: Request,
                 ge=16, le=4096, description="Scale down to this longer side (thumbnails).")
             ] = None) -> Response:
     from workers.api.images import overlay_png, thumbnail_png
-    from workers.api.thumbnails import CACHE_CONTROL, STORED_SIDES, stored_or_rendered
+    from workers.api.thumbnails import CACHE_CONTROL, STORED_SIDES, stored, stored_or_rendered
 
+    variant = f"overlay-{max_side}"
+    if max_side in STORED_SIDES and (png := stored(session, verdict_id, variant)) is not None:
+        # One primary-key read: no verdict, heatmap, regions or frame loaded.
+        return Response(png, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
     verdict, height, width = load_verdict(session, verdict_id)
     frame_dir = request.app.state.settings.api.frame_dir
     if max_side is None:  # full size carries the regions' words, which operators change
@@ -152,7 +156,7 @@ def overlay(verdict_id: VerdictId, request: Request,
 
     # Only the console's sizes are stored: any other size is rendered each time, so
     # asking for every size from 16 to 4096 cannot fill the table.
-    png = (stored_or_rendered(session, verdict.id, f"overlay-{max_side}", render)
+    png = (stored_or_rendered(session, verdict.id, variant, render)
            if max_side in STORED_SIDES else render())
     return Response(png, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
 

@@ -20,7 +20,7 @@ from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
 from workers.api.routes_history import PNG, load_verdict
 from workers.api.schemas import LabelOut, RegionGroupLabelIn, SimilarRegionOut
-from workers.api.thumbnails import CACHE_CONTROL, STORED_SIDES, stored_or_rendered
+from workers.api.thumbnails import CACHE_CONTROL, STORED_SIDES, stored, stored_or_rendered
 from workers.api.values import MAX_DB_ID
 
 router = APIRouter(prefix="/api/v1", tags=["regions"])
@@ -42,6 +42,9 @@ def region_thumbnail(region_id: RegionId, request: Request, session: SessionDep,
     from workers.api.images import region_png
 
     region = _region(session, region_id)
+    variant = f"region-{region.index}-{max_side}"
+    if max_side in STORED_SIDES and (png := stored(session, region.verdict_id, variant)):
+        return Response(png, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
     verdict, height, width = load_verdict(session, region.verdict_id)
 
     def render() -> bytes:
@@ -51,7 +54,7 @@ def region_thumbnail(region_id: RegionId, request: Request, session: SessionDep,
                           load_frame(frame, request.app.state.settings.api.frame_dir),
                           height, width, max_side)
 
-    png = (stored_or_rendered(session, verdict.id, f"region-{region.index}-{max_side}", render)
+    png = (stored_or_rendered(session, verdict.id, variant, render)
            if max_side in STORED_SIDES else render())
     return Response(png, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
 

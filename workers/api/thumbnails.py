@@ -21,12 +21,16 @@ STORED_SIDES = (64, 96, 128, 256)  # the sizes the console asks for
 CACHE_CONTROL = "private, max-age=86400, immutable"
 
 
+def stored(session: Session, verdict_id: int, variant: str) -> bytes | None:
+    return session.scalar(select(Thumbnail.png).where(Thumbnail.verdict_id == verdict_id,
+                                                      Thumbnail.variant == variant))
+
+
 def stored_or_rendered(session: Session, verdict_id: int, variant: str,
                        render: Callable[[], bytes]) -> bytes:
     """The stored thumbnail, else `render()` stored for next time. Two requests that
     render the same one at once both answer; the second insert is dropped."""
-    png = session.scalar(select(Thumbnail.png).where(Thumbnail.verdict_id == verdict_id,
-                                                     Thumbnail.variant == variant))
+    png = stored(session, verdict_id, variant)
     if png is not None:
         return png
     png = render()
