@@ -44,14 +44,16 @@ HOSTILE_TEXT = [
 CONSOLE_ROUTES = [
     ("get", "/", [], None),
     ("get", "/history", ["line", "camera", "product", "since", "until", "verdict", "defect",
-                         "min_score", "max_score", "cursor", "limit"], None),
+                         "min_score", "max_score", "min_relative", "max_relative", "operator",
+                         "cursor", "limit"], None),
     ("get", "/verdicts/{verdict_id}", [], None),
     ("get", "/login", ["next"], None),
     ("post", "/console/session", [], "login"),
     ("post", "/console/logout", [], None),
     ("get", "/healthz", [], None),
     ("get", "/trends", ["line", "camera", "product", "since", "until", "by", "bucket"], None),
-    ("get", "/review", ["limit"], None),
+    ("get", "/review", ["limit", "cursor"], None),
+    ("get", "/console/live", [], None),
     ("get", "/alarms", [], None),
 ]
 
@@ -71,7 +73,8 @@ def _routes() -> list[tuple[str, str, list[str], str | None]]:
             query = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
             body = None
             if "requestBody" in operation:
-                body = "rule" if path.startswith("/api/v1/alarm-rules") else "label"
+                body = ("rule" if path.startswith("/api/v1/alarm-rules") else
+                        "regions" if path == "/api/v1/region-labels" else "label")
             routes.append((method, path, query, body))
     return routes + CONSOLE_ROUTES
 
@@ -123,6 +126,11 @@ def _valid_for_seed(name: str, seeded: Seeded) -> st.SearchStrategy[str]:
         "bins": st.integers(1, 200).map(str), "max_side": st.integers(16, 4096).map(str),
         "state": st.sampled_from(["active", "open", "all"]),
         "alarm_id": st.integers(1, 5).map(str), "rule_id": st.integers(1, 5).map(str),
+        "region_id": st.integers(1, 40).map(str),
+        "operator": st.sampled_from(["none", "any", "normal", "anomalous", "described",
+                                     "overruled"]),
+        "min_relative": st.floats(0, 3).map(repr), "max_relative": st.floats(0, 3).map(repr),
+        "min_similarity": st.floats(0, 1).map(repr),
     }
     return known.get(name, _dates() if name in ("since", "until") else st.text(max_size=20))
 
@@ -182,7 +190,15 @@ def _body(kind: str | None, seeded: Seeded) -> st.SearchStrategy[Any]:
     if kind == "login":
         token = st.one_of(st.sampled_from(list(seeded.tokens.values())),
                           st.sampled_from(HOSTILE_TEXT), st.text())
-        return st.one_of(st.fixed_dictionaries({"token": token}), _json())
+        text = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=1200), _json())
+        return st.one_of(st.fixed_dictionaries({"token": token}),
+                         st.fixed_dictionaries({"username": text, "password": text}), _json())
+    if kind == "regions":
+        ids = st.one_of(st.integers(1, 40), st.integers(), st.integers(2**63, 2**70), _json())
+        return st.one_of(st.fixed_dictionaries({
+            "region_ids": st.one_of(st.lists(ids, max_size=300), _json()),
+            "description": st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(), _json())}),
+            _json())
     if kind == "label":
         label = st.one_of(st.sampled_from(["anomalous", "normal", "description",
                                            "missing_region"]), _json())

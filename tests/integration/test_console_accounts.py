@@ -128,3 +128,14 @@ def test_tokens_still_sign_in_and_serve_scripts(client: TestClient, seeded: Seed
     bearer = {"Authorization": f"Bearer {seeded.tokens['operator']}"}
     assert client.get("/api/v1/me", headers=bearer).json()["name"] == "operator-tester"
     assert client.post("/console/session", json={"username": "x"}).status_code == 422
+
+
+def test_a_nul_byte_in_a_name_is_refused_not_a_server_error(client: TestClient) -> None:
+    from tests.integration.api_support import assert_error_format
+
+    client.cookies.clear()
+    r = client.post("/console/session", json={"username": "a\x00b", "password": "x" * 12})
+    assert_error_format(r, 422)
+    # In a password it is only a wrong password (it is never stored or sent to SQL).
+    r = client.post("/console/session", json={"username": "alice", "password": "a\x00" * 6})
+    assert r.status_code == 401

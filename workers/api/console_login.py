@@ -14,6 +14,7 @@ from pipeline.storage.users import SESSION_PREFIX, authenticate, end_session, st
 from workers.api.auth import COOKIE, SessionDep
 from workers.api.console import _render, same_origin_path
 from workers.api.errors import ApiError, error_body
+from workers.api.values import Text
 
 router = APIRouter(include_in_schema=False)
 SESSION_HOURS = 12  # a shift, and the cookie's lifetime
@@ -22,9 +23,9 @@ SESSION_HOURS = 12  # a shift, and the cookie's lifetime
 class Login(BaseModel):
     """Either username + password, or token."""
 
-    username: str | None = Field(None, min_length=1, max_length=100)
+    username: Text | None = Field(None, min_length=1, max_length=100)
     password: str | None = Field(None, min_length=1, max_length=1000)
-    token: str | None = Field(None, min_length=1, max_length=200)
+    token: Text | None = Field(None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _one_way(self) -> Login:
