@@ -30,6 +30,7 @@ def upgrade() -> None:
     op.add_column("regions", sa.Column("operator_kind", sa.String(64), nullable=True))
     op.add_column("regions", sa.Column("operator_by", sa.String(100), nullable=True))
     op.create_index("ix_regions_operator_kind", "regions", ["operator_kind"])
+    op.create_index("ix_regions_operator_description", "regions", ["operator_description"])
     op.execute("UPDATE verdicts SET operator_label = {}, operator_label_by = {}".format(
         _LATEST_DECISION.format(col="o.label"), _LATEST_DECISION.format(col="o.author")))
     op.execute("UPDATE regions SET operator_description = {}, operator_kind = {}, "
@@ -83,6 +84,7 @@ def downgrade() -> None:
     op.drop_table("thumbnails")
     op.drop_table("console_sessions")
     op.drop_table("users")
+    op.drop_index("ix_regions_operator_description", table_name="regions")
     op.drop_index("ix_regions_operator_kind", table_name="regions")
     with op.batch_alter_table("regions") as batch:  # SQLite cannot drop in place
         batch.drop_column("operator_by")

@@ -151,8 +151,12 @@ def conditions(f: HistoryFilter, *, with_description: bool = True) -> list[Colum
 def kind_matches(f: HistoryFilter) -> ColumnElement[bool]:
     """Regions of the filter's kind: the kind they show, or their exact words."""
     assert f.description is not None
-    kinds = {f.description, f.description_key or f.description}
-    return or_(shown_kind().in_(sorted(kinds)), shown_text() == f.description)
+    keys = sorted({f.description, f.description_key or f.description})
+    # The rule alone (coalesce) can use no index; OR-ed terms on the four indexed
+    # columns can, and every region the rule matches also matches one of them.
+    indexed = or_(Region.operator_kind.in_(keys), Region.kind.in_(keys),
+                  Region.description.in_(keys), Region.operator_description.in_(keys))
+    return and_(indexed, or_(shown_kind().in_(keys), shown_text() == f.description))
 
 
 def _operator_term(which: OperatorFilter) -> ColumnElement[bool]:

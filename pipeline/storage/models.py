@@ -152,7 +152,8 @@ class Region(Base):
     __tablename__ = "regions"
     __table_args__ = (Index("ix_regions_description", "description"),
                       Index("ix_regions_kind", "kind"),
-                      Index("ix_regions_operator_kind", "operator_kind"))
+                      Index("ix_regions_operator_kind", "operator_kind"),
+                      Index("ix_regions_operator_description", "operator_description"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), index=True)

@@ -13,12 +13,12 @@ many frames the line inspects. Newest first, paged by keyset like the history.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from pipeline.storage.history import Cursor, after_cursor
+from pipeline.storage.history import Cursor
 from pipeline.storage.models import OperatorLabel, Region, Verdict
 from pipeline.storage.trends import bucket_expression
 
@@ -39,34 +39,43 @@ def distance_to_threshold() -> ColumnElement[float]:
                 else_=func.abs(Verdict.score - Verdict.threshold))
 
 
-def unclear_region(unclear_prefix: str) -> ColumnElement[bool]:
-    """The verdict has a region no kind was sure of."""
+def unclear_regions(unclear_prefix: str) -> ColumnElement[bool]:
+    """Regions no kind was sure of."""
     old_style = and_(Region.kind.is_(None),
                      func.lower(Region.description).startswith(unclear_prefix.lower(),
                                                                autoescape=True))
-    return select(Region.id).where(Region.verdict_id == Verdict.id,
-                                   or_(Region.kind == UNCLEAR_KIND, old_style)).exists()
+    return or_(Region.kind == UNCLEAR_KIND, old_style)
 
 
-def queued_ids(session: Session, *, since: datetime, until: datetime, per_hour: int,
-               unclear_prefix: str) -> Select:
-    """The ids of the verdicts in the two lanes (labelled ones included)."""
-    hour = bucket_expression(session, "hour")
-    unclear = case((unclear_region(unclear_prefix), 1), else_=0)
-    scored = (select(Verdict.id.label("id"), Verdict.product.label("product"),
-                     hour.label("hour"), unclear.label("unclear"),
-                     distance_to_threshold().label("distance"))
-              .where(Verdict.captured_at >= since, Verdict.captured_at < until).subquery())
+def queued(session: Session, *, since: datetime, until: datetime, per_hour: int,
+           unclear_prefix: str) -> Select:
+    """(id, captured_at) of the unlabelled verdicts in the two lanes."""
+    in_window = and_(Verdict.captured_at >= since, Verdict.captured_at < until)
+    # One hashed set of the window's verdicts with an unclear region, not a probe per row.
+    unclear_ids = (select(Region.verdict_id).join(Verdict, Verdict.id == Region.verdict_id)
+                   .where(in_window, unclear_regions(unclear_prefix)))
+    unclear = case((Verdict.id.in_(unclear_ids), 1), else_=0)
+    scored = (select(Verdict.id.label("id"), Verdict.captured_at.label("captured_at"),
+                     Verdict.product.label("product"),
+                     bucket_expression(session, "hour").label("hour"),
+                     unclear.label("unclear"), distance_to_threshold().label("distance"))
+              .where(in_window).subquery())
     near = func.row_number().over(partition_by=(scored.c.product, scored.c.hour),
                                   order_by=(scored.c.distance, scored.c.id))
     lane = func.row_number().over(
         partition_by=(scored.c.product, scored.c.hour, scored.c.unclear),
         order_by=(scored.c.distance, scored.c.id))
-    ranked = select(scored.c.id, scored.c.unclear, near.label("near"),
+    ranked = select(scored.c.id, scored.c.captured_at, scored.c.unclear, near.label("near"),
                     lane.label("lane")).subquery()
-    return select(ranked.c.id).where(or_(ranked.c.near <= per_hour,
-                                         and_(ranked.c.unclear == 1,
-                                              ranked.c.lane <= per_hour)))
+    labelled = select(OperatorLabel.id).where(OperatorLabel.verdict_id == ranked.c.id).exists()
+    # The labelled check runs only on the few rows the ranks keep.
+    return select(ranked.c.id, ranked.c.captured_at).where(
+        or_(ranked.c.near <= per_hour, and_(ranked.c.unclear == 1, ranked.c.lane <= per_hour)),
+        ~labelled)
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when  # SQLite: stored UTC
 
 
 def review_queue(session: Session, *, since: datetime, until: datetime, per_hour: int,
@@ -78,15 +87,15 @@ def review_queue(session: Session, *, since: datetime, until: datetime, per_hour
         # compiling costs more than the query (bench/history.py). SET LOCAL: this
         # transaction only.
         session.execute(text("SET LOCAL jit = off"))
-    labelled = select(OperatorLabel.id).where(OperatorLabel.verdict_id == Verdict.id).exists()
-    where = [Verdict.id.in_(queued_ids(session, since=since, until=until, per_hour=per_hour,
-                                       unclear_prefix=unclear_prefix)), ~labelled]
-    waiting = session.scalar(select(func.count()).select_from(Verdict).where(*where)) or 0
-    stmt = (select(Verdict).where(*where, *after_cursor(after))
-            .options(selectinload(Verdict.regions))
-            .order_by(Verdict.captured_at.desc(), Verdict.id.desc()).limit(limit + 1))
-    rows = list(session.scalars(stmt))
-    if len(rows) <= limit:
-        return ReviewQueue(int(waiting), rows, None)
-    last = rows[limit - 1]
-    return ReviewQueue(int(waiting), rows[:limit], Cursor(last.captured_at, last.id))
+    # The queue is bounded (2 x per_hour x products x hours), so it is read whole once
+    # and paged here, instead of ranking the window again for the count and the page.
+    whole = sorted(((_utc(when), ident) for ident, when in session.execute(queued(
+        session, since=since, until=until, per_hour=per_hour,
+        unclear_prefix=unclear_prefix))), reverse=True)
+    rest = whole if after is None else [r for r in whole if r < (after.captured_at, after.id)]
+    page = rest[:limit]
+    loaded = {v.id: v for v in session.scalars(
+        select(Verdict).where(Verdict.id.in_([i for _, i in page]))
+        .options(selectinload(Verdict.regions)))}
+    return ReviewQueue(len(whole), [loaded[i] for _, i in page],
+                       Cursor(*page[-1]) if len(rest) > limit else None)
