@@ -160,20 +160,25 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--keep", action="store_true", help="Keep the scratch database.")
+    parser.add_argument("--database", help="Time on this already seeded database (made "
+                                           "with --keep) instead of seeding a new one.")
+    parser.add_argument("--only", help="Only the queries whose label contains this.")
     parser.add_argument("--out", type=Path, default=Path("bench/results/history.json"))
     args = parser.parse_args()
 
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    name = f"clad_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
+    name = args.database or f"clad_bench_{uuid.uuid4().hex[:8]}"
+    if not args.database:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     engine = make_engine(url)
     try:
         upgrade(engine)
         t0 = time.perf_counter()
-        seed(engine, args.verdicts)
-        add_alarm_rules(engine)
+        if not args.database:
+            seed(engine, args.verdicts)
+            add_alarm_rules(engine)
         seed_s = time.perf_counter() - t0
         with engine.connect() as c:
             counts = {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
@@ -184,6 +189,8 @@ def main() -> None:
         results = {}
         with Session(engine) as session:
             for label, run in queries(rng).items():
+                if args.only and args.only not in label:
+                    continue
                 run(session)  # warm the plan and the buffer cache once
                 samples = []
                 for _ in range(args.reps):
@@ -204,7 +211,7 @@ def main() -> None:
         print(f"wrote {args.out}")
     finally:
         engine.dispose()
-        if not args.keep:
+        if not args.keep and not args.database:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
