@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
 
 from pipeline.frames import FrameEnvelope, FrameRejectedError, RejectReason
+from workers.streaming.isolation import guarded
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,19 @@ def decode_frame(envelope: FrameEnvelope, input_size: int) -> DecodedFrame:
                         model_input=cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
 
 
-def _decode_one(item: tuple[FrameEnvelope, int]) -> DecodedFrame | FrameRejectedError:
+def _decode_opencv(envelope: FrameEnvelope, input_size: int) -> DecodedFrame:
     try:
-        return decode_frame(*item)
-    except FrameRejectedError as exc:
-        return exc
+        return decode_frame(envelope, input_size)
     except cv2.error as exc:
-        return FrameRejectedError(RejectReason.UNDECODABLE, f"OpenCV error: {exc}")
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # the backstop: OPENCV_IO_MAX_IMAGE_PIXELS
+            raise FrameRejectedError(RejectReason.PIXEL_BUDGET,
+                                     "OpenCV refused to decode more pixels than the budget "
+                                     "(the image file hides its size)") from None
+        raise FrameRejectedError(RejectReason.UNDECODABLE, f"OpenCV error: {exc}") from None
+
+
+def _decode_one(item: tuple[FrameEnvelope, int]) -> DecodedFrame | FrameRejectedError:
+    return guarded(partial(_decode_opencv, *item), what="decode")
 
 
 def start_decode(pool: ThreadPoolExecutor, items: Sequence[tuple[FrameEnvelope, int]]
