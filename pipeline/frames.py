@@ -55,6 +55,7 @@ class RejectReason(StrEnum):
     UNKNOWN_PRODUCT = "unknown_product"  # no model serves this product
     INFERENCE_FAILED = "inference_failed"  # the engine raised on this frame alone
     PIXEL_BUDGET = "pixel_budget"  # declared width x height above max_frame_pixels
+    INTERNAL_ERROR = "internal_error"  # the worker raised on this frame alone (a bug)
 
 
 class FrameRejectedError(ValueError):
@@ -83,7 +84,10 @@ class FrameHeader(BaseModel):
         # Latency is computed across machines: a naive timestamp would be ambiguous.
         if value.tzinfo is None:
             raise ValueError("must carry a time zone")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59:59-14:00 is past datetime.max in UTC
+            raise ValueError("out of range once converted to UTC") from None
 
 
 class FrameEnvelope(BaseModel):
@@ -173,23 +177,45 @@ def sniff_image(data: bytes) -> tuple[ContentType, int, int]:
     raise ValueError("not a PNG or JPEG image")
 
 
+# Start-of-frame markers, each of which carries the frame's height and width: baseline,
+# extended, progressive and lossless, Huffman or arithmetic (C4 DHT, C8 JPG, CC DAC are not).
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7,
+                       0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_JPEG_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int]:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
+    """(width, height) from the start-of-frame marker libjpeg would use.
+
+    Walks the markers after SOI the way libjpeg's read_markers does (jdmarker.c), so
+    the size checked against the pixel budget is the size OpenCV would allocate:
+    bytes up to an 0xFF are skipped, repeated 0xFF are fill, FF 00 is not a marker
+    (libjpeg discards it and scans on: read as a segment it hid a 30000x30000 frame
+    behind a 64x64 one), TEM and RSTn have no length, and the first SOFn wins (libjpeg
+    refuses a second one). A scan, an end or a second SOI before any SOFn: undecodable."""
+    i, end = 2, len(data)
+    while True:
+        while i < end and data[i] != 0xFF:
             i += 1
+        while i < end and data[i] == 0xFF:
+            i += 1
+        if i >= end:
+            raise ValueError("JPEG ends before a start-of-frame marker")
+        marker = data[i]
+        i += 1
+        if marker == 0x00 or marker in _JPEG_NO_LENGTH:
             continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
-        # Start-of-frame markers (baseline, progressive, ...) hold height then width.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+        if marker in _JPEG_SOF:
+            if i + 7 > end:
+                raise ValueError("JPEG start-of-frame segment cut short")
+            height, width = struct.unpack(">HH", data[i + 3:i + 7])
             return width, height
-        i += 2 + length
-    raise ValueError("JPEG without a start-of-frame marker")
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise ValueError(f"JPEG marker {marker:#04x} before any start-of-frame marker")
+        if i + 2 > end:
+            raise ValueError("JPEG segment length cut short")
+        # libjpeg skips length - 2 bytes after the length; a length below 2 skips none.
+        i += max(2, struct.unpack(">H", data[i:i + 2])[0])
 
 
 def make_envelope(image: bytes, *, camera_id: str, line_id: str, product: str,

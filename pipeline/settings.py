@@ -136,6 +136,11 @@ class WorkerSettings(BaseSettings):
     max_wait_ms: int = Field(50, ge=0, le=60_000)
     decode_threads: int = Field(2, ge=1, le=64)
     metrics_port: int = Field(9108, ge=0, le=65535)
+    # Address the /metrics and /healthz endpoint binds. All interfaces by default: the
+    # Kubernetes probes and Prometheus reach a pod on its own IP, compose's Prometheus
+    # on the container's; 127.0.0.1 keeps it to the machine (a worker run by hand on a
+    # shared host), "::" serves IPv6 as well.
+    metrics_host: str = Field("0.0.0.0", min_length=1, max_length=255)
     model_check_interval_s: float = Field(10.0, gt=0)
     # Longest wait between retries while Postgres or Kafka is unreachable.
     max_backoff_s: float = Field(10.0, gt=0, le=300)

@@ -89,7 +89,8 @@ def add_label(session: Session, *, verdict_id: int, label: str, author: str,
     if verdict is None:
         raise LookupError(f"verdict {verdict_id} not found")
     if region_id is not None and region_id not in {r.id for r in verdict.regions}:
-        raise LabelError(f"region {region_id} does not belong to verdict {verdict_id}")
+        # Not found, as GET .../masks.png?region= answers for a region the verdict lacks.
+        raise LookupError(f"verdict {verdict_id} has no region {region_id}")
     if label == "description" and (region_id is None or not (description or "").strip()):
         raise LabelError("a description correction needs region_id and description")
     if label == "missing_region":

@@ -100,10 +100,22 @@ def worker_env(kafka: KafkaSettings, database_url: str, redis_url: str | None,
     return env
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], log_path: Path, *,
+                 address_space_bytes: int | None = None) -> subprocess.Popen[bytes]:
+    """`clad worker` as a child process; with address_space_bytes, under that RLIMIT_AS
+    (an allocation past it fails in the child, as on a machine with that much memory)."""
     out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "workers.cli.main", "worker"], cwd=REPO, env=env,
-                            stdout=out, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "workers.cli.main", "worker"]
+    if address_space_bytes:  # set by the child itself: no preexec_fn in a threaded parent
+        command = [sys.executable, "-c", _LIMITED.format(limit=address_space_bytes), "worker"]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+_LIMITED = """
+import resource, runpy
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+runpy.run_module("workers.cli.main", run_name="__main__", alter_sys=True)
+"""
 
 
 def stop_worker(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:

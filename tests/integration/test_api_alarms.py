@@ -4,11 +4,15 @@ acknowledge (who and when stored), viewers only see."""
 from __future__ import annotations
 
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
+from pipeline.settings import AlarmSettings, KafkaSettings, Settings
 from tests.integration.api_support import assert_error_format
+from tests.integration.conftest import make_client
 from tests.integration.operator_data import T0, Seeded
 
 pytestmark = pytest.mark.integration
@@ -87,3 +91,37 @@ def test_configure_evaluate_show_acknowledge_clear(client: TestClient, seeded: S
     assert metrics.status_code == 200
     assert 'clad_alarms_raised_total{scope="line",target="line-1"} 1.0' in metrics.text
     assert "clad_alarms_open 0.0" in metrics.text
+
+
+def test_a_rule_for_a_line_or_camera_that_never_sent_a_frame_is_refused(
+        client: TestClient, seeded: Seeded) -> None:
+    admin = _auth(seeded, "admin")
+    r = client.post("/api/v1/alarm-rules", headers=admin,
+                    json={**RULE, "name": "typo", "target": "line-01"})
+    assert_error_format(r, 422)
+    message = r.json()["error"]["message"]
+    assert "no line 'line-01' has sent a frame" in message and "line-1, line-2" in message
+    r = client.post("/api/v1/alarm-rules", headers=admin,
+                    json={**RULE, "name": "a line is no camera", "scope": "camera"})
+    assert_error_format(r, 422)
+    assert "known cameras: cam-a, cam-b" in r.json()["error"]["message"]
+    names = [x["name"] for x in client.get("/api/v1/alarm-rules", headers=admin).json()]
+    assert "typo" not in names and "a line is no camera" not in names
+    r = client.post("/api/v1/alarm-rules", headers=admin,
+                    json={**RULE, "name": "cam-a rule", "scope": "camera", "target": "cam-a"})
+    assert r.status_code == 201, r.text
+
+
+def test_the_alarms_page_says_where_alarms_go(pg_engine: Engine, seeded: Seeded) -> None:
+    """Embedded broker (the client fixture's settings): nowhere, and the page says so;
+    with a broker: its topic and address."""
+    settings = Settings(alarms=AlarmSettings(alarm_interval_s=0))
+    brokered = settings.model_copy(update={"kafka": KafkaSettings(
+        bootstrap_servers="kafka-1:9092"), "alarms": AlarmSettings(alarm_interval_s=0,
+                                                                   alarm_topic="line-alarms")})
+    for current, expected in ((settings, "not sent anywhere: no Kafka broker is configured"),
+                              (brokered, "sent once to the Kafka topic 'line-alarms' on "
+                                         "kafka-1:9092")):
+        for client in make_client(current, pg_engine):
+            page = _page(client, seeded, "viewer", "/alarms")
+            assert expected in unescape(page), page

@@ -413,3 +413,35 @@ def test_a_commit_that_fails_is_not_reported_as_stored(pg_engine: Engine, seeded
                    headers=_admin(seeded))
     assert_error_format(r, 503)
     assert _labels(pg_engine, vid) == 0
+
+
+def test_a_number_is_not_an_instant_and_405_lists_every_method(raw_client: TestClient,
+                                                               seeded: Seeded) -> None:
+    """Found by schemathesis: until=0.5 was read as a Unix time, and OPTIONS on
+    /alarm-rules answered `Allow: GET` (Starlette names only the first route)."""
+    for value in ("0.5", "1700000000", "1e9"):
+        r = raw_client.get("/api/v1/aggregates/trend", params={"until": value},
+                           headers=_admin(seeded))
+        assert_error_format(r, 422)
+    r = raw_client.request("OPTIONS", "/api/v1/alarm-rules", headers=_admin(seeded))
+    assert_error_format(r, 405)
+    assert r.headers["allow"] == "GET, POST"
+    r = raw_client.delete("/api/v1/alarm-rules/1", headers=_admin(seeded))
+    assert r.status_code == 405 and r.headers["allow"] == "PATCH"
+
+
+def test_the_document_lists_every_error_an_operation_answers(raw_client: TestClient) -> None:
+    app = raw_client.app
+    doc = app.openapi()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    operations = {(m, p): op for p, ops in doc["paths"].items() for m, op in ops.items()}
+    for operation in operations.values():
+        assert {"401", "403", "422", "503"} <= set(operation["responses"])
+        assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorOut"}
+    assert {"404", "409"} <= set(operations["post", "/api/v1/models/{version}/promote"]
+                                 ["responses"])
+    assert "404" in operations["get", "/api/v1/verdicts/{verdict_id}"]["responses"]
+    since = next(p for p in operations["get", "/api/v1/verdicts"]["parameters"]
+                 if p["name"] == "since")
+    assert since["schema"]["anyOf"][0]["pattern"].startswith("^(19[7-9][0-9]|2[0-9]{3})")

@@ -27,7 +27,6 @@ def _regions(client: TestClient, vid: int, headers: dict[str, str]) -> list[dict
 @pytest.mark.parametrize(("body", "message"), [
     ({"label": "great"}, "body.label"),
     ({"label": "description"}, "region_id and description"),
-    ({"label": "description", "region_id": 999999, "description": "x"}, "does not belong"),
     ({"label": "missing_region"}, "needs mask_rle"),
     ({"label": "missing_region", "mask_rle": {"size": [48, 64], "counts": [5, 5]}}, "cover"),
     ({"label": "missing_region", "mask_rle": "abc"}, "body.mask_rle"),
@@ -42,6 +41,15 @@ def test_invalid_labels_are_422(client: TestClient, seeded: Seeded, op: dict[str
 def test_label_on_unknown_verdict_is_404(client: TestClient, op: dict[str, str]) -> None:
     r = client.post("/api/v1/verdicts/999999/labels", json={"label": "normal"}, headers=op)
     assert r.status_code == 404
+
+
+def test_label_on_a_region_the_verdict_lacks_is_404(client: TestClient, seeded: Seeded,
+                                                    op: dict[str, str]) -> None:
+    vid = seeded.verdict_ids[12]
+    r = client.post(f"/api/v1/verdicts/{vid}/labels", headers=op,
+                    json={"label": "description", "region_id": 999999, "description": "x"})
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == f"verdict {vid} has no region 999999"
 
 
 def test_label_round_trip_reaches_the_retraining_read(

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from pipeline.frames import (
     H_CAMERA,
+    H_CAPTURED_AT,
     H_PRODUCT,
     H_REJECT_DETAIL,
     H_REJECT_REASON,
@@ -31,6 +32,8 @@ from pipeline.frames import (
 )
 from pipeline.kafka_io import ensure_topics
 from pipeline.producer import FramePublisher
+from pipeline.settings import KafkaSettings
+from tests.frame_bombs import lying_jpeg
 from tests.integration.pipeline_support import (
     PRODUCTS,
     free_port,
@@ -320,3 +323,110 @@ def test_image_bombs_go_to_the_dlq_undecoded(kafka_bootstrap: str, postgres_url:
     assert reasons == {"honest": RejectReason.PIXEL_BUDGET.value,
                        "lying": RejectReason.PIXEL_BUDGET.value}
     assert peak < 1024**3, f"worker peak RSS {peak / 1024**2:.0f} MiB"
+
+
+def _peak_address_space_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmPeak:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmPeak in /proc status")
+
+
+def _poison_then_good(kafka: KafkaSettings, poison: list[tuple[bytes, list]], *,
+                      before: int, behind: int) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Good frames, the poison records, more good frames: all with one key, so all on one
+    partition, in that order: the frames behind the poison are scored only if the worker
+    gets past it."""
+    ensure_topics(kafka)
+    ids_before, ids_behind = [], []
+    with FramePublisher(kafka) as publisher:
+        for i in range(before + behind):
+            if i == before:
+                for value, headers in poison:
+                    publisher.send_raw(b"cam-p", value, headers)
+            envelope = make_envelope(png_frame(i), camera_id="cam-p", line_id="line-1",
+                                     product=PRODUCTS[i % 2])
+            publisher.publish(envelope)
+            (ids_before if i < before else ids_behind).append(envelope.header.frame_id)
+    assert publisher.failed == 0
+    return ids_before, ids_behind
+
+
+def test_a_date_past_the_calendar_goes_to_the_dlq_and_the_frames_behind_it_are_scored(
+        kafka_bootstrap: str, postgres_url: str, redis_url: str, clean_db: Engine,
+        tmp_path: Path) -> None:
+    """The records that crashed every worker taking their partition (OverflowError out of
+    the header validation, offset never committed): now two DLQ records with a reason."""
+    kafka = kafka_settings(kafka_bootstrap, uuid.uuid4().hex[:8])
+    good = make_envelope(png_frame(99), camera_id="cam-p", line_id="line-1",
+                         product=PRODUCTS[0])
+    poison = [(good.image, [(k, stamp if k == H_CAPTURED_AT else v)
+                            for k, v in to_kafka_headers(good.header)] + [("case", stamp)])
+              for stamp in (b"9999-12-31T23:59:59-14:00", b"0001-01-01T00:00:00+14:00")]
+    before, behind = _poison_then_good(kafka, poison, before=10, behind=30)
+    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log")
+
+    def alive() -> None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+    try:
+        wait_until(lambda: verdict_count(clean_db) >= 40, timeout_s=90,
+                   what="the 40 good frames' verdicts", alive=alive)
+        dlq = _read_topic(kafka_bootstrap, kafka.topic_dlq, 2)
+        alive()
+    finally:
+        code = stop_worker(worker)
+    assert set(verdicts_by_frame(clean_db)) == set(before) | set(behind)
+    assert code == 0
+    reasons = {dict(r.headers)["case"]: dict(r.headers)[H_REJECT_REASON].decode()
+               for r in dlq}
+    assert reasons == {stamp: RejectReason.INVALID_HEADERS.value
+                       for stamp in (b"9999-12-31T23:59:59-14:00", b"0001-01-01T00:00:00+14:00")}
+    details = [dict(r.headers)[H_REJECT_DETAIL].decode() for r in dlq]
+    assert all("captured_at" in d and "UTC" in d for d in details)
+
+
+# The worker's address space at steady state is ~1.2 GiB (VmPeak, mostly libraries and
+# thread arenas, little of it resident); 3 GiB leaves room for its real work, while one
+# decode of the lying JPEG's 30000x30000 frame needs 2.5 GiB more (BGR) and peaked at
+# 5.2 GB before this fix.
+_WORKER_ADDRESS_SPACE = 3 * 1024**3
+
+
+def test_a_jpeg_that_hides_its_size_goes_to_the_dlq_undecoded_under_a_memory_limit(
+        kafka_bootstrap: str, postgres_url: str, redis_url: str, clean_db: Engine,
+        tmp_path: Path) -> None:
+    """Four 658-byte JPEGs whose FF 00 after SOI hid a 30000x30000 frame from the size
+    check (libjpeg reads the real one): refused by the size libjpeg would read, before
+    any decode, in a worker that could not survive one such decode; the frames behind
+    them are scored."""
+    kafka = kafka_settings(kafka_bootstrap, uuid.uuid4().hex[:8])
+    lying = lying_jpeg()
+    header = FrameHeader(camera_id="cam-p", line_id="line-1", product=PRODUCTS[0],
+                         content_type="image/jpeg", width=64, height=64)
+    poison = [(lying, [*to_kafka_headers(header.model_copy(update={"frame_id": uuid.uuid4()})),
+                       ("case", str(i).encode())]) for i in range(4)]
+    before, behind = _poison_then_good(kafka, poison, before=6, behind=20)
+    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log",
+                          address_space_bytes=_WORKER_ADDRESS_SPACE)
+
+    def alive() -> None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+    try:
+        wait_until(lambda: verdict_count(clean_db) >= 26, timeout_s=90,
+                   what="the 26 good frames' verdicts", alive=alive)
+        dlq = _read_topic(kafka_bootstrap, kafka.topic_dlq, 4)
+        alive()
+        peak_rss = _peak_rss_bytes(worker.pid)
+        peak_as = _peak_address_space_bytes(worker.pid)
+    finally:
+        code = stop_worker(worker)
+    print(f"worker peak RSS {peak_rss / 1024**2:.0f} MiB, address space "
+          f"{peak_as / 1024**2:.0f} MiB (limit {_WORKER_ADDRESS_SPACE / 1024**2:.0f} MiB)")
+    assert set(verdicts_by_frame(clean_db)) == set(before) | set(behind)
+    assert code == 0
+    assert sorted(dict(r.headers)["case"] for r in dlq) == [b"0", b"1", b"2", b"3"]
+    for record in dlq:
+        headers = dict(record.headers)
+        assert headers[H_REJECT_REASON].decode() == RejectReason.PIXEL_BUDGET.value
+        assert "30000x30000" in headers[H_REJECT_DETAIL].decode()
+    assert peak_rss < 1024**3, f"worker peak RSS {peak_rss / 1024**2:.0f} MiB"

@@ -89,7 +89,12 @@ class KafkaSender:
 
 class AlarmEvaluator:
     def __init__(self, sessions: sessionmaker[Session], metrics: AlarmMetrics,
-                 clock: Callable[[], datetime], sender: EventSender | None) -> None:
+                 clock: Callable[[], datetime], sender: EventSender | None,
+                 destination: str = "sent once through the configured sender") -> None:
+        # Where the alarms page says raised alarms go, in the running configuration.
+        self.destination = destination if sender is not None else (
+            "not sent anywhere: no Kafka broker is configured (CLAD_BOOTSTRAP_SERVERS is "
+            "'embedded'); it is kept here, and sent once the API runs with a broker")
         self._sessions = sessions
         self._metrics = metrics
         self._clock = clock

@@ -32,6 +32,7 @@ from workers.api import (
 from workers.api.alarm_runner import AlarmEvaluator, AlarmMetrics, EventSender, KafkaSender
 from workers.api.auth import require
 from workers.api.errors import install_error_handlers
+from workers.api.openapi import install_document
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -50,8 +51,11 @@ def create_app(settings: Settings, engine: Engine, *,
     Alarm events go to `alarm_sender`, else to the alarms topic of the configured
     broker; with the embedded (demo) broker address there is none and they wait.
     """
+    destination = "sent once through this API's alarm sender"
     if alarm_sender is None and settings.kafka.bootstrap_servers != EMBEDDED_BROKER:
         alarm_sender = KafkaSender(settings.kafka, settings.alarms.alarm_topic)
+        destination = (f"sent once to the Kafka topic '{settings.alarms.alarm_topic}' on "
+                       f"{settings.kafka.bootstrap_servers}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,10 +82,11 @@ def create_app(settings: Settings, engine: Engine, *,
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.metrics = CollectorRegistry()
     app.state.alarms = AlarmEvaluator(app.state.sessions, AlarmMetrics(app.state.metrics),
-                                      clock, alarm_sender)
+                                      clock, alarm_sender, destination)
     # The console links to /docs only where CLAD_API_DOCS serves it.
     app.state.templates.env.globals["api_docs"] = settings.api.api_docs != "off"
     install_error_handlers(app)
+    install_document(app)
     app.include_router(routes_history.router)
     app.include_router(routes_labels.router)
     app.include_router(routes_review.router)

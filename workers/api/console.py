@@ -181,4 +181,4 @@ def alarms_page(request: Request, session: SessionDep) -> Response:
                                               .order_by(ProductionLine.id))),
                    cameras=list(session.scalars(select(Camera.id).order_by(Camera.id))),
                    interval_s=request.app.state.settings.alarms.alarm_interval_s,
-                   topic=request.app.state.settings.alarms.alarm_topic)
+                   destination=request.app.state.alarms.destination)

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,30 @@ def error_page(request: Request, status: int, message: str,
         status_code=status, headers=headers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at this path. Starlette's 405 names only the first
+    route that matched the path (GET /alarm-rules, not its POST twin), so each method is
+    tried against the whole router."""
+    return [method for method in _METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL
+                   for route in app.router.routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = getattr(exc, "code", None)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}),
+                       "Allow": ", ".join(allowed_methods(app, request.scope))}
         if wants_html(request.method, request.headers.get("accept", "")):
-            return error_page(request, exc.status_code, str(exc.detail), headers=exc.headers)
+            return error_page(request, exc.status_code, str(exc.detail), headers=headers)
         return JSONResponse(error_body(exc.status_code, str(exc.detail), code),
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

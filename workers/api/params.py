@@ -28,8 +28,11 @@ def history_filter(
     camera: Annotated[Text | None, Query(max_length=64, description="Camera id.")] = None,
     product: Annotated[Text | None, Query(max_length=100)] = None,
     since: Annotated[Instant | None, Query(
-        description="Captured at or after (ISO 8601; no offset means UTC).")] = None,
-    until: Annotated[Instant | None, Query(description="Captured before (ISO 8601).")] = None,
+        description="Captured at or after: ISO 8601, a year from 1970 to 2999 (no offset "
+                    "means UTC).")] = None,
+    until: Annotated[Instant | None, Query(
+        description="Captured before: ISO 8601, a year from 1970 to 2999; later than "
+                    "`since` (else 422).")] = None,
     verdict: Literal["normal", "anomalous"] | None = None,
     defect: Annotated[Text | None, Query(
         max_length=200, description="A defect kind: the kind key a region shows (the "
@@ -37,11 +40,13 @@ def history_filter(
         "or a region's exact words.")] = None,
     min_score: Annotated[float | None, Query(allow_inf_nan=False,
                                              description="Raw score at least.")] = None,
-    max_score: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    max_score: Annotated[float | None, Query(
+        allow_inf_nan=False, description="At least `min_score` (else 422).")] = None,
     min_relative: Annotated[float | None, Query(
         allow_inf_nan=False, description="score / threshold at least (1.0 = the "
                                          "threshold, on every product).")] = None,
-    max_relative: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    max_relative: Annotated[float | None, Query(
+        allow_inf_nan=False, description="At least `min_relative` (else 422).")] = None,
     operator: Annotated[OperatorFilter | None, Query(
         description="What operators said: none (unlabelled), any, normal / anomalous (their "
                     "latest decision), described (a corrected region description), "
@@ -79,7 +84,8 @@ def encode_cursor(cursor: Cursor | None) -> str | None:
 
 def page_cursor(
     cursor: Annotated[str | None, Query(
-        max_length=200, description="`next_cursor` from the previous page.")] = None,
+        max_length=200, description="`next_cursor` from the previous page; any other "
+                                    "value is a 422.")] = None,
 ) -> Cursor | None:
     if not cursor:
         return None

@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pipeline.storage.alarms import AlarmStateError, acknowledge, list_alarms
-from pipeline.storage.models import Alarm, AlarmRule
+from pipeline.storage.models import Alarm, AlarmRule, Camera, ProductionLine
 from pipeline.storage.tokens import Principal
 from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
+from workers.api.openapi import errors
 from workers.api.schemas import AlarmOut, AlarmRuleIn, AlarmRuleOut, AlarmRulePatch
 from workers.api.values import MAX_DB_ID
 
@@ -40,6 +42,7 @@ def get_alarms(session: SessionDep,
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", response_model=AlarmOut,
+             responses=errors(404, 409),
              summary="Acknowledge an alarm (who and when are stored)")
 def post_acknowledge(alarm_id: AlarmId, request: Request,
                      principal: Annotated[Principal, Depends(require("operator"))],
@@ -61,11 +64,27 @@ def get_rules(session: SessionDep) -> list[AlarmRuleOut]:
             for r in session.scalars(select(AlarmRule).order_by(AlarmRule.id))]
 
 
+def check_target(session: Session, scope: str, target: str) -> None:
+    """A rule for a line or camera no frame has come from would never fire (a typo:
+    cam-01 for cam-1): refused, naming the ones that exist."""
+    table = ProductionLine if scope == "line" else Camera
+    if session.get(table, target) is not None:
+        return
+    known = list(session.scalars(select(table.id).order_by(table.id).limit(21)))
+    listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") or "none yet"
+    raise ApiError(422, f"no {scope} {target!r} has sent a frame, so the rule would never "
+                        f"fire; known {scope}s: {listed}")
+
+
 @router.post("/alarm-rules", response_model=AlarmRuleOut, status_code=201,
+             responses=errors(409),
+             description="The line or camera must have sent frames (else 422, naming the "
+                         "known ones): a rule for an unknown one would never fire.",
              summary="Add a defect-rate alarm rule (admin)")
 def post_rule(body: AlarmRuleIn, request: Request,
               principal: Annotated[Principal, Depends(require("admin"))],
               session: SessionDep) -> AlarmRuleOut:
+    check_target(session, body.scope, body.target)
     rule = AlarmRule(**body.model_dump(), created_by=principal.name,
                      created_at=request.app.state.clock())
     try:
@@ -78,7 +97,7 @@ def post_rule(body: AlarmRuleIn, request: Request,
 
 
 @router.patch("/alarm-rules/{rule_id}", response_model=AlarmRuleOut,
-              dependencies=[Depends(require("admin"))],
+              dependencies=[Depends(require("admin"))], responses=errors(404),
               summary="Change a rule's bound, window or minimum, or switch it off (admin)")
 def patch_rule(rule_id: RuleId, body: AlarmRulePatch, session: SessionDep) -> AlarmRuleOut:
     rule = session.get(AlarmRule, rule_id)

@@ -18,6 +18,7 @@ from pipeline.storage.models import Camera, Frame, Region, Verdict
 from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
 from workers.api.kinds import kind_label
+from workers.api.openapi import errors
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.schemas import (
     DefectOut,
@@ -36,7 +37,7 @@ from workers.api.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["history"], dependencies=[Depends(require("viewer"))])
-PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
+PNG = {200: {"content": {"image/png": {}}, "description": "PNG image"}, **errors(404)}
 
 
 def defect_items(session: Session, verdict_ids: list[int]) -> dict[int, list[DefectOut]]:
@@ -117,7 +118,7 @@ def verdict_detail(session: Session, verdict_id: int) -> VerdictDetail:
                "frame": f"{base}/frame", "labels": f"{base}/labels"})
 
 
-@router.get("/verdicts/{verdict_id}", response_model=VerdictDetail,
+@router.get("/verdicts/{verdict_id}", response_model=VerdictDetail, responses=errors(404),
             summary="One verdict with its regions and labels")
 def get_verdict(verdict_id: VerdictId, session: SessionDep) -> VerdictDetail:
     return verdict_detail(session, verdict_id)
@@ -173,7 +174,9 @@ def masks(verdict_id: VerdictId, session: SessionDep,
     return Response(masks_png(verdict, height, width, region), media_type="image/png")
 
 
-@router.get("/verdicts/{verdict_id}/frame", response_class=Response,
+@router.get("/verdicts/{verdict_id}/frame", response_class=Response, responses={
+    200: {"content": {"image/png": {}, "image/jpeg": {}},
+          "description": "The frame as the camera sent it"}, **errors(404)},
             summary="The original frame bytes, if kept")
 def frame(verdict_id: VerdictId, request: Request,
           session: SessionDep) -> Response:
@@ -250,8 +253,13 @@ def series_window(request: Request, f: history.HistoryFilter,
     return window
 
 
+_SERIES_WINDOW = ("Default window: the last 24 h by hour, 7 days by shift, 30 by day, 26 "
+                  "weeks by week; at most 31 days by hour, 92 by shift, 731 by day, 3660 by "
+                  "week (a longer since/until is a 422).")
+
+
 @router.get("/aggregates/defect-rate-series", response_model=list[SeriesPointOut],
-            tags=["aggregates"],
+            tags=["aggregates"], description=_SERIES_WINDOW,
             summary="Defect rate per time bucket and line, camera or product")
 def defect_rate_series(request: Request, f: FilterDep, session: SessionDep,
                        by: Literal["line", "camera", "product"] = "line",
@@ -264,7 +272,7 @@ def defect_rate_series(request: Request, f: FilterDep, session: SessionDep,
 
 
 @router.get("/aggregates/defect-kinds-series", response_model=list[KindPointOut],
-            tags=["aggregates"],
+            tags=["aggregates"], description=_SERIES_WINDOW,
             summary="Verdicts per defect kind and time bucket: the top kinds, the rest as "
                     "'other'")
 def defect_kinds_series(request: Request, f: FilterDep, session: SessionDep,

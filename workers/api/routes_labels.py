@@ -14,6 +14,7 @@ from pipeline.storage.repository import activate_model_version
 from pipeline.storage.tokens import Principal
 from workers.api.auth import SessionDep, current_principal, require
 from workers.api.errors import ApiError
+from workers.api.openapi import errors
 from workers.api.params import VerdictId
 from workers.api.schemas import LabelIn, LabelOut, ModelVersionOut
 from workers.api.values import Text
@@ -27,7 +28,7 @@ def me(principal: Annotated[Principal, Depends(current_principal)]) -> dict[str,
 
 
 @router.get("/verdicts/{verdict_id}/labels", response_model=list[LabelOut], tags=["labels"],
-            dependencies=[Depends(require("viewer"))])
+            dependencies=[Depends(require("viewer"))], responses=errors(404))
 def get_labels(verdict_id: VerdictId, session: SessionDep) -> list[LabelOut]:
     if session.get(Verdict, verdict_id) is None:
         raise ApiError(404, f"verdict {verdict_id} not found")
@@ -36,7 +37,8 @@ def get_labels(verdict_id: VerdictId, session: SessionDep) -> list[LabelOut]:
 
 
 @router.post("/verdicts/{verdict_id}/labels", response_model=LabelOut, status_code=201,
-             tags=["labels"], summary="Confirm, reject or correct a verdict")
+             tags=["labels"], summary="Confirm, reject or correct a verdict",
+             responses=errors(404))
 def post_label(verdict_id: VerdictId, body: LabelIn,
                principal: Annotated[Principal, Depends(require("operator"))],
                session: SessionDep) -> LabelOut:
@@ -67,7 +69,7 @@ def list_models(session: SessionDep,
 
 
 @router.post("/models/{version}/promote", response_model=ModelVersionOut, tags=["models"],
-             dependencies=[Depends(require("admin"))],
+             dependencies=[Depends(require("admin"))], responses=errors(404, 409),
              summary="Make a version the active model of its product")
 def promote(version: Annotated[Text, Path(max_length=100)], session: SessionDep) -> ModelVersionOut:
     row = session.scalars(select(ModelVersion).where(ModelVersion.version == version)).first()

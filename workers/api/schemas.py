@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
-from workers.api.values import DbId, Text, UtcDatetime
+from workers.api.values import DbId, Text, UtcDatetime, json_int
 
 # A mask is never larger than a frame, and frames stop at 32768 px a side.
 MAX_MASK_SIDE = 32768
-MaskSide = Annotated[StrictInt, Field(ge=1, le=MAX_MASK_SIDE)]
-RunLength = Annotated[StrictInt, Field(ge=0, le=MAX_MASK_SIDE * MAX_MASK_SIDE)]
+MaskSide = json_int(1, MAX_MASK_SIDE)
+RunLength = json_int(0, MAX_MASK_SIDE * MAX_MASK_SIDE)
 
 
 class DefectOut(BaseModel):
@@ -103,14 +103,25 @@ class VerdictDetail(VerdictSummary):
     links: dict[str, str]
 
 
+# Request bodies take JSON's types as the document states them: no "5" for 5, no 1 for
+# true (lax parsing would accept what the schema calls invalid); 5.0 is an integer.
+_BODY = ConfigDict(strict=True)
+
+
 class MaskRle(BaseModel):
     """COCO uncompressed RLE: column-major runs, starting with background."""
 
-    size: tuple[MaskSide, MaskSide] = Field(description="[height, width] in pixels.")
+    model_config = _BODY
+
+    # JSON has no tuple: a two-item array (its items still checked as JSON integers).
+    size: tuple[MaskSide, MaskSide] = Field(strict=False, description="[height, width] in "
+                                                                      "pixels.")
     counts: list[RunLength] = Field(description="Run lengths; they sum to height * width.")
 
 
 class LabelIn(BaseModel):
+    model_config = _BODY
+
     label: Literal["anomalous", "normal", "description", "missing_region"]
     region_id: DbId | None = None
     description: Text | None = Field(None, max_length=200)
@@ -235,11 +246,13 @@ class RegionGroupLabelIn(BaseModel):
 Rate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False,
                               description="Alarm when the defect rate is above this "
                                           "fraction (0.2 = 20 %).")]
-WindowMinutes = Annotated[StrictInt, Field(ge=1, le=7 * 24 * 60)]
-MinVerdicts = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+WindowMinutes = json_int(1, 7 * 24 * 60)
+MinVerdicts = json_int(1, 1_000_000)
 
 
 class AlarmRuleIn(BaseModel):
+    model_config = _BODY
+
     name: Text = Field(min_length=1, max_length=100)
     scope: Literal["line", "camera"]
     target: Text = Field(min_length=1, max_length=64, description="Line or camera id.")
@@ -250,6 +263,8 @@ class AlarmRuleIn(BaseModel):
 
 
 class AlarmRulePatch(BaseModel):
+    model_config = _BODY
+
     max_rate: Rate | None = None
     window_minutes: WindowMinutes | None = None
     min_verdicts: MinVerdicts | None = None
@@ -287,3 +302,17 @@ class AlarmOut(BaseModel):
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     published_at: datetime | None
+
+
+class ErrorInfo(BaseModel):
+    status: int
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, conflict.")
+    message: str
+    details: list[dict[str, Any]] = Field(description="Per parameter for a 422: loc, msg "
+                                                      "and (query/path only) input.")
+
+
+class ErrorOut(BaseModel):
+    """Every error response, whatever went wrong (workers.api.errors)."""
+
+    error: ErrorInfo

@@ -63,9 +63,11 @@ def produce(ctx: typer.Context,
 
 def worker(ctx: typer.Context) -> None:
     """Run an inference worker until SIGTERM (finishes its batch, commits, leaves)."""
+    from workers.streaming.opencv_limit import limit_opencv_pixels
     from workers.streaming.shutdown import install_stop_handlers
 
     settings = settings_from(ctx)
+    limit_opencv_pixels(settings.kafka.max_frame_pixels)  # before anything imports cv2
     # Before the slow imports and model loading: a SIGTERM during start-up exits cleanly.
     stop = install_stop_handlers(settings.worker.shutdown_timeout_s)
     _need_broker(settings)
@@ -90,6 +92,9 @@ def demo(ctx: typer.Context,
          max_per_product: int | None = typer.Option(None, min=1, help="Cap frames/product."),
          ) -> None:
     """One command: broker, SQLite, worker and producer; prints every verdict."""
+    from workers.streaming.opencv_limit import limit_opencv_pixels
+
+    limit_opencv_pixels(settings_from(ctx).kafka.max_frame_pixels)  # before cv2 loads
     from workers.demo.run import run_demo
 
     raise typer.Exit(run_demo(settings_from(ctx), images=images, out=out, shots=shots,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
 
 from pipeline.frames import FrameEnvelope, FrameRejectedError, RejectReason
+from workers.streaming.isolation import guarded
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,18 @@ def jpeg_reduction(width: int, height: int, input_size: int) -> tuple[int, int]:
 
 
 def decode_frame(envelope: FrameEnvelope, input_size: int) -> DecodedFrame:
-    """Decode, check against the header's width/height, resize for the model.
+    """Decode, check against the header's width/height, resize for the model; raises
+    only FrameRejectedError for a bad frame (whatever OpenCV makes of its bytes).
 
     Only the model's input is kept: heatmaps and regions are sized from the header."""
     header = envelope.header
     factor, flag = 1, cv2.IMREAD_COLOR
     if envelope.image[:3] == _JPEG_MAGIC:  # the bytes decide, not the content-type header
         factor, flag = jpeg_reduction(header.width, header.height, input_size)
-    bgr = cv2.imdecode(np.frombuffer(envelope.image, np.uint8), flag)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(envelope.image, np.uint8), flag)
+    except cv2.error as exc:
+        raise _refusal(exc) from None
     if bgr is None:
         raise FrameRejectedError(RejectReason.UNDECODABLE,
                             f"OpenCV cannot decode {len(envelope.image)} bytes as "
@@ -69,13 +75,17 @@ def decode_frame(envelope: FrameEnvelope, input_size: int) -> DecodedFrame:
                         model_input=cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
 
 
+def _refusal(exc: cv2.error) -> FrameRejectedError:
+    if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # the backstop: OPENCV_IO_MAX_IMAGE_PIXELS
+        return FrameRejectedError(RejectReason.PIXEL_BUDGET,
+                                  "OpenCV refused to decode more pixels than the budget "
+                                  "(the image file hides its size)")
+    return FrameRejectedError(RejectReason.UNDECODABLE,
+                              f"OpenCV error: {str(exc).strip()[-300:]}")
+
+
 def _decode_one(item: tuple[FrameEnvelope, int]) -> DecodedFrame | FrameRejectedError:
-    try:
-        return decode_frame(*item)
-    except FrameRejectedError as exc:
-        return exc
-    except cv2.error as exc:
-        return FrameRejectedError(RejectReason.UNDECODABLE, f"OpenCV error: {exc}")
+    return guarded(partial(decode_frame, *item), what="decode")
 
 
 def start_decode(pool: ThreadPoolExecutor, items: Sequence[tuple[FrameEnvelope, int]]

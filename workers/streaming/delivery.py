@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.frames import H_REJECT_DETAIL, H_REJECT_REASON, H_SOURCE, FrameRejectedError
@@ -28,12 +28,17 @@ from pipeline.storage.frame_store import store_frames
 from pipeline.storage.records import VerdictRecord
 from pipeline.storage.repository import write_verdicts
 from pipeline.verdict_events import H_EVENT_FRAME_ID
+from workers.streaming.isolation import split_failures
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# A record in the DLQ keeps the frame's bytes unless they are what got it rejected.
+# A record in the DLQ keeps the frame's bytes unless they are what got it rejected, and
+# its original headers up to this many bytes: a DLQ record must always fit the producer's
+# request limit (max_frame_bytes + 64 KiB), or its send would fail, be retried forever,
+# and the one bad record would stop the worker after all.
 _DLQ_MAX_VALUE = 1024 * 1024
+_DLQ_MAX_HEADER_BYTES = 16 * 1024
 
 
 class Retrier:
@@ -76,6 +81,14 @@ def is_transient_db_error(exc: BaseException) -> bool:
         isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
+def is_systemic_db_error(exc: BaseException) -> bool:
+    """A database error that is no one frame's fault (a missing table or column, a revoked
+    permission): raised, not split per frame, so a misconfigured store stops the worker
+    instead of sending every frame to the DLQ. A value the database refuses (DataError)
+    or a constraint it violates (IntegrityError) can be one frame's."""
+    return isinstance(exc, DBAPIError) and not isinstance(exc, DataError | IntegrityError)
+
+
 class TransientDatabaseError(Exception):
     pass
 
@@ -100,6 +113,36 @@ def store_verdicts(factory: sessionmaker[Session], records: Sequence[VerdictReco
         if is_transient_db_error(exc):
             raise TransientDatabaseError(_short(exc)) from exc
         raise
+
+
+class DeliveryStoppedError(Exception):
+    """The worker stops while a write is retried: the batch is left for redelivery."""
+
+
+def store_isolated(retrier: Retrier, factory: sessionmaker[Session],
+                   records: Sequence[VerdictRecord],
+                   frames: Mapping[uuid.UUID, tuple[bytes, str]],
+                   frame_settings: ApiSettings
+                   ) -> tuple[int, list[tuple[VerdictRecord, FrameRejectedError]]]:
+    """store_verdicts as one transaction, retried through an outage; a batch the database
+    refuses is split (workers.streaming.isolation) so only the verdicts it refuses alone
+    are left out. Returns (new verdicts, refused ones with their rejection); raises
+    DeliveryStoppedError when the worker is stopped during an outage."""
+    new = 0
+
+    def store(part: Sequence[VerdictRecord]) -> None:
+        nonlocal new
+        ok, count = retrier.call(
+            "database", lambda: store_verdicts(factory, part, frames, frame_settings),
+            (TransientDatabaseError,))
+        if not ok:
+            raise DeliveryStoppedError
+        new += count or 0
+
+    refused = split_failures(
+        records, store, what="database write",
+        systemic=lambda e: isinstance(e, DeliveryStoppedError) or is_systemic_db_error(e))
+    return new, refused
 
 
 class KafkaSendError(Exception):
@@ -138,17 +181,25 @@ def drift_event(product: str, drift: float, model_version: str, at: datetime) ->
     return {"key": product.encode(), "value": json.dumps(payload).encode()}
 
 
-def dlq_message(record: ConsumerRecord, error: FrameRejectedError) -> dict:
+def dlq_message(record: ConsumerRecord, error: FrameRejectedError, *,
+                max_value: int = _DLQ_MAX_VALUE) -> dict:
+    """The DLQ record for a rejected frame: its key, its bytes when at most `max_value`
+    (and 1 MiB), its original headers within 16 KiB, and why it was rejected."""
     value = record.value or b""
-    headers = [(k, v or b"") for k, v in (record.headers or [])
-               if k not in (H_REJECT_REASON, H_REJECT_DETAIL, H_SOURCE)]
+    headers, size = [], 0
+    for k, v in record.headers or []:
+        size += len(k.encode()) + len(v or b"")
+        if k in (H_REJECT_REASON, H_REJECT_DETAIL, H_SOURCE) or size > _DLQ_MAX_HEADER_BYTES:
+            continue
+        headers.append((k, v or b""))
     headers += [
         (H_REJECT_REASON, error.reason.value.encode()),
         (H_REJECT_DETAIL, error.detail[:1000].encode()),
         (H_SOURCE, f"{record.topic}/{record.partition}/{record.offset}".encode()),
     ]
-    return {"key": record.key, "value": value if len(value) <= _DLQ_MAX_VALUE else b"",
-            "headers": headers}
+    keep = len(value) <= min(max_value, _DLQ_MAX_VALUE)
+    key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
+    return {"key": key, "value": value if keep else b"", "headers": headers}
 
 
 def now_utc() -> datetime:

@@ -8,6 +8,7 @@ whose end_offsets() is not: tests/integration/test_kafka_broker.py).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -67,17 +68,21 @@ class WorkerMetrics:
             self.context_drift.labels(product).set(line.drift)
             self.context_frames.labels(product).set(len(line))
 
-    def serve(self, port: int, liveness: Liveness | None = None) -> WSGIServer | None:
-        """Expose /metrics, and /healthz (503 once `liveness` is stalled), on `port` from
-        a daemon thread; 0 leaves the endpoint off (tests, the demo)."""
+    def serve(self, port: int, liveness: Liveness | None = None, *,
+              host: str = "0.0.0.0") -> WSGIServer | None:
+        """Expose /metrics, and /healthz (503 once `liveness` is stalled), on host:port
+        from a daemon thread; port 0 leaves the endpoint off (tests, the demo)."""
         if not port:
             return None
         if liveness is not None:
             self.silent.set_function(liveness.silent_for)
-        server = make_server("0.0.0.0", port, health_app(self.registry, liveness),
-                             _ThreadingServer, handler_class=_QuietHandler)  # fmt: skip
+        server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        server = make_server(host, port, health_app(self.registry, liveness),
+                             server_class, handler_class=_QuietHandler)  # fmt: skip
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        log.info("metrics on http://0.0.0.0:%s/metrics, liveness on /healthz", port)
+        shown = f"[{host}]" if ":" in host else host
+        log.info("metrics on http://%s:%s/metrics, liveness on /healthz", shown,
+                 server.server_port)
         return server
 
 
@@ -104,6 +109,10 @@ def health_app(registry: CollectorRegistry, liveness: Liveness | None) -> WsgiAp
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow scrape never holds the worker's exit
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):

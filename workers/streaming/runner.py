@@ -40,7 +40,7 @@ def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None
             interval_s=settings.worker.model_check_interval_s)
     metrics = WorkerMetrics()
     liveness = Liveness(settings.worker.stall_after_s)
-    metrics.serve(settings.worker.metrics_port, liveness)
+    metrics.serve(settings.worker.metrics_port, liveness, host=settings.worker.metrics_host)
     return InferenceWorker(
         settings, engines,
         consumer=build_consumer(settings.kafka, max_poll_records=settings.worker.batch_size),

@@ -16,6 +16,7 @@ from pipeline.frames import FrameRejectedError, RejectReason
 from pipeline.heatmap_codec import encode_heatmap
 from pipeline.storage.records import HeatmapRecord, VerdictRecord
 from workers.streaming.decode import DecodedFrame
+from workers.streaming.isolation import guarded
 from workers.streaming.regions import find_regions
 from workers.streaming.scoring import ScoringEngine, region_threshold_of
 
@@ -101,3 +102,19 @@ def to_verdicts(engine: ScoringEngine, outputs: Sequence[Scored], *, min_area: i
     if pool is None:
         return [to_verdict(r, f, s, m, engine, min_area) for r, f, s, m in outputs]
     return list(pool.map(lambda o: to_verdict(*o, engine, min_area), outputs))
+
+
+def to_verdicts_isolated(engine: ScoringEngine, outputs: Sequence[Scored], *, min_area: int,
+                         pool: Executor | None = None
+                         ) -> tuple[list[VerdictRecord],
+                                    list[tuple[ConsumerRecord, FrameRejectedError]]]:
+    """to_verdicts, with a frame whose heatmap or regions raise rejected (internal_error)
+    instead of failing the batch."""
+    def one(output: Scored) -> VerdictRecord | FrameRejectedError:
+        return guarded(lambda: to_verdict(*output, engine, min_area), what="heatmap")
+
+    results = list(pool.map(one, outputs)) if pool is not None else [one(o) for o in outputs]
+    verdicts = [v for v in results if isinstance(v, VerdictRecord)]
+    failed = [(o[0], v) for o, v in zip(outputs, results, strict=True)
+              if isinstance(v, FrameRejectedError)]
+    return verdicts, failed

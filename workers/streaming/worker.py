@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -38,21 +39,22 @@ from pipeline.storage.records import VerdictRecord
 from workers.streaming.batching import collect_batch, next_offsets
 from workers.streaming.decode import DecodedFrame, start_decode
 from workers.streaming.delivery import (
+    DeliveryStoppedError,
     KafkaSendError,
     Retrier,
-    TransientDatabaseError,
     dlq_message,
     drift_event,
     now_utc,
     send_all,
-    store_verdicts,
+    store_isolated,
     verdict_event,
 )
-from workers.streaming.descriptions import describe_batch
+from workers.streaming.descriptions import DescribedBatch, describe_batch
+from workers.streaming.isolation import guarded
 from workers.streaming.liveness import Liveness
 from workers.streaming.metrics import WorkerMetrics
 from workers.streaming.scoring import ScoringEngine
-from workers.streaming.verdicts import Scored, infer_product, to_verdicts
+from workers.streaming.verdicts import Scored, infer_product, to_verdicts_isolated
 
 log = logging.getLogger(__name__)
 
@@ -272,18 +274,29 @@ class InferenceWorker:
         """Delivery thread: heatmaps and regions, descriptions, ONE DB transaction,
         verdict events and DLQ records, the cache; False = stopped before durable."""
         started = time.perf_counter()
-        rejected = batch.rejected
+        rejected = list(batch.rejected)
         verdicts: list[VerdictRecord] = []
         with self.metrics.stage_seconds.labels("heatmaps").time():
             for product, outputs in batch.outputs.items():
-                verdicts.extend(to_verdicts(batch.engines[product], outputs, pool=self.pool,
-                                            min_area=self.settings.model.min_region_area_px))
+                made, failed = to_verdicts_isolated(
+                    batch.engines[product], outputs, pool=self.pool,
+                    min_area=self.settings.model.min_region_area_px)
+                verdicts.extend(made)
+                rejected.extend(failed)
         with self.metrics.stage_seconds.labels("describe").time():
-            described = describe_batch(batch.engines, verdicts, batch.frames, self.cache)
-        verdicts = described.verdicts
+            try:
+                described = describe_batch(batch.engines, verdicts, batch.frames, self.cache)
+            except Exception:  # noqa: BLE001 - a description is never worth a frame
+                log.exception("describing a batch of %s verdicts failed; stored without "
+                              "descriptions", len(verdicts))
+                described = DescribedBatch(verdicts)
         originals = {fid: (f.envelope.image, f.envelope.header.content_type)
                      for fid, f in batch.frames.items()}
-        if not self._deliver(verdicts, rejected, originals, batch.events):
+        records = {f.envelope.header.frame_id: r
+                   for outputs in batch.outputs.values() for r, f, _s, _m in outputs}
+        verdicts = self._deliver(described.verdicts, rejected, originals, batch.events,
+                                 records)
+        if verdicts is None:
             return False
         decided_at = now_utc()
         # One cache round trip per batch: new descriptions, region masks, latest verdicts.
@@ -314,39 +327,49 @@ class InferenceWorker:
                              list[tuple[ConsumerRecord, FrameRejectedError]]]:
         accepted, rejected = [], []
         for record in records:
-            try:
-                envelope = parse_frame(record.headers, record.value,
-                                       max_frame_bytes=self.settings.kafka.max_frame_bytes,
-                                       max_frame_pixels=self.settings.kafka.max_frame_pixels)
-                if envelope.header.product not in engines:
-                    raise FrameRejectedError(
-                        RejectReason.UNKNOWN_PRODUCT,
-                        f"no model for product {envelope.header.product!r}; serving "
-                        f"{sorted(engines)}")
-            except FrameRejectedError as exc:
-                rejected.append((record, exc))
-                continue
-            accepted.append((record, envelope))
+            outcome = guarded(partial(self._accept, record, engines), what="validation")
+            if isinstance(outcome, FrameRejectedError):
+                rejected.append((record, outcome))
+            else:
+                accepted.append((record, outcome))
         return accepted, rejected
+
+    def _accept(self, record: ConsumerRecord, engines: Mapping[str, ScoringEngine]
+                ) -> FrameEnvelope:
+        envelope = parse_frame(record.headers, record.value,
+                               max_frame_bytes=self.settings.kafka.max_frame_bytes,
+                               max_frame_pixels=self.settings.kafka.max_frame_pixels)
+        if envelope.header.product not in engines:
+            raise FrameRejectedError(
+                RejectReason.UNKNOWN_PRODUCT,
+                f"no model for product {envelope.header.product!r}; serving {sorted(engines)}")
+        return envelope
 
     def _deliver(self, verdicts: list[VerdictRecord],
                  rejected: list[tuple[ConsumerRecord, FrameRejectedError]],
                  originals: dict[uuid.UUID, tuple[bytes, str]],
-                 events: list[dict] | None = None) -> bool:
-        """Verdicts durable, then events and DLQ records acknowledged; False = stopped first."""
+                 events: list[dict], records: Mapping[uuid.UUID, ConsumerRecord]
+                 ) -> list[VerdictRecord] | None:
+        """Verdicts durable, then events and DLQ records acknowledged; returns the verdicts
+        stored, None = stopped first. A verdict the database refuses alone goes to the DLQ
+        (`rejected` grows by it) with the record it came from."""
         kafka = self.settings.kafka
         with self.metrics.stage_seconds.labels("write").time():
-            ok, new = self.delivery_retrier.call(
-                "database", lambda: store_verdicts(self.session_factory, verdicts, originals,
-                                      self.settings.api),
-                (TransientDatabaseError,))
-        if not ok:
-            return False
-        self.metrics.verdicts.inc(new or 0)
+            try:
+                new, refused = store_isolated(self.delivery_retrier, self.session_factory,
+                                              verdicts, originals, self.settings.api)
+            except DeliveryStoppedError:
+                return None
+        if refused:
+            gone = {v.frame_id for v, _e in refused}
+            verdicts = [v for v in verdicts if v.frame_id not in gone]
+            rejected.extend((records[v.frame_id], e) for v, e in refused)
+        self.metrics.verdicts.inc(new)
         decided_at = now_utc()
         messages = [(kafka.topic_verdicts, verdict_event(v, decided_at)) for v in verdicts]
-        messages += [(kafka.topic_verdicts, e) for e in events or []]
-        messages += [(kafka.topic_dlq, dlq_message(r, e)) for r, e in rejected]
+        messages += [(kafka.topic_verdicts, e) for e in events]
+        messages += [(kafka.topic_dlq, dlq_message(r, e, max_value=kafka.max_frame_bytes))
+                     for r, e in rejected]
         for record, error in rejected:
             log.warning("frame %s/%s/%s to DLQ: %s", record.topic, record.partition,
                         record.offset, error)
@@ -354,7 +377,7 @@ class InferenceWorker:
             ok, _ = self.delivery_retrier.call(
                 "kafka publish", lambda: send_all(self.producer, messages),
                 (KafkaSendError, KafkaError))
-        return ok
+        return verdicts if ok else None
 
     def _commit(self, records: list[ConsumerRecord]) -> bool:
         """Commit a delivered batch's offsets; False when the group took them away.

@@ -44,6 +44,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model.cpu_precision == "fp32"
     monkeypatch.setenv("CLAD_CPU_PRECISION", "int8")
     assert load_settings().model.cpu_precision == "int8"
+    assert settings.worker.metrics_host == "0.0.0.0"  # the pod IP is scraped and probed
+    monkeypatch.setenv("CLAD_METRICS_HOST", "127.0.0.1")
+    assert load_settings().worker.metrics_host == "127.0.0.1"
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:

@@ -117,3 +117,26 @@ def test_waiting_on_a_delivery_that_never_ends_does_not_beat(
     assert worker._settle() is True
     assert silences == [240.0, 480.0, 720.0]
     assert worker.liveness.stalled()  # 12 minutes, past the default 10
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_metrics_endpoint_binds_the_configured_address(host: str) -> None:
+    import socket
+    import urllib.request
+
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = WorkerMetrics().serve(port, Liveness(30), host=host)
+    assert server is not None
+    try:
+        assert server.server_address[0] == host
+        url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.read() == b"ok\n"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert WorkerMetrics().serve(0, host=host) is None  # port 0: no endpoint
