@@ -15,6 +15,7 @@ from typing import Any
 import schemathesis
 from pydantic import TypeAdapter, ValidationError
 
+from engine.defects.kind_names import KindNameError, kind_key
 from pipeline.storage.history import HistoryFilter
 from tests.integration.operator_data import CAMERAS, T0
 from workers.api.routes_history import _DEFAULT_PERIOD, _MAX_PERIOD
@@ -39,6 +40,9 @@ def _query_keeps_the_rules(path: str, query: dict[str, Any]) -> bool:
     low, high = query.get("min_score"), query.get("max_score")
     if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
         return False  # max_score must be at least min_score
+    low, high = query.get("min_relative"), query.get("max_relative")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+        return False  # max_relative must be at least min_relative
     if query.get("cursor"):
         return False  # a cursor is what a previous page returned, nothing else
     if path.endswith("-series"):
@@ -52,9 +56,21 @@ def _query_keeps_the_rules(path: str, query: dict[str, Any]) -> bool:
     return True
 
 
+def _names_a_kind(description: Any) -> bool:  # noqa: ANN401 - generated JSON
+    if not isinstance(description, str):
+        return True  # a wrong type is the schema's to refuse
+    try:
+        kind_key(description)
+    except KindNameError:
+        return False  # a description must name a kind (the field's description says how)
+    return True
+
+
 def _label_keeps_the_rules(body: Any) -> bool:  # noqa: ANN401 - generated JSON
     if not isinstance(body, dict):
         return True
+    if body.get("description") is not None and not _names_a_kind(body["description"]):
+        return False
     label, mask = body.get("label"), body.get("mask_rle")
     if label == "description" and (body.get("region_id") is None
                                    or not str(body.get("description") or "").strip()):
@@ -79,6 +95,8 @@ def filter_case(_context: schemathesis.HookContext, case: Any) -> bool:  # noqa:
         return False
     if method == "POST" and path.endswith("/labels"):
         return _label_keeps_the_rules(case.body)
+    if method == "POST" and path.endswith("/region-labels") and isinstance(case.body, dict):
+        return _names_a_kind(case.body.get("description"))
     return True
 
 

@@ -18,6 +18,7 @@ from pipeline.storage.region_groups import Pool, load_pool
 from pipeline.storage.tokens import Principal
 from workers.api.auth import SessionDep, require
 from workers.api.errors import ApiError
+from workers.api.openapi import errors
 from workers.api.routes_history import PNG, load_verdict
 from workers.api.schemas import LabelOut, RegionGroupLabelIn, SimilarRegionOut
 from workers.api.thumbnails import CACHE_CONTROL, STORED_SIDES, stored, stored_or_rendered
@@ -69,7 +70,7 @@ def region_pool(request: Request, session: Session, region: Region, product: str
 
 
 @router.get("/regions/{region_id}/similar", response_model=list[SimilarRegionOut],
-            dependencies=[Depends(require("viewer"))],
+            dependencies=[Depends(require("viewer"))], responses=errors(404),
             summary="Unnamed regions of the same product that look like this one")
 def similar_regions(region_id: RegionId, request: Request, session: SessionDep,
                     min_similarity: Annotated[float | None, Query(
@@ -99,7 +100,7 @@ def similar_regions(region_id: RegionId, request: Request, session: SessionDep,
 
 
 @router.post("/region-labels", response_model=list[LabelOut], status_code=201,
-             tags=["labels"],
+             tags=["labels"], responses=errors(404),
              summary="One description for a group of regions (one label on each)")
 def label_regions(body: RegionGroupLabelIn,
                   principal: Annotated[Principal, Depends(require("operator"))],

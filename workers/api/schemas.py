@@ -14,6 +14,10 @@ from workers.api.values import DbId, Text, UtcDatetime, json_int
 MAX_MASK_SIDE = 32768
 MaskSide = json_int(1, MAX_MASK_SIDE)
 RunLength = json_int(0, MAX_MASK_SIDE * MAX_MASK_SIDE)
+# engine.defects.kind_names.kind_key's rule, which the API applies (else 422).
+KIND_RULE = ("The defect kind in the operator's words, as typed. It must name a kind: "
+             "letters or digits past a leading article, and at most 60 characters once "
+             "written as a kind key ('Bent lead' -> bent_lead); else 422.")
 
 
 class DefectOut(BaseModel):
@@ -124,7 +128,7 @@ class LabelIn(BaseModel):
 
     label: Literal["anomalous", "normal", "description", "missing_region"]
     region_id: DbId | None = None
-    description: Text | None = Field(None, max_length=200)
+    description: Text | None = Field(None, max_length=200, description=KIND_RULE)
     mask_rle: MaskRle | None = None
 
 
@@ -240,7 +244,7 @@ class SimilarRegionOut(BaseModel):
 
 class RegionGroupLabelIn(BaseModel):
     region_ids: list[DbId] = Field(min_length=1, max_length=200)
-    description: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(min_length=1, max_length=200, description=KIND_RULE)
 
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False,
