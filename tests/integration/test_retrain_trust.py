@@ -179,3 +179,79 @@ def test_sigterm_mid_retrain_exits_non_zero_says_where_and_resumes(
         "history"]
     assert [h["epoch"] for h in history] == [-1, *range(int(epochs))]  # every epoch, once
     assert not list(tmp_path.glob(f".work/{PRODUCT}/retrain-*"))  # the checkpoint is spent
+
+
+def _brighter(image):  # noqa: ANN001, ANN202 - a lighting change on the line
+    import cv2
+
+    return cv2.convertScaleAbs(image, alpha=1.3, beta=40)
+
+
+def test_normals_labelled_after_a_retrain_enter_the_bank_and_its_size_stays_bounded(
+        clean_db: Engine, tiles: Path, champion_path: Path, tmp_path: Path) -> None:
+    factory = make_session_factory(clean_db)
+    register_champion(factory, champion_path)
+    options = replace(FAST, max_references=4)
+    t0 = datetime.now(UTC) - timedelta(days=10)
+    seed(factory, samples(tiles, goods=12, defects=6), captured_at=t0)
+    first = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                            options=options, progress=False)
+    assert first.status in ("promoted", "rejected"), first.reason
+    # after the first retrain the lighting changes; operators confirm the new normals
+    later = seed(factory, samples(tiles, goods=6, defects=0, offset=12), author="qa2",
+                 captured_at=t0 + timedelta(days=9), transform=_brighter)
+    second = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                             options=options, progress=False)
+    assert second.status in ("promoted", "rejected"), second.reason
+    one = load_model(tmp_path / PRODUCT / first.challenger_version)
+    two = load_model(tmp_path / PRODUCT / second.challenger_version)
+    with factory() as session:
+        from pipeline.storage.models import Verdict
+
+        later_frames = {str(f) for f in session.scalars(
+            select(Verdict.frame_id).where(Verdict.id.in_(later)))}
+    chosen = two.metadata["metrics"]["bank_frames"]
+    assert len(chosen) == 4
+    new_in_bank = later_frames & set(chosen)
+    print(f"bank frames of the second retrain: {len(new_in_bank)} of {len(chosen)} labelled "
+          f"after the first; bank rows {champion_rows(champion_path)} (champion) -> "
+          f"{one.runtime.bank.shape[0]} -> {two.runtime.bank.shape[0]}")
+    # the newest normal always enters, and the changed look wins most of the places
+    assert len(new_in_bank) >= 3
+    assert not later_frames & set(one.metadata["metrics"]["bank_frames"])
+    # the line part is replaced, not appended to: the bank does not grow retrain after
+    # retrain (the product's own references stay in front)
+    root = one.metadata["metrics"]["reference_bank_rows"]
+    assert two.metadata["metrics"]["reference_bank_rows"] == root == champion_rows(champion_path)
+    assert two.runtime.bank.shape[0] == one.runtime.bank.shape[0]
+    import torch
+
+    assert torch.equal(two.runtime.bank[:root], one.runtime.bank[:root])
+
+
+def champion_rows(path: Path) -> int:
+    return int(load_model(path).runtime.bank.shape[0])
+
+
+def test_conflicting_labels_are_counted_and_can_be_left_out(
+        clean_db: Engine, tiles: Path, champion_path: Path, tmp_path: Path) -> None:
+    from pipeline.storage.labels import add_label
+
+    factory = make_session_factory(clean_db)
+    register_champion(factory, champion_path)
+    ids = seed(factory, samples(tiles, goods=8, defects=6))
+    with transaction(factory) as session:  # a second person turns 3 anomalies into normals
+        for vid in ids[8:11]:
+            add_label(session, verdict_id=vid, label="normal", author="second-shift")
+    counted = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                              options=replace(FAST, dry_run=True), progress=False)
+    c = counted.counts
+    assert c["label_conflicts"] == 3 and "excluded_conflicts" not in c
+    assert c["train_normal"] + c["held_out_normal"] == 8 + 3  # the latest word still wins
+    left_out = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                               options=replace(FAST, dry_run=True, exclude_conflicts=True),
+                               progress=False)
+    c = left_out.counts
+    assert c["label_conflicts"] == 3 and c["excluded_conflicts"] == 3
+    assert c["train_normal"] + c["held_out_normal"] == 8
+    assert c["train_anomalous"] + c["held_out_anomalous"] == 6 - 3

@@ -75,14 +75,17 @@ def _print(results: list[RetrainResult], as_json: bool) -> int:
         _print_json(status, code, results)
         return code
     table = Table(title="retraining")
-    for column in ("product", "status", "champion", "challenger", "held-out image AUROC",
-                   "reason"):
-        table.add_column(column)
+    for column in ("status", "product", "champion", "challenger", "held-out image AUROC",
+                   "label conflicts", "reason"):
+        table.add_column(column, overflow="fold")
     for r in results:
         old, new = r.champion_metrics.get("image_auroc"), r.challenger_metrics.get("image_auroc")
         figures = f"{old:.3f} -> {new:.3f}" if old is not None and new is not None else "-"
-        table.add_row(r.product, r.status, r.champion_version or "-",
-                      r.challenger_version or "-", figures, r.reason)
+        conflicts = r.counts.get("label_conflicts", 0)
+        if r.counts.get("excluded_conflicts"):
+            conflicts = f"{conflicts} (excluded)"
+        table.add_row(r.status, r.product, r.champion_version or "-",
+                      r.challenger_version or "-", figures, str(conflicts), r.reason)
     Console().print(table)
     typer.echo(json.dumps({r.product: r.counts for r in results}))
     typer.echo(f"status: {status}")

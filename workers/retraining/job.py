@@ -42,7 +42,7 @@ from engine.training.bank_refresh import (
 from engine.training.finetune import LabelledImage, finetune_challenger
 from engine.training.train import TrainConfig
 from pipeline.storage.database import transaction
-from pipeline.storage.labels import training_examples
+from pipeline.storage.labels import conflicted_verdicts, training_examples
 from pipeline.storage.models import ModelVersion
 from pipeline.storage.repository import (
     activate_model_version,
@@ -153,6 +153,16 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
             result.reason = f"no active model for product {product!r}: promote one first"
             return result
         examples = training_examples(session, product=product)
+        conflicted = conflicted_verdicts(session, product)
+        conflicts = {"label_conflicts": sum(e.verdict_id in conflicted for e in examples)}
+        if options.exclude_conflicts:
+            examples = [e for e in examples if e.verdict_id not in conflicted]
+            conflicts["excluded_conflicts"] = conflicts["label_conflicts"]
+        elif conflicts["label_conflicts"]:
+            log.warning("product %s: %d confirmed frames have conflicting labels (the latest "
+                        "wins; see the review queue, or --exclude-conflicts)", product,
+                        conflicts["label_conflicts"])
+        result.counts = dict(conflicts)
         config = {"options": options.fingerprinted(), "champion_config":
                   _stored_config(champion_row.path)}
         result.fingerprint = data_fingerprint(examples, config=config)
@@ -166,7 +176,7 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
             return result
         data: RetrainData = collect(session, product, frame_dir=frame_dir,
                                     held_out_share=options.held_out_share, examples=examples)
-    result.counts = data.counts()
+    result.counts = {**data.counts(), **conflicts}
     result.champion_version = champion_row.version
     fit, calib = _split_calibration(data.train, options.calibration_share)
     normals = [f for f in fit if f.label == "normal"]
