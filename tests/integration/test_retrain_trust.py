@@ -310,3 +310,31 @@ def test_held_out_evaluation_scores_as_the_worker_does_line_context_included(
     assert result.status in ("promoted", "rejected"), result.reason
     saved = load_model(tmp_path / PRODUCT / result.challenger_version)
     assert saved.metadata["metrics"]["evaluated_with_line_context"] is True
+
+
+def test_schedule_daemon_stopped_by_sigterm_exits_143_and_says_so(tmp_path: Path) -> None:
+    from pipeline.storage.database import make_engine
+    from pipeline.storage.migrate import upgrade
+
+    db_url = f"sqlite:///{tmp_path / 'clad.db'}"
+    upgrade(make_engine(db_url))
+    env = {**os.environ, "CLAD_DATABASE_URL": db_url, "CLAD_MODEL_DIR": str(tmp_path)}
+    daemon = _retrain_cli(env, "--schedule", "0 3 * * *")
+    deadline = time.monotonic() + 120
+    err = ""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(daemon.stderr, selectors.EVENT_READ)
+    while "next retraining run at" not in err:
+        assert daemon.poll() is None, daemon.communicate()
+        assert time.monotonic() < deadline, err
+        if selector.select(timeout=0.5):
+            err += daemon.stderr.readline()
+    daemon.send_signal(signal.SIGTERM)
+    out, rest = daemon.communicate(timeout=60)
+    err += rest
+    assert daemon.returncode == 143, err
+    stopped = [line for line in err.splitlines() if "retrain stopped by SIGTERM" in line]
+    assert len(stopped) == 1 and "while waiting for the run at" in stopped[0], err
+    assert json.loads(out)["status"] == "interrupted"

@@ -204,8 +204,8 @@ def _run(settings, cron: CronSchedule | None, products: list[str] | None,  # noq
     while True:
         now = datetime.now().astimezone()
         due = cron.next_after(now)
+        waiting_for[:] = [due.isoformat()]  # before the log line a supervisor may act on
         log.info("next retraining run at %s", due.isoformat())
-        waiting_for[:] = [due.isoformat()]
         time.sleep(max(0.0, (due - now).total_seconds()))
         waiting_for.clear()
         try:
