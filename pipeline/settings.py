@@ -226,6 +226,23 @@ class AlarmSettings(BaseSettings):
     alarm_topic: str = Field("alarms", min_length=1, max_length=249)
 
 
+class RetrainSettings(BaseSettings):
+    """`clad retrain` and `clad model prune`: what is kept on disk, what the bank learns from."""
+
+    model_config = _COMMON
+
+    # Rejected versions whose directories are kept per product (newest first); older
+    # ones are removed after each run (their rows and figures stay).
+    retrain_keep_rejected: int = Field(1, ge=0, le=1000)
+    # models/.work entries (feature caches, checkpoints of interrupted runs) untouched this
+    # long are removed after each run; an interrupted run resumes only within it.
+    retrain_work_max_age_days: float = Field(7.0, ge=0, le=3650)
+    # The memory bank's normals are chosen among those captured within this many days of
+    # the newest one, with a recency weight halving every half-life.
+    retrain_bank_window_days: float = Field(30.0, gt=0, le=3650)
+    retrain_bank_half_life_days: float = Field(7.0, gt=0, le=3650)
+
+
 class Settings(BaseSettings):
     """Every concern's settings, each read from CLAD_* variables."""
 
@@ -240,6 +257,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
 
 class SettingsError(ValueError):
@@ -260,6 +278,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             api=ApiSettings(**kwargs),
             review=ReviewSettings(**kwargs),
             alarms=AlarmSettings(**kwargs),
+            retrain=RetrainSettings(**kwargs),
         )
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None

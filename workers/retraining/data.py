@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -31,6 +33,8 @@ class ConfirmedFrame:
     label: str  # "normal" | "anomalous"
     image: np.ndarray  # uint8 HWC RGB
     mask: np.ndarray | None  # uint8 HW union of the confirmed regions (anomalous only)
+    captured_at: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    camera_id: str = ""
 
 
 @dataclass
@@ -76,10 +80,14 @@ def _union_mask(example: TrainingExample, shape: tuple[int, int]) -> np.ndarray 
 
 
 def collect(session: Session, product: str, *, frame_dir: Path,
-            held_out_share: float = 0.3) -> RetrainData:
-    """Every confirmed frame of `product` whose image is still stored, decoded."""
+            held_out_share: float = 0.3,
+            examples: Sequence[TrainingExample] | None = None) -> RetrainData:
+    """Every confirmed frame of `product` (or of `examples`, already read) whose image is
+    still stored, decoded."""
     data = RetrainData(product)
-    for example in training_examples(session, product=product):
+    if examples is None:
+        examples = training_examples(session, product=product)
+    for example in examples:
         frame = session.get(Frame, example.frame_id)
         payload = load_frame(frame, frame_dir) if frame is not None else None
         image = _decode(payload) if payload else None
@@ -88,7 +96,11 @@ def collect(session: Session, product: str, *, frame_dir: Path,
             data.skipped[reason] = data.skipped.get(reason, 0) + 1
             continue
         mask = _union_mask(example, image.shape[:2]) if example.label == "anomalous" else None
-        confirmed = ConfirmedFrame(example.frame_id, example.label, image, mask)
+        captured = example.captured_at
+        if captured.tzinfo is None:  # SQLite returns naive UTC
+            captured = captured.replace(tzinfo=UTC)
+        confirmed = ConfirmedFrame(example.frame_id, example.label, image, mask,
+                                   captured, example.camera_id)
         part = data.held_out if is_held_out(example.frame_id, held_out_share) else data.train
         part.append(confirmed)
     log.info("product %s: %s", product, data.counts())
