@@ -40,6 +40,10 @@ def _print(results: list[RetrainResult], as_json: bool) -> None:
                       r.challenger_version or "-", figures, r.reason)
     Console().print(table)
     typer.echo(json.dumps({r.product: r.counts for r in results}))
+    from workers.retraining.describer_step import describer_line
+
+    for r in results:
+        typer.echo(describer_line(r.product, r.describer))
 
 
 def register(app: typer.Typer) -> None:

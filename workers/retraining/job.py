@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -36,6 +37,7 @@ from pipeline.storage.repository import (
     register_model_version,
 )
 from workers.retraining.data import ConfirmedFrame, RetrainData, collect, is_held_out
+from workers.retraining.describer_step import DescriberOptions, carry_describer, retrain_describer
 from workers.retraining.evaluation import decide, evaluate, frame_scores
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class RetrainOptions:
     min_train_normals: int = 2
     export_onnx: bool = True
     dry_run: bool = False
+    describer_steps: int = 300  # training steps of the describer step (describer_step.py)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class RetrainResult:
     challenger_version: str | None = None
     champion_metrics: dict[str, float] = field(default_factory=dict)
     challenger_metrics: dict[str, float] = field(default_factory=dict)
+    describer: dict[str, Any] = field(default_factory=dict)  # DescriberResult.as_dict()
 
 
 def _split_calibration(frames: list[ConfirmedFrame],
@@ -89,6 +93,19 @@ def _calibrate(runtime: CladRuntime, calib: list[ConfirmedFrame],
 def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: Path,
                     frame_dir: Path, options: RetrainOptions,
                     progress: bool = True) -> RetrainResult:
+    """The scoring model, then the describer on whichever model is active after it."""
+    result = _retrain_scoring(factory, product, model_dir=model_dir, frame_dir=frame_dir,
+                              options=options, progress=progress)
+    result.describer = retrain_describer(factory, product, model_dir=model_dir,
+                                         frame_dir=frame_dir, options=DescriberOptions(
+                                             steps=options.describer_steps, seed=options.seed,
+                                             dry_run=options.dry_run)).as_dict()
+    return result
+
+
+def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir: Path,
+                     frame_dir: Path, options: RetrainOptions,
+                     progress: bool = True) -> RetrainResult:
     with factory() as session:
         data: RetrainData = collect(session, product, frame_dir=frame_dir,
                                     held_out_share=options.held_out_share)
@@ -136,6 +153,7 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
                              "text_encoder": champion.metadata["metrics"].get("text_encoder"),
                              "options": asdict(options)}, version=version)
     path = save_model(runtime, model_dir, meta)
+    carry_describer(champion_row.path, path)  # same encoder: the learned words stay valid
     shutil.rmtree(work_dir, ignore_errors=True)  # saved: the checkpoint has done its job
     result.challenger_version = version
     if decision.promote and options.export_onnx:
