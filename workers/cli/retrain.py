@@ -88,6 +88,10 @@ def _print(results: list[RetrainResult], as_json: bool) -> int:
                       r.challenger_version or "-", figures, str(conflicts), r.reason)
     Console().print(table)
     typer.echo(json.dumps({r.product: r.counts for r in results}))
+    from workers.retraining.describer_step import describer_line
+
+    for r in results:
+        typer.echo(describer_line(r.product, r.describer))
     typer.echo(f"status: {status}")
     return code
 

@@ -32,6 +32,7 @@ from pipeline.storage.migrate import upgrade
 from pipeline.storage.queries_pipeline import verdict_counts, verdicts_for
 from workers.demo.console_hint import new_run_folder, print_console_hint
 from workers.demo.data import DemoProduct, discover, drawn_kind, load_rgb, synthetic_parts
+from workers.demo.learning import halves, learning_pass
 from workers.streaming.runner import build_worker
 from workers.streaming.scoring import CladRuntimeEngine, ScoringEngine, default_for, load_trained
 
@@ -77,7 +78,9 @@ def _demo_settings(settings: Settings, bootstrap: str, out: Path) -> Settings:
     if db.database_url == DatabaseSettings.model_fields["database_url"].default:
         # In the run's own folder, absolute: the printed console commands work anywhere.
         db = db.model_copy(update={"database_url": f"sqlite:///{(out / 'demo.db').resolve()}"})
-    worker = settings.worker.model_copy(update={"metrics_port": 0, "engine_factory": None})
+    # model checks every second: the learning pass waits for the new describers
+    worker = settings.worker.model_copy(update={"metrics_port": 0, "engine_factory": None,
+                                                "model_check_interval_s": 1.0})
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
     return settings.model_copy(update={"kafka": kafka, "database": db, "worker": worker})
 
@@ -127,9 +130,12 @@ def run_demo(settings: Settings, *, images: Path | None, out: Path, shots: int,
                 names.update({fid: (p.name, Path(n)) for n, fid in report.frame_ids.items()})
         console.print(f"published {len(names)} frames; waiting for verdicts ...")
         counts = _wait_for_verdicts(factory, list(names), timeout_s, thread)
+        status = _report(console, factory, names, counts, out)
+        if halves(names)[0]:  # defect folders to learn from (issue 29: the learning pass)
+            learning_pass(console, demo, engine, factory, worker, products, names, out,
+                          lambda ids: _wait_for_verdicts(factory, ids, timeout_s, thread))
         stop.set()
         thread.join(timeout=30)
-        status = _report(console, factory, names, counts, out)
         print_console_hint(console, settings, demo.database.database_url, out)
         return status
 

@@ -24,6 +24,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -50,6 +51,7 @@ from pipeline.storage.repository import (
     register_model_version,
 )
 from workers.retraining.data import ConfirmedFrame, RetrainData, collect, is_held_out
+from workers.retraining.describer_step import DescriberOptions, carry_describer, retrain_describer
 from workers.retraining.evaluation import (
     Decision,
     decide,
@@ -79,6 +81,7 @@ class RetrainOptions:
     max_references: int = 16  # confirmed normals whose patches enter the memory bank
     bank_window_days: float = 30.0  # ... chosen among the normals captured this recently
     bank_half_life_days: float = 7.0  # recency weight of a normal in that choice
+    describer_steps: int = 300  # training steps of the describer step (describer_step.py)
 
     def fingerprinted(self) -> dict[str, object]:
         """The options that change what a run learns (not how it reports)."""
@@ -98,6 +101,7 @@ class RetrainResult:
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     fingerprint: str | None = None
     elapsed_s: float = 0.0
+    describer: dict[str, Any] = field(default_factory=dict)  # DescriberResult.as_dict()
 
 
 def _split_calibration(frames: list[ConfirmedFrame],
@@ -150,12 +154,28 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
                     frame_dir: Path, options: RetrainOptions,
                     progress: bool = True, tracker: Progress | None = None,
                     context: object | None = None) -> RetrainResult:
-    """One product's run, step by step (see the module doc). `tracker` says where the run
-    stands (for the line an interrupted run logs); one is made when not given. `context`:
-    the worker's line context (workers.streaming.scoring.context_config), used when the
-    champion and the challenger are evaluated."""
+    """The scoring model, then the describer on whichever model is active after it.
+    `tracker` says where the run stands (for the line an interrupted run logs); one is
+    made when not given. `context`: the worker's line context
+    (workers.streaming.scoring.context_config), used when the scoring champion and
+    challenger are evaluated."""
     step = tracker or Progress(product)
     step.product = product
+    result = _retrain_scoring(factory, product, model_dir=model_dir, frame_dir=frame_dir,
+                              options=options, progress=progress, step=step, context=context)
+    with step("training the describer"):
+        result.describer = retrain_describer(
+            factory, product, model_dir=model_dir, frame_dir=frame_dir,
+            options=DescriberOptions(steps=options.describer_steps, seed=options.seed,
+                                     dry_run=options.dry_run)).as_dict()
+    result.elapsed_s = round(step.elapsed(), 1)
+    return result
+
+
+def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir: Path,
+                     frame_dir: Path, options: RetrainOptions, progress: bool,
+                     step: Progress, context: object | None = None) -> RetrainResult:
+    """One product's scoring model, step by step (see the module doc)."""
     result = RetrainResult(product, "skipped", "")
     with step("collecting confirmed frames"), factory() as session:
         champion_row = active_model_version(session, product)
@@ -205,11 +225,17 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
         result.reason = (f"only {len(normals)} confirmed normal training frames "
                          f"(need {options.min_train_normals})")
         return result
+    held = {f.label for f in data.held_out}
+    if held != {"normal", "anomalous"}:
+        # No comparison is possible, so no challenger could be promoted: say so before
+        # minutes of training rather than after.
+        result.reason = (f"the held-out frames ({len(data.held_out)}) hold no "
+                         f"{'normal' if 'normal' not in held else 'anomalous'} frame: label "
+                         "frames from more moments (frames of one "
+                         f"{options.group_seconds:g} s block split together)")
+        return result
     _model_step(factory, result, data, fit, calib, champion_row.path, model_dir=model_dir,
                 options=options, progress=progress, step=step, context=context)
-    # Steps that build on the model step's outcome (result.status, .challenger_version)
-    # go here, each under its own `with step(...)`.
-    result.elapsed_s = round(step.elapsed(), 1)
     return result
 
 
@@ -293,7 +319,8 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
                                             # built by the first GPU worker that loads it
                                             "tensorrt_engine": "pending"},
                                 champion_version=champion.version,
-                                champion_metrics=result.champion_metrics, decision=decision)
+                                champion_metrics=result.champion_metrics, decision=decision,
+                                describer_from=champion_path)
     shutil.rmtree(work_dir, ignore_errors=True)  # saved: the checkpoint has done its job
     result.challenger_version = version
     result.status = "promoted" if decision.promote else "rejected"
@@ -305,13 +332,14 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
 def _save_registered(factory: sessionmaker[Session], runtime: CladRuntime, meta: ModelMetadata,
                      *, model_dir: Path, export_onnx: bool, db_metrics: dict,
                      champion_version: str, champion_metrics: dict[str, float],
-                     decision: Decision) -> Path:
+                     decision: Decision, describer_from: str) -> Path:
     """Save under models/.work, register (as rejected or candidate), move into place, then
     activate if promoted: a directory under models/<product>/ is always a registered one,
     and a kill between two steps leaves at worst a row whose directory is missing (never
     active: it fails to load and is logged) or a staged directory that prune removes."""
     product, version = meta.category, str(meta.version)
     staged = save_model(runtime, model_dir / ".work" / product / f"staged-{version}", meta)
+    carry_describer(describer_from, staged)  # same encoder: the learned words stay valid
     if export_onnx:
         from engine.runtime.export import ensure_onnx
 
