@@ -35,8 +35,8 @@ def _reference_model(references: Sequence[Path]) -> tuple[Any, Any]:
     """A k-shot model from normal images of the product, its threshold calibrated on
     them (what the demo builds), for a person holding images and no model."""
     from engine.scoring.builder import ScoringConfig
+    from engine.scoring.kshot_calibration import calibrated_runtime
     from engine.scoring.visual_encoder import VisualEncoder
-    from workers.demo.calibration import calibrated_runtime
 
     config = ScoringConfig(aug_shifts=())  # no shifted copies: small bank, no core-set
     refs = [load_rgb(p) for p in references]
