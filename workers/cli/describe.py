@@ -85,6 +85,9 @@ def describe_cmd(
         "--reference", exists=True, dir_okay=False,
         help="A normal image of the same product (repeat for more): a k-shot model is "
              "built from them to find the regions, when there is no --model.")] = None,
+    mm_per_px: Annotated[float | None, Opt(
+        "--mm-per-px", min=0.0, help="The camera's millimetres per pixel: sizes of unnamed "
+                                     "regions in mm too.")] = None,
 ) -> None:
     """Print IMAGE's defect regions with descriptions and write an overlay PNG.
 
@@ -96,7 +99,8 @@ def describe_cmd(
     try:
         lines, png = describe_image(image, mask=mask, model=model, category=category,
                                     describer_dir=describer_dir, threshold=threshold,
-                                    min_area=min_area, references=reference or [])  # fmt: skip
+                                    min_area=min_area, references=reference or [],
+                                    mm_per_px=mm_per_px or None)  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     for line in lines:
