@@ -53,29 +53,31 @@ def region_facts(mask: np.ndarray, image: np.ndarray | None,
     h, w = m.shape
     fw, fh = frame_size or (w, h)
     sx, sy = fw / w, fh / h
-    ys, xs = np.nonzero(m)
-    if ys.size == 0:
+    m8 = m.view(np.uint8) if m.flags.c_contiguous else m.astype(np.uint8)
+    x0, y0, bw, bh = cv2.boundingRect(m8)
+    if bw == 0:
         raise ValueError("an empty mask has no facts")
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-    length, width = _extent(m[y0:y1, x0:x1], sx, sy)
-    area = float(ys.size) * sx * sy
+    x1, y1 = x0 + bw, y0 + bh
+    crop = m8[y0:y1, x0:x1]
+    pixels = cv2.countNonZero(crop)
+    length, width = _extent(crop, pixels, sx, sy)
+    area = float(pixels) * sx * sy
     shape = _shape(length, width, area, max(fw, fh))
-    contrast = None if image is None else _contrast(m, image, (x0, y0, x1, y1))
+    contrast = None if image is None else _contrast(m8, image, (x0, y0, x1, y1))
     return RegionFacts(shape, length, width, area, contrast,
                        _place((x0, y0, x1, y1), w, h))  # fmt: skip
 
 
-def _extent(crop: np.ndarray, sx: float, sy: float) -> tuple[float, float]:
-    """(length, thickness) in frame pixels: the rotated rectangle of the region's pixels,
+def _extent(crop: np.ndarray, pixels: int, sx: float, sy: float) -> tuple[float, float]:
+    """(length, thickness) in frame pixels: the rotated rectangle of the region's outline,
     and for a curved line (a thin region its rectangle fills poorly) the length along it,
     from the area and the thickness the outline implies."""
-    ys, xs = np.nonzero(crop)
-    pts = np.stack([(xs + 0.5) * sx, (ys + 0.5) * sy], axis=1).astype(np.float32)
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = np.concatenate(contours).reshape(-1, 2).astype(np.float32)
+    pts = (outline + 0.5) * np.array([sx, sy], np.float32)
     (_c, (a, b), _angle) = cv2.minAreaRect(pts)
     long, short = max(a, b) + min(sx, sy), min(a, b) + min(sx, sy)  # pixel centres -> edges
-    area = float(xs.size) * sx * sy
-    contours, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_NONE)  # fmt: skip
+    area = float(pixels) * sx * sy
     perimeter = sum(cv2.arcLength(c, True) for c in contours) * (sx + sy) / 2
     thickness = min(short, 2 * area / max(perimeter, 1e-6))  # a band: area ~ L t, P ~ 2 L
     if area / (long * short) < 0.35 and thickness > 0 and area / thickness > long:
@@ -91,13 +93,14 @@ def _shape(length: float, width: float, area: float, frame_long: float) -> str:
 
 def _contrast(mask: np.ndarray, image: np.ndarray,
               box: tuple[int, int, int, int]) -> str | None:  # fmt: skip
-    """Inside vs a ring around the region, in Lab (L: lightness, a/b: colour)."""
+    """The mean colour inside vs in a ring around the region, compared in Lab (L:
+    lightness, a/b: colour)."""
     h, w = mask.shape
     ih, iw = image.shape[:2]
     ring_px = max(2, round(RING_SHARE * max(h, w)))
     x0, y0 = max(0, box[0] - ring_px), max(0, box[1] - ring_px)
     x1, y1 = min(w, box[2] + ring_px), min(h, box[3] + ring_px)
-    m = mask[y0:y1, x0:x1].astype(np.uint8)
+    m = mask[y0:y1, x0:x1]
     # the same window of the image, at the mask's size
     ix0, ix1 = round(x0 * iw / w), max(round(x1 * iw / w), round(x0 * iw / w) + 1)
     iy0, iy1 = round(y0 * ih / h), max(round(y1 * ih / h), round(y0 * ih / h) + 1)
@@ -105,13 +108,13 @@ def _contrast(mask: np.ndarray, image: np.ndarray,
                         interpolation=cv2.INTER_AREA)  # fmt: skip
     if window.ndim == 2:
         window = cv2.cvtColor(window, cv2.COLOR_GRAY2RGB)
-    lab = cv2.cvtColor(window, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    ring = cv2.dilate(m, np.ones((2 * ring_px + 1,) * 2, np.uint8)) & (1 - m)
-    inside, around = m.reshape(-1) > 0, ring.reshape(-1) > 0
-    if not around.any():  # the region fills the frame: nothing to compare against
+    ring = cv2.dilate(m, np.ones((2 * ring_px + 1,) * 2, np.uint8)) - m
+    if not cv2.countNonZero(ring):  # the region fills the frame: nothing to compare against
         return None
-    d = lab[inside].mean(axis=0) - lab[around].mean(axis=0)
-    luma = float(d[0])  # OpenCV's 8-bit L runs 0..255
+    means = np.array([[cv2.mean(window, m)[:3], cv2.mean(window, ring)[:3]]], np.float32)
+    inside, around = cv2.cvtColor(means / 255, cv2.COLOR_RGB2LAB)[0]
+    d = inside - around  # L in 0..100, a/b in about -128..127
+    luma = float(d[0]) * 255 / 100  # on the 8-bit scale of the steps
     if abs(luma) >= LUMA_STEP:
         return "dark" if luma < 0 else "bright"
     if float(np.hypot(d[1], d[2])) >= CHROMA_STEP:
