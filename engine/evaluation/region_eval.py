@@ -112,15 +112,19 @@ def keep_kinds(data: RegionSet, keep: list[str]) -> RegionSet:
                                   dtype=torch.long))  # fmt: skip
 
 
-def limit_per_kind(data: RegionSet, n: int, seed: int) -> RegionSet:
-    """At most `n` regions of each kind, drawn at random (seeded): an operator who has
-    labelled n regions per kind. n <= 0: all."""
+def labelled_rows(labels: np.ndarray, n_kinds: int, n: int, seed: int) -> np.ndarray:
+    """Rows of at most `n` regions of each kind, drawn at random (seeded): an operator who
+    has labelled n regions per kind. n <= 0: all."""
     if n <= 0:
-        return data
+        return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    labels = data.labels.numpy()
-    rows = [rng.permutation(np.flatnonzero(labels == k))[:n] for k in range(len(data.kinds))]
-    return data.subset(np.sort(np.concatenate(rows)))
+    rows = [rng.permutation(np.flatnonzero(labels == k))[:n] for k in range(n_kinds)]
+    return np.sort(np.concatenate(rows))
+
+
+def limit_per_kind(data: RegionSet, n: int, seed: int) -> RegionSet:
+    """`data` with at most `n` regions of each kind (labelled_rows)."""
+    return data.subset(labelled_rows(data.labels.numpy(), len(data.kinds), n, seed))
 
 
 def description_accuracy(
@@ -142,13 +146,19 @@ def description_accuracy(
         before.append(predict_kinds(new_describer(vocab_text, owner, c, cfg.seed), test_set)
                       == truth)  # fmt: skip
         train_all = data.subset(regions_of(data, train_rows))
+        trained: dict[bytes, np.ndarray] = {}  # one training per distinct training set
         for n in labels_per_kind:
             for r in range(repeats if n > 0 else 1):
-                train_set = limit_per_kind(train_all, n, cfg.seed + 1000 * r + f)
-                n_train[n].append(len(train_set.labels))
-                desc = new_describer(vocab_text, owner, c, cfg.seed)
-                train_describer(desc, train_set, owner, cfg, progress=progress)
-                after[n].append(predict_kinds(desc, test_set) == truth)
+                rows = labelled_rows(train_all.labels.numpy(), len(data.kinds), n,
+                                     cfg.seed + 1000 * r + f)  # fmt: skip
+                n_train[n].append(len(rows))
+                key = rows.tobytes()
+                if key not in trained:  # n at least every kind's count: the same set as all
+                    train_set = train_all.subset(rows)
+                    desc = new_describer(vocab_text, owner, c, cfg.seed)
+                    train_describer(desc, train_set, owner, cfg, progress=progress)
+                    trained[key] = predict_kinds(desc, test_set) == truth
+                after[n].append(trained[key])
     b = np.concatenate(before)
     out: dict[str, object] = {
         "n_images": len(data.images), "n_regions": len(data.labels), "kinds": data.kinds,

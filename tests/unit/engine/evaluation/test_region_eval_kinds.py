@@ -99,3 +99,23 @@ def test_training_on_no_region_is_a_clear_error() -> None:
     empty = _set([0], [0]).subset(np.array([], dtype=np.int64))
     with pytest.raises(ValueError, match="no regions to train"):
         train_describer(d, empty, [0, 1, 2], CFG, progress=False)
+
+
+def test_a_count_above_every_kind_s_is_the_all_run_and_not_trained_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import engine.evaluation.region_eval as region_eval
+
+    calls: list[int] = []
+    real = region_eval.train_describer
+
+    def counting(*args: object, **kwargs: object) -> dict[str, float]:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(region_eval, "train_describer", counting)
+    out = evaluate_category(make_category(tmp_path), "kfold", CFG, KindFeatures(), FakeText(),
+                            shots=0, iou=False, progress=False,
+                            labels_per_kind=(10, 1, 0))  # fmt: skip
+    assert len(calls) == 4 * 2  # per fold: n=1, and one run serving both 10 and all
+    curve = out["labels_per_kind"]
+    assert curve["10"]["acc_after"] == curve["all"]["acc_after"]
