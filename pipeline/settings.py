@@ -214,6 +214,25 @@ class ReviewSettings(BaseSettings):
     review_group_similarity: float = Field(0.9, gt=0.0, le=1.0)
 
 
+class CameraSettings(BaseSettings):
+    """What the line knows about its cameras."""
+
+    model_config = _COMMON
+
+    # Millimetres per frame pixel, per camera id ("*": any camera not listed), as JSON:
+    # CLAD_CAMERA_MM_PER_PX='{"cam-1": 0.05, "*": 0.08}'. An unnamed region's size is
+    # then said in mm too ("62 px (3.1 mm) long"); unset: pixels only.
+    camera_mm_per_px: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("camera_mm_per_px")
+    @classmethod
+    def _positive_scales(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"millimetres per pixel must be above 0: {bad}")
+        return value
+
+
 class AlarmSettings(BaseSettings):
     """Defect-rate alarms, evaluated by the API process on a timer."""
 
@@ -261,6 +280,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    camera: CameraSettings = Field(default_factory=CameraSettings)
 
 
 class SettingsError(ValueError):

@@ -289,7 +289,8 @@ class InferenceWorker:
                 rejected.extend(failed)
         with self.metrics.stage_seconds.labels("describe").time():
             try:
-                described = describe_batch(batch.engines, verdicts, batch.frames, self.cache)
+                described = describe_batch(batch.engines, verdicts, batch.frames, self.cache,
+                                           self.settings.camera.camera_mm_per_px)
             except Exception:  # noqa: BLE001 - a description is never worth a frame
                 log.exception("describing a batch of %s verdicts failed; stored without "
                               "descriptions", len(verdicts))
