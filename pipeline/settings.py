@@ -260,6 +260,9 @@ class RetrainSettings(BaseSettings):
     # the newest one, with a recency weight halving every half-life.
     retrain_bank_window_days: float = Field(30.0, gt=0, le=3650)
     retrain_bank_half_life_days: float = Field(7.0, gt=0, le=3650)
+    # Frames captured within one block of this many seconds (any camera) go to the same
+    # side of the held-out split: near-identical shots of one part never straddle it.
+    retrain_group_seconds: float = Field(10.0, ge=0, le=86_400)
 
 
 class Settings(BaseSettings):

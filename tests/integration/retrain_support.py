@@ -73,7 +73,8 @@ def seed(factory: sessionmaker[Session], chosen: list[Sample], *, author: str = 
          transform: object = None) -> list[int]:
     """Each sample as a stored verdict with its image, confirmed by `author`; returns the
     verdict ids. `transform` (image -> image) e.g. brightens a lighting change."""
-    captured_at = captured_at or datetime.now(UTC)
+    # fixed by default: the same held-out groups every run
+    captured_at = captured_at or datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
     ids = []
     with transaction(factory) as session:
         for i, sample in enumerate(chosen):
@@ -94,7 +95,8 @@ def seed(factory: sessionmaker[Session], chosen: list[Sample], *, author: str = 
                                   f"{sample.kind}/{sample.path.name}/{camera}/{captured_at}")
             write_verdicts(session, [VerdictRecord(
                 frame_id=frame_id, camera_id=camera, line_id="line-1", product=PRODUCT,
-                captured_at=captured_at + timedelta(seconds=i), width=image.shape[1],
+                # a minute apart: each frame is its own held-out group
+                captured_at=captured_at + timedelta(minutes=i), width=image.shape[1],
                 height=image.shape[0], content_type="image/png", model_version="seed",
                 score=0.0, threshold=1.0, label="anomalous" if sample.label else "normal",
                 regions=regions)])

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,7 +138,8 @@ def test_sigterm_mid_retrain_exits_non_zero_says_where_and_resumes(
         tmp_path: Path) -> None:
     factory = make_session_factory(clean_db)
     register_champion(factory, champion_path)
-    seed(factory, samples(tiles, goods=8, defects=6))
+    # the CLI splits 30 % of the groups off: with 8 defects one is held out (fixed times)
+    seed(factory, samples(tiles, goods=8, defects=8))
     env = {**os.environ, "CLAD_DATABASE_URL": postgres_url, "CLAD_MODEL_DIR": str(tmp_path),
            "CLAD_FRAME_STORAGE": "database", "OMP_NUM_THREADS": "1"}
     env.pop("CLAD_ENGINE_FACTORY", None)
@@ -192,7 +194,7 @@ def test_normals_labelled_after_a_retrain_enter_the_bank_and_its_size_stays_boun
     factory = make_session_factory(clean_db)
     register_champion(factory, champion_path)
     options = replace(FAST, max_references=4)
-    t0 = datetime.now(UTC) - timedelta(days=10)
+    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)  # fixed: the same held-out groups
     seed(factory, samples(tiles, goods=12, defects=6), captured_at=t0)
     first = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
                             options=options, progress=False)
@@ -255,3 +257,85 @@ def test_conflicting_labels_are_counted_and_can_be_left_out(
     assert c["label_conflicts"] == 3 and c["excluded_conflicts"] == 3
     assert c["train_normal"] + c["held_out_normal"] == 8
     assert c["train_anomalous"] + c["held_out_anomalous"] == 6 - 3
+
+
+def test_held_out_evaluation_scores_as_the_worker_does_line_context_included(
+        clean_db: Engine, tiles: Path, champion_path: Path, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from engine.scoring.line_context import ContextConfig
+    from workers.retraining.data import ConfirmedFrame
+    from workers.retraining.evaluation import evaluate, worker_scorer
+
+    champion = load_model(champion_path)
+    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+    frames = []
+    for i, s in enumerate(samples(tiles, goods=10, defects=4)):
+        image = cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB)
+        mask = (cv2.imread(str(s.mask_path), cv2.IMREAD_GRAYSCALE) if s.mask_path else None)
+        frames.append(ConfirmedFrame(uuid.uuid4(),
+                                     "anomalous" if s.label else "normal", image, mask,
+                                     t0 + timedelta(minutes=i)))
+    size, threshold = int(champion.runtime.input_size), champion.threshold
+    bare = evaluate(champion.runtime, frames, threshold)
+    plain = evaluate(worker_scorer(champion.runtime, threshold, "c", None), frames, threshold,
+                     input_size=size)
+    # without a context the worker's path is the runtime itself
+    assert plain == pytest.approx(bare, abs=1e-6, nan_ok=True)
+    context = ContextConfig(max_frames=8, min_frames=3)
+    scored: list[float] = []
+    scorer = worker_scorer(champion.runtime, threshold, "c", context)
+
+    def recording(x, when):  # noqa: ANN001, ANN202
+        out = scorer(x, when)
+        scored.extend(np.asarray(out[0]).tolist())
+        return out
+    with_context = evaluate(recording, frames, threshold, input_size=size, batch=4)
+    assert 0.0 <= with_context["image_auroc"] <= 1.0
+    # the context fills from the earlier batches: later frames score otherwise than bare
+    reference_only, _ = worker_scorer(champion.runtime, threshold, "c", None)(
+        np.stack([cv2.resize(f.image, (size, size), interpolation=cv2.INTER_AREA)
+                  for f in frames]), 0.0)
+    assert np.allclose(scored[:4], reference_only[:4], atol=1e-5)  # empty context at first
+    assert not np.allclose(scored[4:], reference_only[4:], atol=1e-5)
+    print(f"held-out image AUROC, tiny champion: references only {plain['image_auroc']:.3f}, "
+          f"with the line context {with_context['image_auroc']:.3f}")
+
+    # the job evaluates with the context it is given, and says so
+    factory = make_session_factory(clean_db)
+    register_champion(factory, champion_path)
+    seed(factory, samples(tiles, goods=8, defects=6))
+    result = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                             options=FAST, progress=False, context=context)
+    assert result.status in ("promoted", "rejected"), result.reason
+    saved = load_model(tmp_path / PRODUCT / result.challenger_version)
+    assert saved.metadata["metrics"]["evaluated_with_line_context"] is True
+
+
+def test_schedule_daemon_stopped_by_sigterm_exits_143_and_says_so(tmp_path: Path) -> None:
+    from pipeline.storage.database import make_engine
+    from pipeline.storage.migrate import upgrade
+
+    db_url = f"sqlite:///{tmp_path / 'clad.db'}"
+    upgrade(make_engine(db_url))
+    env = {**os.environ, "CLAD_DATABASE_URL": db_url, "CLAD_MODEL_DIR": str(tmp_path)}
+    daemon = _retrain_cli(env, "--schedule", "0 3 * * *")
+    deadline = time.monotonic() + 120
+    err = ""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(daemon.stderr, selectors.EVENT_READ)
+    while "next retraining run at" not in err:
+        assert daemon.poll() is None, daemon.communicate()
+        assert time.monotonic() < deadline, err
+        if selector.select(timeout=0.5):
+            err += daemon.stderr.readline()
+    daemon.send_signal(signal.SIGTERM)
+    out, rest = daemon.communicate(timeout=60)
+    err += rest
+    assert daemon.returncode == 143, err
+    stopped = [line for line in err.splitlines() if "retrain stopped by SIGTERM" in line]
+    assert len(stopped) == 1 and "while waiting for the run at" in stopped[0], err
+    assert json.loads(out)["status"] == "interrupted"

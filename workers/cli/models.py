@@ -61,17 +61,19 @@ def list_versions(ctx: typer.Context,
             stmt = stmt.where(ModelVersion.product == product)
         rows = session.scalars(stmt).all()
     table = Table(title="model versions")
-    # Status first and whole version ids (never cut): at 80 columns the reason wraps
-    # instead, so an active and a rejected row can never look alike.
-    table.add_column("status", no_wrap=True)
-    table.add_column("product", no_wrap=True)
-    table.add_column("version", no_wrap=True, overflow="fold")
-    table.add_column("threshold", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("reason", overflow="fold", ratio=1)
-    for row in rows:
-        status = row.status + (" (pruned)" if (row.metrics or {}).get("pruned_at") else "")
-        table.add_row(status, row.product, row.version,
+    # Status first and whole version ids (never cut): on a narrow terminal the other
+    # columns wrap instead, so an active and a rejected row can never look alike.
+    statuses = [row.status + (" (pruned)" if (row.metrics or {}).get("pruned_at") else "")
+                for row in rows]
+    table.add_column("status", no_wrap=True, min_width=max(map(len, statuses), default=6))
+    table.add_column("version", no_wrap=True,
+                     min_width=max((len(row.version) for row in rows), default=7))
+    table.add_column("product", overflow="fold")
+    table.add_column("threshold", overflow="fold")
+    table.add_column("created", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for row, status in zip(rows, statuses, strict=True):
+        table.add_row(status, row.version, row.product,
                       f"{row.threshold:.4g}" if row.threshold is not None else "-",
                       row.created_at.strftime("%Y-%m-%d %H:%M"), row.reason or "")
     Console().print(table)

@@ -72,12 +72,16 @@ def worker(ctx: typer.Context) -> None:
     stop = install_stop_handlers(settings.worker.shutdown_timeout_s)
     _need_broker(settings)
     from pipeline.kafka_io import BrokerUnavailableError
+    from workers.streaming.active_models import NoActiveModelError
     from workers.streaming.runner import run_worker
 
     try:
         run_worker(settings, stop=stop)
     except BrokerUnavailableError as exc:
         typer.echo(f"error: {exc}; check CLAD_BOOTSTRAP_SERVERS", err=True)
+        raise typer.Exit(1) from None
+    except NoActiveModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
                 options = RetrainOptions(epochs=epochs, tolerance=tolerance, dry_run=dry_run,
                                          force=force, exclude_conflicts=exclude_conflicts,
                                          bank_window_days=rs.retrain_bank_window_days,
-                                         bank_half_life_days=rs.retrain_bank_half_life_days)
+                                         bank_half_life_days=rs.retrain_bank_half_life_days,
+                                         group_seconds=rs.retrain_group_seconds)
                 code = _run(settings, cron, product, options, tracker, waiting_for,
                             wait_lock=wait_lock, as_json=as_json)
             except RetrainInterrupted as exc:
@@ -165,6 +166,7 @@ def _run(settings, cron: CronSchedule | None, products: list[str] | None,  # noq
          as_json: bool) -> int:
     """One run, or the schedule until stopped; returns the exit code (see the module doc)."""
     from workers.retraining.job import RetrainResult, retrain_product
+    from workers.streaming.scoring import context_config
 
     engine = make_engine(settings.database.database_url)
     wait_for_database(engine, timeout_s=60)
@@ -185,7 +187,8 @@ def _run(settings, cron: CronSchedule | None, products: list[str] | None,  # noq
                 try:
                     results.append(retrain_product(
                         factory, name, model_dir=model_dir, frame_dir=settings.api.frame_dir,
-                        options=options, tracker=tracker))
+                        options=options, tracker=tracker,
+                        context=context_config(settings.context)))
                 except Exception as exc:  # noqa: BLE001 - one product must not stop others
                     log.exception("product %s: retraining failed in step '%s'", name,
                                   tracker.step)
@@ -205,8 +208,8 @@ def _run(settings, cron: CronSchedule | None, products: list[str] | None,  # noq
     while True:
         now = datetime.now().astimezone()
         due = cron.next_after(now)
+        waiting_for[:] = [due.isoformat()]  # before the log line a supervisor may act on
         log.info("next retraining run at %s", due.isoformat())
-        waiting_for[:] = [due.isoformat()]
         time.sleep(max(0.0, (due - now).total_seconds()))
         waiting_for.clear()
         try:

@@ -36,7 +36,8 @@ def unchanged_since(fingerprint: str, champion_version: str,
     stands: it is the champion (promoted), or it was trained from the champion (rejected).
     `rows`: (version, status, metrics) of the product's registered versions."""
     for version, status, metrics in rows:
-        if (metrics or {}).get("fingerprint") != fingerprint:
+        # a candidate is a run stopped between registering and promoting: not an outcome
+        if status == "candidate" or (metrics or {}).get("fingerprint") != fingerprint:
             continue
         if version == champion_version or (metrics or {}).get("parent") == champion_version:
             return version, status

@@ -52,7 +52,13 @@ from pipeline.storage.repository import (
 )
 from workers.retraining.data import ConfirmedFrame, RetrainData, collect, is_held_out
 from workers.retraining.describer_step import DescriberOptions, carry_describer, retrain_describer
-from workers.retraining.evaluation import Decision, decide, evaluate, frame_scores
+from workers.retraining.evaluation import (
+    Decision,
+    decide,
+    evaluate,
+    frame_scores,
+    worker_scorer,
+)
 from workers.retraining.fingerprint import data_fingerprint, unchanged_since
 from workers.retraining.progress import Progress, checkpoint_epoch
 
@@ -61,7 +67,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrainOptions:
-    held_out_share: float = 0.3
+    held_out_share: float = 0.3  # of the groups of frames (workers.retraining.data)
+    group_seconds: float = 10.0  # frames captured within one such block split together
     calibration_share: float = 0.25  # of the training frames, for the threshold only
     tolerance: float = 0.02
     epochs: int = 15
@@ -145,14 +152,17 @@ def _previous_retrains(session: Session, product: str) -> list[tuple[str, str, d
 
 def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: Path,
                     frame_dir: Path, options: RetrainOptions,
-                    progress: bool = True, tracker: Progress | None = None) -> RetrainResult:
+                    progress: bool = True, tracker: Progress | None = None,
+                    context: object | None = None) -> RetrainResult:
     """The scoring model, then the describer on whichever model is active after it.
     `tracker` says where the run stands (for the line an interrupted run logs); one is
-    made when not given."""
+    made when not given. `context`: the worker's line context
+    (workers.streaming.scoring.context_config), used when the scoring champion and
+    challenger are evaluated."""
     step = tracker or Progress(product)
     step.product = product
     result = _retrain_scoring(factory, product, model_dir=model_dir, frame_dir=frame_dir,
-                              options=options, progress=progress, step=step)
+                              options=options, progress=progress, step=step, context=context)
     with step("training the describer"):
         result.describer = retrain_describer(
             factory, product, model_dir=model_dir, frame_dir=frame_dir,
@@ -164,7 +174,7 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
 
 def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir: Path,
                      frame_dir: Path, options: RetrainOptions, progress: bool,
-                     step: Progress) -> RetrainResult:
+                     step: Progress, context: object | None = None) -> RetrainResult:
     """One product's scoring model, step by step (see the module doc)."""
     result = RetrainResult(product, "skipped", "")
     with step("collecting confirmed frames"), factory() as session:
@@ -183,8 +193,9 @@ def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir:
                         "wins; see the review queue, or --exclude-conflicts)", product,
                         conflicts["label_conflicts"])
         result.counts = dict(conflicts)
-        config = {"options": options.fingerprinted(), "champion_config":
-                  _stored_config(champion_row.path)}
+        # the evaluation's line context decides promotions too: part of the config
+        config = {"options": options.fingerprinted(), "line_context": repr(context),
+                  "champion_config": _stored_config(champion_row.path)}
         result.fingerprint = data_fingerprint(examples, config=config)
         previous = unchanged_since(result.fingerprint, champion_row.version,
                                    _previous_retrains(session, product))
@@ -195,7 +206,8 @@ def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir:
             log.info("product %s: skipped, %s", product, result.reason)
             return result
         data: RetrainData = collect(session, product, frame_dir=frame_dir,
-                                    held_out_share=options.held_out_share, examples=examples)
+                                    held_out_share=options.held_out_share,
+                                    group_seconds=options.group_seconds, examples=examples)
     result.counts = {**data.counts(), **conflicts}
     result.champion_version = champion_row.version
     fit, calib = _split_calibration(data.train, options.calibration_share)
@@ -213,8 +225,17 @@ def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir:
         result.reason = (f"only {len(normals)} confirmed normal training frames "
                          f"(need {options.min_train_normals})")
         return result
+    held = {f.label for f in data.held_out}
+    if held != {"normal", "anomalous"}:
+        # No comparison is possible, so no challenger could be promoted: say so before
+        # minutes of training rather than after.
+        result.reason = (f"the held-out frames ({len(data.held_out)}) hold no "
+                         f"{'normal' if 'normal' not in held else 'anomalous'} frame: label "
+                         "frames from more moments (frames of one "
+                         f"{options.group_seconds:g} s block split together)")
+        return result
     _model_step(factory, result, data, fit, calib, champion_row.path, model_dir=model_dir,
-                options=options, progress=progress, step=step)
+                options=options, progress=progress, step=step, context=context)
     return result
 
 
@@ -231,7 +252,7 @@ def _stored_config(path: str) -> object:
 def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: RetrainData,
                 fit: list[ConfirmedFrame], calib: list[ConfirmedFrame], champion_path: str, *,
                 model_dir: Path, options: RetrainOptions, progress: bool,
-                step: Progress) -> None:
+                step: Progress, context: object | None) -> None:
     """Fine-tune, calibrate, evaluate, save, register and maybe promote the challenger;
     fills `result`."""
     product = result.product
@@ -264,17 +285,24 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
             root_rows=roots)
     with step(f"calibrating the threshold on {len(calib)} frames"):
         threshold = _calibrate(runtime, calib, fit)
-    with step(f"evaluating champion and challenger on {len(data.held_out)} held-out frames"):
-        result.champion_metrics = evaluate(champion.runtime, data.held_out, champion.threshold)
-        result.challenger_metrics = evaluate(runtime, data.held_out, threshold.value)
+    version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-retrain"
+    size = int(champion.runtime.input_size)
+    with step(f"evaluating champion and challenger on {len(data.held_out)} held-out frames "
+              f"(as the worker scores, line context {'on' if context else 'off'})"):
+        result.champion_metrics = evaluate(
+            worker_scorer(champion.runtime, champion.threshold, champion.version, context),
+            data.held_out, champion.threshold, input_size=size)
+        result.challenger_metrics = evaluate(
+            worker_scorer(runtime, threshold.value, version, context),
+            data.held_out, threshold.value, input_size=size)
     decision = decide(result.challenger_metrics, result.champion_metrics,
                       tolerance=options.tolerance)
-    version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-retrain"
     scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
     metrics = {"parent": champion.version, "counts": result.counts,
                "fingerprint": result.fingerprint,
                "reference_bank_rows": roots[0], "reference_pixel_bank_rows": roots[1],
-               "bank_frames": [str(f.frame_id) for f in bank_frames]}
+               "bank_frames": [str(f.frame_id) for f in bank_frames],
+               "evaluated_with_line_context": context is not None}
     meta = ModelMetadata(product, scoring, threshold, champion.prompts, {
                              **metrics, "history": history.epochs,
                              "held_out": result.challenger_metrics,

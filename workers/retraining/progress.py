@@ -51,6 +51,8 @@ class Progress:
 
     def where(self) -> str:
         """Where the run stood, for the one line an interrupted run logs."""
+        if not self.product:
+            return "start-up, before any product's run"
         text = f"product {self.product}, step '{self.step}', {self.elapsed():.0f} s into the run"
         epoch = checkpoint_epoch(self.checkpoint) if self.checkpoint else None
         if epoch is not None:
