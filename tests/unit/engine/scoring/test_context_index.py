@@ -52,8 +52,9 @@ def _old(query: list[Embeddings], context: list[Embeddings], cfg: ContextConfig)
     return context_distances(emb, ctx, cfg, picks), context_distances(pemb, pctx, cfg, picks)
 
 
-@pytest.mark.parametrize(("search", "share", "split"),
-                         [(0, 0.3, True), (4, 0.3, True), (5, 0.5, False), (3, 0.05, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("search", "share", "split"), [(0, 0.3, True), (4, 0.3, True), (5, 0.5, False), (3, 0.05, True)]
+)
 def test_index_search_equals_the_per_frame_einsum_on_random_frames(
     search: int, share: float, split: bool
 ) -> None:
@@ -179,8 +180,9 @@ def test_the_lead_spares_normal_frames_and_changes_no_verdict(runtime: CladRunti
     # a threshold between the normal frames' reference scores: some are under, some over
     threshold = float(reference[:8].median())
     items, cfg = plain.items(50.0), plain.cfg
-    out, _e, ref2, searched = score_searched(runtime, x, items, cfg,
-                                             index=plain.search_index(), threshold=threshold)  # fmt: skip
+    out, _e, ref2, searched = score_searched(
+        runtime, x, items, cfg, index=plain.search_index(), threshold=threshold
+    )
     torch.testing.assert_close(ref2, reference)
     # searched: exactly the frames over the threshold on their reference score
     assert searched.tolist() == (reference.double() > threshold).tolist()
