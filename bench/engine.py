@@ -41,7 +41,8 @@ is under the threshold are not searched in the context) at a threshold that spar
 `--lead-spare` of the timed batch-8 frames (the share the lead spares depends on the
 line and its operating threshold: bench.context_lead measures it, e.g. transistor 81%
 at 1% false alarms); the other `+ctx` rows have no threshold and search every frame
-(the exact path). The bench's context holds the timed frames themselves, so their
+(the exact path). `+ctx<K>-bf16` rows search in bfloat16 (ContextConfig.search_precision;
+measured, not the default). The bench's context holds the timed frames themselves, so their
 fused scores are ~0: the threshold is set on reference-only scores for that reason. `--defect-share
 S` times a line-like stream instead of the test images as they are: 32 frames, a share S
 of them defective, normals and defects each cycled through the test images, in a
@@ -88,7 +89,7 @@ def baseline_of(name: str) -> str:
     the same line context when the configuration has one."""
     _, plus, context = name.partition("+")
     if context and not context.endswith("-all"):
-        context = context.removesuffix("-lead") + "-all"
+        context = context.removesuffix("-lead").removesuffix("-bf16") + "-all"
     return BASELINE + plus + context
 
 
@@ -159,7 +160,7 @@ def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
 
 def context_scorer(
     runtime: torch.nn.Module, context: list, stage: object | None, search_all: bool = False,
-    threshold: float = float("inf"),
+    threshold: float = float("inf"), precision: str = "fp32",
 ) -> Infer:  # fmt: skip
     """Scoring with the line context as the worker does (the stage: the CPU graph; the
     context's search matrix kept between calls, as the worker keeps it per product);
@@ -169,7 +170,7 @@ def context_scorer(
 
     cfg = ContextConfig(max_frames=len(context))
     cfg = cfg.model_copy(update={"search_frames": 0}) if search_all else cfg
-    index = ContextIndex()
+    index = ContextIndex(precision)  # type: ignore[arg-type]
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out, _, _ = score_with_context(runtime, torch.from_numpy(x), context, cfg, stage,  # type: ignore[arg-type]
@@ -218,12 +219,13 @@ def build_config(
 
         search_all = with_context.endswith("-all")
         lead = threshold if with_context.endswith("-lead") else float("inf")
+        precision = "bf16" if "-bf16" in with_context else "fp32"
         if runtime_name == "torch":
             torch.set_num_threads(cores)
-            return context_scorer(runtime, context or [], None, search_all, lead)
+            return context_scorer(runtime, context or [], None, search_all, lead, precision)
         kind = {"ort": "onnxruntime", "ov": "openvino"}[runtime_name]
         stage = OnnxContextStage(runtime, None, threads, requests=n, kind=kind)  # type: ignore[arg-type]
-        return context_scorer(runtime, context or [], stage, search_all, lead)
+        return context_scorer(runtime, context or [], stage, search_all, lead, precision)
     if runtime_name == "torch":
         torch.set_num_threads(cores)
         return make_backend("torch", runtime, max_batch=max_batch).infer

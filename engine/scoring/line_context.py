@@ -22,7 +22,13 @@ Guards, because the context is filled from unlabeled frames:
 Each frame is searched against only the `search_frames` context frames most like it as a
 whole (half the cost at the default bound; suite online means within 0.13). The
 nearest-neighbour search runs in torch on the runtime's patch embeddings, outside the
-exported graph; `CladRuntime.finish` does the rest exactly as the plain forward.
+exported graph, over a `ContextIndex` (the context's embeddings as contiguous matrices,
+kept per product and updated on admission); `CladRuntime.finish` does the rest exactly
+as the plain forward.
+
+The lead (issue 33): the context can only lower a score, so a frame whose reference-only
+score is already under the threshold is not searched; it keeps that score and map
+(`score_searched`). Verdicts are exactly those of searching every frame.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -76,6 +82,8 @@ class ContextConfig(BaseModel):
     # reference-only score and map; exact for every verdict (issue 33). Off: every frame
     # is searched and stores its fused score.
     lead: bool = True
+    # the context search's arithmetic (ContextIndex); bf16 is measured, not adopted
+    search_precision: Literal["fp32", "bf16"] = "fp32"
 
 
 def per_frame_distances(emb: torch.Tensor, context: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -184,7 +192,11 @@ class ContextIndex:
     `out=` reductions into reused buffers (allocation-free per frame on the CPU).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, precision: Literal["fp32", "bf16"] = "fp32") -> None:
+        # bf16: the matrices and the products in bfloat16 (3-5x less CPU for the GEMM on
+        # an AVX512-BF16 host; ~2e-3 on a similarity), reductions in fp32. Not exact: the
+        # default stays fp32 until the suite's line protocol is run with it (NOTES.md)
+        self._store = torch.bfloat16 if precision == "bf16" else None
         self._held: dict[int, tuple[Embeddings, int]] = {}  # id(payload) -> (payload, slot)
         self._free: list[int] = []
         self._image: torch.Tensor | None = None  # [slots, P, C]
@@ -221,7 +233,7 @@ class ContextIndex:
         return (
             bank is not None
             and bank.shape[1:] == (h * w, c)
-            and bank.dtype == e.image.dtype
+            and bank.dtype == (self._store or e.image.dtype)
             and bank.device == e.image.device
             and (self._pixel is None) == (e.pixel is e.image)
         )
@@ -240,18 +252,20 @@ class ContextIndex:
     def _grow(self, e: Embeddings, slots: int) -> None:
         c, h, w = e.image.shape
         old = 0 if self._image is None else self._image.shape[0]
-        like = {"dtype": e.image.dtype, "device": e.image.device}
+        like = {"dtype": self._store or e.image.dtype, "device": e.image.device}
         one_map = e.pixel is e.image
 
-        def grown(t: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
-            new = torch.zeros(slots, *shape, **like)
+        def grown(
+            t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype | None = None
+        ) -> torch.Tensor:
+            new = torch.zeros(slots, *shape, dtype=dtype or like["dtype"], device=like["device"])
             if t is not None:
                 new[:old] = t
             return new
 
         self._image = grown(self._image, (h * w, c))
         self._pixel = None if one_map else grown(self._pixel, (h * w, c))
-        self._desc = grown(self._desc, (c,))
+        self._desc = grown(self._desc, (c,), e.image.dtype)  # descriptors: never narrowed
         self._free = list(range(slots - 1, old - 1, -1)) + self._free
 
     def pick(self, emb: torch.Tensor, cfg: ContextConfig) -> torch.Tensor | None:
@@ -295,9 +309,12 @@ class ContextIndex:
         rows = self._buffer("rows", (s, p), bank, torch.long)
         sim = self._buffer("sim", (p, s * p), bank)
         nearest = self._buffer("nearest", (p, s), bank)
-        top = self._buffer("top", (p, k), bank)
+        wide = torch.float32 if bank.dtype == torch.bfloat16 else bank.dtype
+        nearest_wide = self._buffer("nearest_wide", (p, s), bank, wide)
+        top = self._buffer("top", (p, k), bank, wide)
         top_idx = self._buffer("top_idx", (p, k), bank, torch.long)
-        out = torch.empty(n, p, dtype=bank.dtype, device=bank.device)
+        out = torch.empty(n, p, dtype=wide, device=bank.device)
+        emb = emb.to(bank.dtype)
         for i in range(n):
             q = emb[i].reshape(c, p).T  # [P, C] view
             if cpu:  # the same products and reductions, into the reused buffers
@@ -307,11 +324,13 @@ class ContextIndex:
                 torch.index_select(flat, 0, rows.view(-1), out=gathered)
                 torch.mm(q, gathered.T, out=sim)
                 torch.amax(sim.view(p, s, p), dim=2, out=nearest)
-                torch.topk(nearest, k, dim=1, out=(top, top_idx))
+                # the reductions in fp32 (a copy only when the search ran in bf16)
+                best = nearest if wide is bank.dtype else nearest_wide.copy_(nearest)
+                torch.topk(best, k, dim=1, out=(top, top_idx))
                 torch.mean(top, dim=1, out=out[i])
             else:  # out= variants and autocast do not mix: plain ops on a GPU
                 g = bank[slots[i]].reshape(s * p, c)
-                best = (q @ g.T).view(p, s, p).amax(dim=2)
+                best = (q @ g.T).view(p, s, p).amax(dim=2).to(wide)
                 out[i] = best.topk(k, dim=1).values.mean(dim=1)
         # largest similarities = smallest distances: 1 - mean(sim) = mean(1 - sim)
         return out.neg_().add_(1.0)
@@ -461,7 +480,7 @@ class LineContext(Generic[T]):
     def search_index(self) -> ContextIndex:
         """The context's embeddings kept ready for the search (payloads: `Embeddings`)."""
         if self._index is None:
-            self._index = ContextIndex()
+            self._index = ContextIndex(self.cfg.search_precision)
         return self._index
 
     def __len__(self) -> int:

@@ -241,3 +241,20 @@ def test_the_workers_engine_keeps_its_verdicts_with_the_lead(runtime: CladRuntim
     over = reference > threshold
     np.testing.assert_allclose(on[over], off[over], atol=1e-5)  # searched: fused score
     assert (on[~over] >= off[~over] - 1e-6).all()  # spared: reference-only, an upper bound
+
+
+def test_bf16_search_is_close_to_fp32_and_not_the_default() -> None:
+    assert ContextConfig().search_precision == "fp32"
+    gen = torch.Generator().manual_seed(11)
+    context, query = _random_frames(gen, 9, True), _random_frames(gen, 4, True)
+    cfg = ContextConfig(search_frames=4)
+    emb = torch.stack([e.image for e in query])
+    pemb = torch.stack([e.pixel for e in query])
+    exact, half = ContextIndex().sync(context), ContextIndex("bf16").sync(context)
+    assert half._image is not None and half._image.dtype == torch.bfloat16  # noqa: SLF001
+    got = half.distances(emb, pemb, half.pick(emb, cfg), cfg)
+    want = exact.distances(emb, pemb, exact.pick(emb, cfg), cfg)
+    assert got[0].dtype == torch.float32
+    gap = max(float((got[0] - want[0]).abs().max()), float((got[1] - want[1]).abs().max()))
+    assert 0 < gap < 1e-2  # bf16 keeps ~3 significant digits of a similarity
+    assert len(half.sync(context[2:])) == 7  # the same bookkeeping in bf16
