@@ -36,6 +36,17 @@ builds its model with ScoringConfig.bank_share = P/100 (the greedy core-set of t
 reference bank); its parity is against torch with that same bank. The `-before`
 baselines always keep the whole bank, as the path did then; the other rows use the
 ScoringConfig default. `--shots K` builds the model from K references.
+`+ctx<K>-lead` rows score with the lead of issue 33 (frames whose reference-only score
+is under the threshold are not searched in the context) at a threshold that spares
+`--lead-spare` of the timed batch-8 frames (the share the lead spares depends on the
+line and its operating threshold: bench.context_lead measures it, e.g. transistor 81%
+at 1% false alarms); the other `+ctx` rows have no threshold and search every frame
+(the exact path). `+ctx<K>-bf16` rows search in bfloat16 (ContextConfig.search_precision;
+measured, not the default). The bench's context holds the timed frames themselves, so their
+fused scores are ~0: the threshold is set on reference-only scores for that reason. `--defect-share
+S` times a line-like stream instead of the test images as they are: 32 frames, a share S
+of them defective, normals and defects each cycled through the test images, in a
+seeded order (with a batch of B the first B of them are timed, as always).
 """
 
 from __future__ import annotations
@@ -78,7 +89,7 @@ def baseline_of(name: str) -> str:
     the same line context when the configuration has one."""
     _, plus, context = name.partition("+")
     if context and not context.endswith("-all"):
-        context += "-all"
+        context = context.removesuffix("-lead").removesuffix("-bf16") + "-all"
     return BASELINE + plus + context
 
 
@@ -86,16 +97,40 @@ def load_frames(
     data: Path, category: str, size: int, shots: int = 1
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """(references, test frames) at `size`: mvtec-sample, or synthetic if absent."""
+    refs, frames, _labels = load_labelled(data, category, size, shots)
+    return refs, frames
+
+
+def load_labelled(
+    data: Path, category: str, size: int, shots: int = 1
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(references, test frames, labels 1 = defective) at `size`; synthetic if absent
+    (every synthetic frame labelled normal)."""
     folder = data / "mvtec-sample" / category
     if folder.is_dir():
         from engine.training.datasets import load_rgb, split_category
 
         split = split_category(folder, shots=shots)
         refs = [load_rgb(p, size) for p in split.references]
-        return refs, np.stack([load_rgb(s.path, size) for s in split.evaluated])
+        frames = np.stack([load_rgb(s.path, size) for s in split.evaluated])
+        return refs, frames, np.array([s.label for s in split.evaluated])
     rng = np.random.default_rng(0)
     refs = [rng.integers(0, 256, (size, size, 3), np.uint8) for _ in range(shots)]
-    return refs, rng.integers(0, 256, (32, size, size, 3), np.uint8)
+    return refs, rng.integers(0, 256, (32, size, size, 3), np.uint8), np.zeros(32, int)
+
+
+def line_frames(
+    frames: np.ndarray, labels: np.ndarray, share: float, count: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A line-like stream: `count` frames, round(share x count) of them defective (at
+    least one when share > 0 and the set has one), normals and defects cycled, seeded."""
+    normal, defect = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    k = min(count, round(share * count)) if len(defect) else 0
+    k = max(k, 1) if share > 0 and len(defect) else k
+    idx = np.concatenate([defect[np.arange(k) % max(1, len(defect))],
+                          normal[np.arange(count - k) % len(normal)]]).astype(int)  # fmt: skip
+    idx = idx[np.random.default_rng(seed).permutation(count)]
+    return np.ascontiguousarray(frames[idx]), labels[idx]
 
 
 def bank_share_of(name: str, default: float) -> float:
@@ -124,20 +159,36 @@ def context_of(runtime: torch.nn.Module, frames: np.ndarray, size: int) -> list:
 
 
 def context_scorer(
-    runtime: torch.nn.Module, context: list, stage: object | None, search_all: bool = False
-) -> Infer:
-    """Scoring with the line context as the worker does (the stage: the CPU graph);
-    `search_all`: every context frame searched, as before `search_frames`."""
-    from engine.scoring.line_context import ContextConfig, score_with_context
+    runtime: torch.nn.Module, context: list, stage: object | None, search_all: bool = False,
+    threshold: float = float("inf"), precision: str = "fp32",
+) -> Infer:  # fmt: skip
+    """Scoring with the line context as the worker does (the stage: the CPU graph; the
+    context's search matrix kept between calls, as the worker keeps it per product);
+    `search_all`: every context frame searched, as before `search_frames`; a finite
+    `threshold`: the lead spares frames under it."""
+    from engine.scoring.line_context import ContextConfig, ContextIndex, score_with_context
 
     cfg = ContextConfig(max_frames=len(context))
     cfg = cfg.model_copy(update={"search_frames": 0}) if search_all else cfg
+    index = ContextIndex(precision)  # type: ignore[arg-type]
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out, _, _ = score_with_context(runtime, torch.from_numpy(x), context, cfg, stage)  # type: ignore[arg-type]
+        out, _, _ = score_with_context(runtime, torch.from_numpy(x), context, cfg, stage,  # type: ignore[arg-type]
+                                       index=index, threshold=threshold)  # fmt: skip
         return out.scores.numpy(), out.maps.numpy()
 
     return run
+
+
+def lead_threshold(
+    runtime: torch.nn.Module, frames: np.ndarray, spare: float
+) -> tuple[float, float]:
+    """(threshold, share of the first 8 frames under it): the `spare` quantile of the
+    reference-only scores of the batch timed at batch 8."""
+    with torch.no_grad():
+        scores = runtime(torch.from_numpy(frames[:8])).scores.numpy()
+    threshold = float(np.quantile(scores, spare, method="nearest"))
+    return threshold, float((scores <= threshold).mean())
 
 
 class StepwiseRuntime(CladRuntime):
@@ -155,7 +206,7 @@ def stepwise(runtime: CladRuntime) -> StepwiseRuntime:
 
 def build_config(
     name: str, runtime: torch.nn.Module, cores: int, max_batch: int, context: list | None,
-    int8_ir: Path | None = None,
+    int8_ir: Path | None = None, threshold: float = float("inf"),
 ) -> Infer:  # fmt: skip
     base, _, with_context = name.partition("+")
     runtime_name, precision, requests, *mode = base.split("-")
@@ -167,12 +218,14 @@ def build_config(
         from engine.runtime.context_stage import OnnxContextStage
 
         search_all = with_context.endswith("-all")
+        lead = threshold if with_context.endswith("-lead") else float("inf")
+        precision = "bf16" if "-bf16" in with_context else "fp32"
         if runtime_name == "torch":
             torch.set_num_threads(cores)
-            return context_scorer(runtime, context or [], None, search_all)
+            return context_scorer(runtime, context or [], None, search_all, lead, precision)
         kind = {"ort": "onnxruntime", "ov": "openvino"}[runtime_name]
         stage = OnnxContextStage(runtime, None, threads, requests=n, kind=kind)  # type: ignore[arg-type]
-        return context_scorer(runtime, context or [], stage, search_all)
+        return context_scorer(runtime, context or [], stage, search_all, lead, precision)
     if runtime_name == "torch":
         torch.set_num_threads(cores)
         return make_backend("torch", runtime, max_batch=max_batch).infer
@@ -234,6 +287,11 @@ def main() -> None:
         default=ContextConfig().max_frames,
         help="size of the line context of the +ctx configurations (0: none)",
     )
+    ap.add_argument("--defect-share", type=float, default=None,
+                    help="time a line-like stream with this share of defective frames "
+                         "(default: the test images as they are)")
+    ap.add_argument("--lead-spare", type=float, default=0.8,
+                    help="share of the timed frames the `-lead` rows' threshold spares")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     args = ap.parse_args()
     cores = args.cores or cpu_cores()
@@ -248,7 +306,9 @@ def main() -> None:
         names.insert(0, BASELINE)
 
     torch.set_num_threads(cores)
-    refs, frames = load_frames(args.data, args.category, args.size, args.shots)
+    refs, frames, labels = load_labelled(args.data, args.category, args.size, args.shots)
+    if args.defect_share is not None:
+        frames, labels = line_frames(frames, labels, args.defect_share)
     config = ScoringConfig(input_size=args.size)
     runtime = build_runtime(refs, config)
     max_batch = max(args.batches)
@@ -260,6 +320,11 @@ def main() -> None:
     )
 
     context = context_of(runtime, frames, args.context_frames) if args.context_frames else None
+    threshold, spared = float("inf"), 0.0
+    if context is not None and any(n.endswith("-lead") for n in names):
+        threshold, spared = lead_threshold(runtime, frames, args.lead_spare)
+        print(f"lead threshold {threshold:.3f}: {spared:.0%} of the timed batch-8 frames under "
+              "it on their reference-only score", flush=True)
     names = [n.replace("+ctx", f"+ctx{args.context_frames}") for n in names]
     if not args.context_frames:
         names = [n for n in names if "+ctx" not in n]
@@ -278,7 +343,7 @@ def main() -> None:
         work = tempfile.mkdtemp(prefix="clad-bench-int8-")
         int8_irs[share] = build_int8(models[share][0], refs, models[share][1], work).path
     fns = {name: build_config(name, models[share_of[name]][0], cores, max_batch, context,
-                              int8_irs.get(share_of[name]))
+                              int8_irs.get(share_of[name]), threshold)
            for name in names}  # fmt: skip
     check = frames[:8]
     expected: dict[tuple[float, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -289,12 +354,17 @@ def main() -> None:
         if context is not None:  # context rows against torch scoring with the same context
             expected[(share, "ctx")] = context_scorer(model, context, None)(check)
             expected[(share, "ctx-all")] = context_scorer(model, context, None, True)(check)
-    parity = {}
+    parity, differ = {}, {}
     for name, fn in fns.items():  # also the warm-up of every configuration and batch size
         stream = name.endswith("-stream")
         s, m = fn(np.stack([check])) if stream else fn(check)
         kind = "" if "+ctx" not in name else "ctx-all" if name.endswith("-all") else "ctx"
         ref_scores, ref_maps = expected[(share_of[name], kind)]
+        if name.endswith("-lead"):  # spared frames store their reference-only score: the
+            # parity is on the verdicts, and on the scores of the frames over the threshold
+            differ[name] = int(((s > threshold) != (ref_scores > threshold)).sum())
+            ref_scores = np.where(ref_scores > threshold, ref_scores, s)
+            ref_maps = m
         parity[name] = (float(np.abs(s - ref_scores).max()), float(np.abs(m - ref_maps).max()))
         for b in args.batches:
             fn(tile(frames, b)[None]) if stream else fn(tile(frames, b))
@@ -322,6 +392,7 @@ def main() -> None:
                 "speedup_min": round(min(ratios), 3), "speedup_max": round(max(ratios), 3),
                 "max_abs_score_diff_vs_torch": parity[name][0],
                 "max_abs_map_diff_vs_torch": parity[name][1], "reps": len(v),
+                "lead_verdicts_differing": differ.get(name),
             }  # fmt: skip
             rows.append(row)
             print(f"{name:>18} batch {b:>3}: {row['img_per_s_median']:7.1f} img/s "
@@ -336,6 +407,10 @@ def main() -> None:
         "bank_rows": {str(k): int(m.bank.shape[0]) for k, (m, _) in models.items()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after], "baseline": BASELINE,
+        "defect_share": args.defect_share, "defective_frames": int(labels.sum()),
+        "lead_threshold": threshold if threshold != float("inf") else None,
+        "lead_spare": args.lead_spare,
+        "lead_spared_share_at_batch_8": spared if threshold != float("inf") else None,
     }  # fmt: skip
     for package in ("onnxruntime", "openvino"):
         try:

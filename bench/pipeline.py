@@ -1,6 +1,7 @@
 """End-to-end pipeline throughput and latency vs engine-only throughput.
 
     .venv/bin/python -m bench.pipeline [--frames 192] [--batch-sizes 1,8,32] [--encoding png]
+        [--defect-share 0.05 | --all-frames] [--context | --no-context]
 
 (as a module: run as a file, bench/ would shadow the `pipeline` package.)
 
@@ -19,6 +20,16 @@ Per batch size:
   - efficiency = pipeline frames/s / engine-only frames/s; beside it the CPU-time
     efficiency (engine CPU-s per frame / process CPU-s per frame in the pipeline run),
     which other processes on a shared machine disturb much less.
+Frames: by default a line-like stream, `--defect-share` (5%) of defective frames among
+normal ones (the product's few normal test images repeated), so the describe stage is
+charged as a line charges it; `--all-frames` sends the product's test images as they are
+(about half defective: the bench before issue 33). The engine scores with the worker's
+line context when CLAD_LINE_CONTEXT is on (the default; `--no-context` / `--context`
+override it), through the same context stage graph as a worker (onnxruntime / OpenVINO
+CPU backends); the row then records the context's size and the frames the lead spared.
+CPU per frame by stage: the process CPU time (all threads) spent inside each of the
+worker's timed stages (clad_stage_seconds), divided by the frames; stages that overlap
+on different threads both count the overlap, so the stages can sum above the total.
 Writes bench/results/pipeline.json.
 """
 
@@ -32,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +62,88 @@ from workers.streaming.runner import build_worker
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "mvtec-sample"
+
+
+class CpuStages:
+    """Stand-in for the worker's clad_stage_seconds histogram: each `.labels(stage).time()`
+    still observes the wall time there, and also adds the process CPU time spent inside
+    it to `cpu_s[stage]`."""
+
+    def __init__(self, histogram) -> None:  # noqa: ANN001
+        self._histogram = histogram
+        self.cpu_s: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def labels(self, stage: str):  # noqa: ANN201
+        return _CpuStage(self._histogram.labels(stage), stage, self)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._histogram, name)
+
+
+class _CpuStage:
+    def __init__(self, child, stage: str, owner: CpuStages) -> None:  # noqa: ANN001
+        self._child, self._stage, self._owner = child, stage, owner
+
+    @contextmanager
+    def time(self):  # noqa: ANN201
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self._child.observe(time.perf_counter() - wall)
+            spent = time.process_time() - cpu
+            with self._owner._lock:  # noqa: SLF001
+                self._owner.cpu_s[self._stage] = self._owner.cpu_s.get(self._stage, 0.0) + spent
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._child, name)
+
+
+def line_stream(frames: list[Path], count: int, share: float, seed: int = 0) -> list[Path]:
+    """`count` frames of which round(share x count) (at least 1 when share > 0) are
+    defective, the rest normal, each kind cycled through its images, in a seeded order."""
+    normal = [f for f in frames if f.parent.name == "good"]
+    defects = [f for f in frames if f.parent.name != "good"]
+    if not normal or (share > 0 and not defects):
+        raise ValueError("a line stream needs normal and defective test images")
+    k = min(count, max(1 if share > 0 else 0, round(share * count)))
+    picked = [defects[i % len(defects)] for i in range(k)]
+    picked += [normal[i % len(normal)] for i in range(count - k)]
+    order = np.random.default_rng(seed).permutation(len(picked))
+    return [picked[i] for i in order]
+
+
+def with_context(engines: dict, settings: Settings, requests: int | None) -> dict:  # noqa: ANN001
+    """The engines with the worker's line context (as workers.streaming.scoring.load_trained
+    adds it to a saved model): the context-stage graph under a CPU backend's runtime."""
+    from engine.runtime.context_stage import OnnxContextStage
+    from engine.runtime.parallel import cpu_cores, default_requests, threads_per_request
+    from workers.streaming.scoring import CladRuntimeEngine, context_config
+
+    cfg = context_config(settings.context.model_copy(update={"line_context": True}))
+    out = {}
+    for product, e in engines.items():
+        name = getattr(e.backend, "name", "") or ""
+        kind = next((k for k in ("onnxruntime", "openvino") if name.startswith(k + "-cpu")), None)
+        stage = None
+        if kind is not None and e.runtime.text_branch is None:
+            n = requests or default_requests(cpu_cores())
+            stage = OnnxContextStage(e.runtime, None, threads_per_request(cpu_cores(), n),
+                                     requests=n, kind=kind)  # fmt: skip
+        out[product] = CladRuntimeEngine(
+            e.runtime, threshold=e.threshold, version=e.version, describer=e.describer,
+            backend=e.backend, pixel_threshold=e.pixel_threshold,
+            describer_encoder=e.describer_encoder, context=cfg, context_stage=stage)  # fmt: skip
+    return out
+
+
+def context_stats(engine) -> dict | None:  # noqa: ANN001
+    line = getattr(engine, "line_context", None)
+    if line is None:
+        return None
+    return {"frames_in_context": len(line), "searched": line.searched_frames,
+            "spared_by_the_lead": line.spared_frames}  # fmt: skip
 
 
 def engine_only(engine, frames: list[np.ndarray], batch: int) -> tuple[float, float]:  # noqa: ANN001
@@ -90,6 +184,8 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
     ensure_topics(settings.kafka)
     stop = threading.Event()
     worker = build_worker(settings, engines, stop=stop)
+    cpu_stages = CpuStages(worker.metrics.stage_seconds)
+    worker.metrics.stage_seconds = cpu_stages
     published: dict[str, uuid.UUID] = {}
     with FramePublisher(settings.kafka) as publisher:
         if fps is None:  # backlog first: throughput of the worker alone
@@ -135,6 +231,8 @@ def run_pipeline(settings: Settings, engines: dict, images: list[tuple[str, byte
                                                                         strict=True)])
     end = max(decided).timestamp()
     return {"frames": len(ids),
+            "cpu_ms_per_frame_by_stage": {k: round(v * 1000 / len(ids), 2)
+                                          for k, v in sorted(cpu_stages.cpu_s.items())},
             "frames_per_s": len(ids) / (end - started) if started else None,
             "cpu_s_per_frame": cpu_s / len(ids) if cpu_s else None, "stage_seconds": stages,
             "batches": worker.batches,
@@ -155,6 +253,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=None,
                         help="CPU inference requests in flight (default: CLAD_INFER_REQUESTS, "
                              "i.e. one per 4 cores up to 4; 1 = the path before issue 17)")
+    parser.add_argument("--defect-share", type=float, default=0.05,
+                        help="share of defective frames in the line-like stream (default 5%%)")
+    parser.add_argument("--all-frames", action="store_true",
+                        help="the product's test images as they are (about half defective)")
+    parser.add_argument("--context", action=argparse.BooleanOptionalAction, default=None,
+                        help="score with the line context (default: CLAD_LINE_CONTEXT, on)")
     args = parser.parse_args()
     base = load_settings()
     backend = args.backend or base.model.backend
@@ -162,7 +266,13 @@ def main() -> None:
     # threshold calibrated from the references; the same backend the worker would use
     requests = args.requests or base.model.infer_requests
     engines = build_engines([product], backend=backend, max_batch=32, requests=requests)
-    paths = (product.frames * (args.frames // len(product.frames) + 1))[:args.frames]
+    context = base.context.line_context if args.context is None else args.context
+    if context:
+        engines = with_context(engines, base, requests)
+    if args.all_frames:
+        paths = (product.frames * (args.frames // len(product.frames) + 1))[:args.frames]
+    else:
+        paths = line_stream(product.frames, args.frames, args.defect_share)
     rgb = [load_rgb(p) for p in paths]
     images = [(f"{i}:{p}", p.read_bytes() if args.encoding == "png" else jpeg_bytes(im))
               for i, (p, im) in enumerate(zip(paths, rgb, strict=True))]
@@ -202,6 +312,8 @@ def main() -> None:
                        ((thr["cpu_s_per_frame"] or 0) - engine_cpu) * 1000,
                    "backlog_latency_ms_p50": thr["latency_ms_p50"],
                    "backlog_stage_seconds": thr["stage_seconds"],
+                   "backlog_cpu_ms_per_frame_by_stage": thr["cpu_ms_per_frame_by_stage"],
+                   "line_context": context_stats(engines["bottle"]),
                    "backlog_batches": thr["batches"],
                    "latency_ms_p50": paced["latency_ms_p50"],
                    "latency_ms_p99": paced["latency_ms_p99"], "frames": thr["frames"]}
@@ -214,12 +326,17 @@ def main() -> None:
                   f"{row['pipeline_cpu_ms_per_frame_outside_engine']:.1f})"
                   f" | latency p50 {row['latency_ms_p50']:7.1f} ms p99 "
                   f"{row['latency_ms_p99']:7.1f} ms", flush=True)
+            print(f"  CPU ms/frame by stage: {thr['cpu_ms_per_frame_by_stage']}; line context: "
+                  f"{row['line_context']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(), "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "frame": f"mvtec-sample/bottle 900x900, published as {args.encoding.upper()}"
                  + (" (quality 95)" if args.encoding == "jpeg" else " (the files)"),
+        "stream": "test images as they are" if args.all_frames
+                  else f"line-like, {args.defect_share:.0%} defective",
+        "line_context": bool(context),
         "engine": f"CLAD k-shot (4 refs) efficientnet-lite0, backend {backend}, "
                   f"requests {requests or 'default'}",
         "load_average": os.getloadavg(), "results": results,

@@ -22,7 +22,13 @@ Guards, because the context is filled from unlabeled frames:
 Each frame is searched against only the `search_frames` context frames most like it as a
 whole (half the cost at the default bound; suite online means within 0.13). The
 nearest-neighbour search runs in torch on the runtime's patch embeddings, outside the
-exported graph; `CladRuntime.finish` does the rest exactly as the plain forward.
+exported graph, over a `ContextIndex` (the context's embeddings as contiguous matrices,
+kept per product and updated on admission); `CladRuntime.finish` does the rest exactly
+as the plain forward.
+
+The lead (issue 33): the context can only lower a score, so a frame whose reference-only
+score is already under the threshold is not searched; it keeps that score and map
+(`score_searched`). Verdicts are exactly those of searching every frame.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -71,6 +77,13 @@ class ContextConfig(BaseModel):
     # `share` x all context frames. Half the search at 32 frames, suite online means
     # within 0.13 of searching all (NOTES.md, session 6); 0 = search them all
     search_frames: int = Field(16, ge=0)
+    # the lead (score_searched): a frame whose reference-only score is already under the
+    # threshold is normal whatever its context says, so it is not searched and keeps its
+    # reference-only score and map; exact for every verdict (issue 33). Off: every frame
+    # is searched and stores its fused score.
+    lead: bool = True
+    # the context search's arithmetic (ContextIndex); bf16 is measured, not adopted
+    search_precision: Literal["fp32", "bf16"] = "fp32"
 
 
 def per_frame_distances(emb: torch.Tensor, context: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -167,6 +180,174 @@ def embed(rt: CladRuntime, frames: torch.Tensor) -> tuple[list[torch.Tensor], li
     return feats, [Embeddings(emb[i], pemb[i]) for i in range(emb.shape[0])]
 
 
+class ContextIndex:
+    """The context's embeddings kept ready for the search, per product.
+
+    One contiguous [slots, P, C] matrix per map (rows = a frame's patches, already
+    L2-normalised by `patch_embeddings`) and one [slots, C] matrix of frame descriptors.
+    `sync` brings it in line with the context's payloads: only a newly admitted frame is
+    copied in (and its descriptor computed), an evicted one frees its slot; nothing is
+    rebuilt per call. `distances` searches each query frame with one matrix product
+    against its picked frames, gathered into a reused buffer, then reduces it with
+    `out=` reductions into reused buffers (allocation-free per frame on the CPU).
+    """
+
+    def __init__(self, precision: Literal["fp32", "bf16"] = "fp32") -> None:
+        # bf16: the matrices and the products in bfloat16 (3-5x less CPU for the GEMM on
+        # an AVX512-BF16 host; ~2e-3 on a similarity), reductions in fp32. Not exact: the
+        # default stays fp32 until the suite's line protocol is run with it (NOTES.md)
+        self._store = torch.bfloat16 if precision == "bf16" else None
+        self._held: dict[int, tuple[Embeddings, int]] = {}  # id(payload) -> (payload, slot)
+        self._free: list[int] = []
+        self._image: torch.Tensor | None = None  # [slots, P, C]
+        self._pixel: torch.Tensor | None = None  # [slots, P, C]; None: one map
+        self._desc: torch.Tensor | None = None  # [slots, C]
+        self._active = torch.zeros(0, dtype=torch.long)  # slots in the context's order
+        self._work: dict[tuple, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return int(self._active.numel())
+
+    def sync(self, items: Sequence[Embeddings]) -> ContextIndex:
+        """Hold exactly `items` (the context, oldest first); copy in only new frames."""
+        if items and not self._fits(items[0]):  # first frame, or another model's: restart
+            self._held, self._free = {}, []
+            self._image = self._pixel = self._desc = None
+            self._grow(items[0], 8)
+        keep = {id(e) for e in items}
+        for key in [k for k in self._held if k not in keep]:
+            self._free.append(self._held.pop(key)[1])
+        slots = []
+        for e in items:
+            held = self._held.get(id(e))
+            if held is None or held[0] is not e:
+                held = (e, self._insert(e))
+                self._held[id(e)] = held
+            slots.append(held[1])
+        self._active = torch.tensor(slots, dtype=torch.long)
+        return self
+
+    def _fits(self, e: Embeddings) -> bool:
+        c, h, w = e.image.shape
+        bank = self._image
+        return (
+            bank is not None
+            and bank.shape[1:] == (h * w, c)
+            and bank.dtype == (self._store or e.image.dtype)
+            and bank.device == e.image.device
+            and (self._pixel is None) == (e.pixel is e.image)
+        )
+
+    def _insert(self, e: Embeddings) -> int:
+        c, h, w = e.image.shape
+        if not self._free:
+            self._grow(e, 2 * self._image.shape[0])  # type: ignore[union-attr]
+        slot = self._free.pop()
+        self._image[slot] = e.image.permute(1, 2, 0).reshape(h * w, c)  # type: ignore[index]
+        if self._pixel is not None:
+            self._pixel[slot] = e.pixel.permute(1, 2, 0).reshape(h * w, c)
+        self._desc[slot] = frame_descriptor(e.image[None])[0]  # type: ignore[index]
+        return slot
+
+    def _grow(self, e: Embeddings, slots: int) -> None:
+        c, h, w = e.image.shape
+        old = 0 if self._image is None else self._image.shape[0]
+        like = {"dtype": self._store or e.image.dtype, "device": e.image.device}
+        one_map = e.pixel is e.image
+
+        def grown(
+            t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype | None = None
+        ) -> torch.Tensor:
+            new = torch.zeros(slots, *shape, dtype=dtype or like["dtype"], device=like["device"])
+            if t is not None:
+                new[:old] = t
+            return new
+
+        self._image = grown(self._image, (h * w, c))
+        self._pixel = None if one_map else grown(self._pixel, (h * w, c))
+        self._desc = grown(self._desc, (c,), e.image.dtype)  # descriptors: never narrowed
+        self._free = list(range(slots - 1, old - 1, -1)) + self._free
+
+    def pick(self, emb: torch.Tensor, cfg: ContextConfig) -> torch.Tensor | None:
+        """[N, search_frames] slots of the context frames most like each query frame
+        (same choice as `pick_frames` on the stacked context); None = all of them."""
+        m = len(self)
+        if not cfg.search_frames or m <= cfg.search_frames:
+            return None
+        assert self._desc is not None
+        order = most_alike(frame_descriptor(emb), self._desc[self._active], cfg.search_frames)
+        return self._active[order]
+
+    def distances(
+        self, emb: torch.Tensor, pemb: torch.Tensor | None, picks: torch.Tensor | None,
+        cfg: ContextConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """Reduced context distances [N, P] of the image (and pixel) embeddings
+        [N, C, h, w]: per context frame the nearest patch, then the mean of the
+        ceil(share x all frames) smallest, as `context_distances`."""
+        m = len(self)
+        assert self._image is not None and m > 0
+        n = emb.shape[0]
+        slots = self._active.expand(n, m) if picks is None else picks
+        k = min(slots.shape[1], max(1, math.ceil(cfg.share * m)))
+        image = self._search(self._image, emb, slots, k)
+        if pemb is None:
+            return image, None
+        if self._pixel is None:
+            raise ValueError("context index: the context frames have one map, the query two")
+        return image, self._search(self._pixel, pemb, slots, k)
+
+    def _search(
+        self, bank: torch.Tensor, emb: torch.Tensor, slots: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        n, c = emb.shape[:2]
+        p, s = bank.shape[1], slots.shape[1]
+        cpu = bank.device.type == "cpu"
+        gathered = self._buffer("gathered", (s * p, c), bank)
+        flat = bank.view(-1, c)
+        patch = torch.arange(p, device=bank.device)
+        rows = self._buffer("rows", (s, p), bank, torch.long)
+        sim = self._buffer("sim", (p, s * p), bank)
+        nearest = self._buffer("nearest", (p, s), bank)
+        wide = torch.float32 if bank.dtype == torch.bfloat16 else bank.dtype
+        nearest_wide = self._buffer("nearest_wide", (p, s), bank, wide)
+        top = self._buffer("top", (p, k), bank, wide)
+        top_idx = self._buffer("top_idx", (p, k), bank, torch.long)
+        out = torch.empty(n, p, dtype=wide, device=bank.device)
+        emb = emb.to(bank.dtype)
+        for i in range(n):
+            q = emb[i].reshape(c, p).T  # [P, C] view
+            if cpu:  # the same products and reductions, into the reused buffers
+                # the picked frames' rows by flat row index: index_select over the 16
+                # frames of a [slots, P, C] matrix ran ~100x slower on 2 busy cores
+                torch.add(patch, slots[i][:, None] * p, out=rows)
+                torch.index_select(flat, 0, rows.view(-1), out=gathered)
+                torch.mm(q, gathered.T, out=sim)
+                torch.amax(sim.view(p, s, p), dim=2, out=nearest)
+                # the reductions in fp32 (a copy only when the search ran in bf16)
+                best = nearest if wide is bank.dtype else nearest_wide.copy_(nearest)
+                torch.topk(best, k, dim=1, out=(top, top_idx))
+                torch.mean(top, dim=1, out=out[i])
+            else:  # out= variants and autocast do not mix: plain ops on a GPU
+                g = bank[slots[i]].reshape(s * p, c)
+                best = (q @ g.T).view(p, s, p).amax(dim=2).to(wide)
+                out[i] = best.topk(k, dim=1).values.mean(dim=1)
+        # largest similarities = smallest distances: 1 - mean(sim) = mean(1 - sim)
+        return out.neg_().add_(1.0)
+
+    def _buffer(
+        self, name: str, shape: tuple[int, ...], like: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        key = (name, shape, dtype or like.dtype, like.device)
+        buf = self._work.get(key)
+        if buf is None:
+            self._work = {k: v for k, v in self._work.items() if k[0] != name}
+            buf = self._work[key] = torch.empty(shape, dtype=dtype or like.dtype,
+                                                device=like.device)  # fmt: skip
+        return buf
+
+
 @torch.no_grad()
 def score_with_context(
     rt: CladRuntime,
@@ -174,6 +355,9 @@ def score_with_context(
     context: Sequence[Embeddings],
     cfg: ContextConfig,
     stage: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+    *,
+    index: ContextIndex | None = None,
+    threshold: float = math.inf,
 ) -> tuple[AnomalyOutput, list[Embeddings], torch.Tensor]:
     """Score uint8 NHWC frames against the runtime's bank and the context frames.
 
@@ -184,6 +368,36 @@ def score_with_context(
     With fewer than `cfg.min_frames` context frames the output equals `rt(frames)`.
     `stage` (engine.runtime.context_stage, e.g. under onnxruntime) replaces the encoder,
     embeddings and reference search; the runtime must then have no text branch.
+    `index`: the product's `ContextIndex` (kept between calls; synced here to
+    `context`); None builds one for this call. `threshold` with `cfg.lead`: see
+    `score_searched`.
+    """
+    out, embs, reference, _searched = score_searched(
+        rt, frames, context, cfg, stage, index=index, threshold=threshold
+    )
+    return out, embs, reference
+
+
+@torch.no_grad()
+def score_searched(
+    rt: CladRuntime,
+    frames: torch.Tensor,
+    context: Sequence[Embeddings],
+    cfg: ContextConfig,
+    stage: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+    *,
+    index: ContextIndex | None = None,
+    threshold: float = math.inf,
+) -> tuple[AnomalyOutput, list[Embeddings], torch.Tensor, torch.Tensor]:
+    """`score_with_context`, plus a bool [N]: which frames were searched in the context.
+
+    The lead (`cfg.lead`, exact for the verdict): the fused distance never exceeds the
+    reference distance (min, and a floor <= 1 of it), the map chain has non-negative
+    weights and the top-k mean is monotone, so the context can only lower a frame's
+    score. A frame whose reference-only score is already <= `threshold` is normal
+    whatever its context holds; it is not searched, and its output is its
+    reference-only score and map (an upper bound of the fused ones). Only frames over
+    the threshold, the ones the context may clear, are searched.
     """
     has_bank = rt.bank.shape[0] > 0
     if stage is not None:
@@ -198,23 +412,46 @@ def score_with_context(
         amap = rt.bank_map(emb) if has_bank else None
         pmap = rt.bank_map(pemb, pixel=True) if rt.split_maps else None
     n, _, h, w = emb.shape
+    height, width = frames.shape[1:3]
+    nobody = torch.zeros(n, dtype=torch.bool)
     if len(context) < cfg.min_frames:
-        out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), *frames.shape[1:3])
-        return out, embs, out.scores
-    reference_scores = None
-    if amap is not None:
-        size = rt.input_size
-        reference_scores = rt.finish(feats, rt.w_visual * amap, None, size, size).scores
+        out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), height, width)
+        return out, embs, out.scores, nobody
+    if amap is None:  # no bank: the context alone scores, every frame is searched
+        searched, base, reference_scores = torch.ones(n, dtype=torch.bool), None, None
+    else:
+        # reference-only scores and maps of the whole batch: the admission score, and the
+        # output of every frame the lead spares (the image score is taken at the
+        # processing size whatever the frame size, so one finish gives both)
+        base = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), height, width)
+        reference_scores = base.scores
+        searched = torch.ones(n, dtype=torch.bool)
+        if cfg.lead and math.isfinite(threshold):
+            # compared in float64 as the verdict compares a Python float
+            searched = reference_scores.detach().double().cpu() > float(threshold)
+    if base is not None and not bool(searched.any()):
+        return base, embs, reference_scores, searched  # type: ignore[return-value]
+    idx = torch.nonzero(searched).flatten()
+    if index is None:
+        index = ContextIndex()
+    index.sync(context)
     scale = rt.scale if has_bank else torch.tensor(1.0)
-    ctx = torch.stack([c.image for c in context])
-    picks = pick_frames(emb, ctx, cfg)  # the pixel map searches the same frames
-    ctx = context_distances(emb, ctx, cfg, picks).reshape(n, h, w) / scale
-    amap = fuse(amap, ctx, cfg.floor)
+    sub = idx.to(emb.device)
+    q, pq = emb[sub], (pemb[sub] if rt.split_maps else None)
+    picks = index.pick(q, cfg)  # the pixel map searches the same frames
+    actx, pctx = index.distances(q, pq, picks, cfg)
+    k = len(idx)
+    fused = fuse(None if amap is None else amap[sub], actx.reshape(k, h, w) / scale, cfg.floor)
+    pfused = None
     if rt.split_maps:
-        pctx = context_distances(pemb, torch.stack([c.pixel for c in context]), cfg, picks)
-        pmap = fuse(pmap, pctx.reshape(n, h, w) / rt.pixel_scale, cfg.floor)
-    out = rt.finish(feats, _weighted(rt, amap), _weighted(rt, pmap), *frames.shape[1:3])
-    return out, embs, out.scores if reference_scores is None else reference_scores
+        pfused = fuse(pmap[sub], pctx.reshape(k, h, w) / rt.pixel_scale, cfg.floor)  # type: ignore[index, union-attr]
+    sub_feats = [f[sub] for f in feats]
+    out = rt.finish(sub_feats, _weighted(rt, fused), _weighted(rt, pfused), height, width)
+    if base is None:
+        return out, embs, out.scores, searched
+    scores, maps = base.scores.clone(), base.maps.clone()
+    scores[sub], maps[sub] = out.scores.to(scores.dtype), out.maps.to(maps.dtype)
+    return AnomalyOutput(scores=scores, maps=maps), embs, reference_scores, searched  # type: ignore[return-value]
 
 
 def _weighted(rt: CladRuntime, grid: torch.Tensor | None) -> torch.Tensor | None:
@@ -235,6 +472,16 @@ class LineContext(Generic[T]):
         self._normal_scores: deque[float] = deque(maxlen=self.cfg.score_window)
         self._recent_high: deque[bool] = deque(maxlen=self.cfg.drift_window)
         self._recent_scores: deque[float] = deque(maxlen=self.cfg.rank_window)
+        self._index: ContextIndex | None = None
+        # frames scored with at least min_frames of context: searched / spared by the lead
+        self.searched_frames = 0
+        self.spared_frames = 0
+
+    def search_index(self) -> ContextIndex:
+        """The context's embeddings kept ready for the search (payloads: `Embeddings`)."""
+        if self._index is None:
+            self._index = ContextIndex(self.cfg.search_precision)
+        return self._index
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -283,6 +530,7 @@ class LineContext(Generic[T]):
         self._normal_scores.clear()
         self._recent_high.clear()
         self._recent_scores.clear()
+        self._index = None
 
 
 @torch.no_grad()
@@ -295,8 +543,16 @@ def score_and_offer(
 ) -> AnomalyOutput:
     """Score frames against the references and the line's context, then offer each one
     to the context on its reference-only score, which does not move with the context:
-    a run of defects is scored, never learnt. What the worker does per batch."""
-    out, embs, reference = score_with_context(rt, frames, line.items(now), line.cfg, stage)
+    a run of defects is scored, never learnt. What the worker does per batch. The
+    line's threshold drives the lead (`score_searched`): with an infinite threshold (the
+    evaluation's) every frame is searched."""
+    items = line.items(now)
+    out, embs, reference, searched = score_searched(
+        rt, frames, items, line.cfg, stage, index=line.search_index(), threshold=line.threshold
+    )
+    if len(items) >= line.cfg.min_frames:
+        line.searched_frames += int(searched.sum())
+        line.spared_frames += int((~searched).sum())
     for score, emb in zip(reference.tolist(), embs, strict=True):
         line.offer(emb, score, now)
     return out
