@@ -124,6 +124,10 @@ class LineContextSettings(BaseSettings):
     line_context_search_frames: int = Field(16, ge=0, le=1024)
     # The context can lower a reference distance at most to this share of it.
     line_context_floor: float = Field(0.0, ge=0.0, le=1.0)
+    # The lead (ContextConfig.lead): a frame whose reference-only score is already under
+    # the threshold is not searched and stores that score, an upper bound of its fused
+    # one (same verdict). Off: every frame is searched and stores its fused score.
+    line_context_lead: bool = True
     # A context_drift event goes to the verdicts topic when this share of a product's last
     # 50 frames scores above its context's cut (again once it fell below half of it).
     line_context_drift_alert: float = Field(0.5, gt=0.0, le=1.0)

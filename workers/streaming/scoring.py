@@ -171,7 +171,8 @@ def context_config(settings: LineContextSettings) -> object | None:
     return ContextConfig(max_frames=settings.line_context_frames,
                          max_age_s=settings.line_context_max_age_s,
                          search_frames=settings.line_context_search_frames,
-                         floor=settings.line_context_floor)
+                         floor=settings.line_context_floor,
+                         lead=settings.line_context_lead)
 
 
 def load_trained(path: Path, category: str | None = None,

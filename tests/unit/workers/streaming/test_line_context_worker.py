@@ -49,6 +49,8 @@ def test_settings_switch_the_context() -> None:
     assert isinstance(cfg, ContextConfig) and cfg.max_frames == 16 and cfg.floor == 0.5
     assert cfg.search_frames == 4
     assert context_config(LineContextSettings()).search_frames == ContextConfig().search_frames  # type: ignore[union-attr]
+    assert context_config(LineContextSettings()).lead is True  # type: ignore[union-attr]
+    assert context_config(LineContextSettings(line_context_lead=False)).lead is False  # type: ignore[union-attr]
 
 
 def test_without_context_infer_is_the_plain_runtime(runtime: CladRuntime) -> None:
