@@ -14,7 +14,10 @@ the describer was trained on) on frames at 320 px; with --all-data every ground-
 region of the describer's training sources, at its training and the worker's sizes, once
 (a few minutes: the check that both paths agree). Per set: process CPU ms per region
 and per frame with regions (median over the repeats), the forest and vocabulary search
-beside them, and whether both paths give the same features and kinds.
+beside them, and whether both paths give the same features and kinds. Also the words of
+the regions no kind is named for (engine.defects.region_facts, issue 29: "unnamed: a dark
+thin line, 62 px long, at the left edge"): their CPU per unnamed region, and the describe
+stage per frame (features + search) without and with them.
 Writes bench/results/describe.json.
 """
 
@@ -34,8 +37,10 @@ import numpy as np
 
 from engine.defects import region_features_reference as reference
 from engine.defects import rle
-from engine.defects.describer import embed_regions, search_descriptions
+from engine.defects.defect_kinds import UNCLEAR
+from engine.defects.describer import embed_regions, mark_unclear, search_descriptions
 from engine.defects.describer_artifacts import LoadedDescriber, load_default_describer
+from engine.defects.region_facts import facts_text, region_facts
 from engine.defects.shape_describer import pixel_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,12 +137,20 @@ def measure(name: str, frames: list[Frame], loaded: LoadedDescriber, repeats: in
 
     same_kinds = [(a.kind, round(a.confidence, 6)) == (b.kind, round(b.confidence, 6))
                   for a, b in zip(search(x_old), search(x_new), strict=True)]  # fmt: skip
-    t_old, t_new, t_search = [], [], []
+    described = mark_unclear(search(x_new), loaded.unclear_below, loaded.group_below)
+    region_frames = [(f, m) for f, ms in frames for m in ms]
+    unnamed = [fm for fm, d in zip(region_frames, described, strict=True) if d.kind == UNCLEAR]
+
+    def facts() -> list[str]:  # as the worker: mask at its stored size, frame at input size
+        return [facts_text(region_facts(m, f)) for f, m in unnamed]
+
+    t_old, t_new, t_search, t_facts = [], [], [], []
     for _ in range(repeats):  # interleaved: load drifts on a shared machine
         t_old.append(cpu_ms(lambda: before(frames)))
         t_new.append(cpu_ms(lambda: new(frames)))
         t_search.append(cpu_ms(lambda: search(x_new)))
-    old, fresh, srch = (float(np.median(t)) for t in (t_old, t_new, t_search))
+        t_facts.append(cpu_ms(facts))
+    old, fresh, srch, fct = (float(np.median(t)) for t in (t_old, t_new, t_search, t_facts))
     row = {
         "set": name, "frames": len(frames), "regions": n_regions,
         "features_before_ms_per_region": old / n_regions,
@@ -149,6 +162,10 @@ def measure(name: str, frames: list[Frame], loaded: LoadedDescriber, repeats: in
         "identical_features": bool(np.array_equal(x_old, x_new)),
         "same_kind_and_confidence": f"{sum(same_kinds)}/{len(same_kinds)}",
         "cpu_ms_runs_before": t_old, "cpu_ms_runs_after": t_new,
+        "unnamed_regions": len(unnamed),
+        "facts_ms_per_unnamed_region": fct / len(unnamed) if unnamed else None,
+        "describe_ms_per_frame_without_facts": (fresh + srch) / len(frames),
+        "describe_ms_per_frame_with_facts": (fresh + srch + fct) / len(frames),
     }  # fmt: skip
     print(f"{name}: {len(frames)} frames, {n_regions} regions | features CPU ms per region "
           f"{row['features_before_ms_per_region']:.2f} -> "
@@ -157,6 +174,10 @@ def measure(name: str, frames: list[Frame], loaded: LoadedDescriber, repeats: in
           f" ({row['speedup']:.2f}x) | forest+search {row['search_ms_per_region']:.2f} ms/region"
           f" | max |diff| {row['max_abs_feature_diff']:.3g}, same kind and confidence "
           f"{row['same_kind_and_confidence']}", flush=True)  # fmt: skip
+    print(f"  unnamed regions {len(unnamed)}/{n_regions}, their facts "
+          f"{fct / max(len(unnamed), 1):.3f} ms each | describe stage per frame (features + "
+          f"search) {row['describe_ms_per_frame_without_facts']:.2f} ms, with the facts "
+          f"{row['describe_ms_per_frame_with_facts']:.2f} ms", flush=True)  # fmt: skip
     return row
 
 

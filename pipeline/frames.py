@@ -56,6 +56,7 @@ class RejectReason(StrEnum):
     INFERENCE_FAILED = "inference_failed"  # the engine raised on this frame alone
     PIXEL_BUDGET = "pixel_budget"  # declared width x height above max_frame_pixels
     INTERNAL_ERROR = "internal_error"  # the worker raised on this frame alone (a bug)
+    UNREADABLE = "unreadable_record"  # the Kafka client cannot parse the record at all
 
 
 class FrameRejectedError(ValueError):

@@ -214,6 +214,25 @@ class ReviewSettings(BaseSettings):
     review_group_similarity: float = Field(0.9, gt=0.0, le=1.0)
 
 
+class CameraSettings(BaseSettings):
+    """What the line knows about its cameras."""
+
+    model_config = _COMMON
+
+    # Millimetres per frame pixel, per camera id ("*": any camera not listed), as JSON:
+    # CLAD_CAMERA_MM_PER_PX='{"cam-1": 0.05, "*": 0.08}'. An unnamed region's size is
+    # then said in mm too ("62 px (3.1 mm) long"); unset: pixels only.
+    camera_mm_per_px: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("camera_mm_per_px")
+    @classmethod
+    def _positive_scales(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"millimetres per pixel must be above 0: {bad}")
+        return value
+
+
 class AlarmSettings(BaseSettings):
     """Defect-rate alarms, evaluated by the API process on a timer."""
 
@@ -224,6 +243,26 @@ class AlarmSettings(BaseSettings):
     alarm_interval_s: float = Field(60.0, ge=0, le=24 * 3600)
     # Kafka topic that gets one event per alarm raised (needs a real broker address).
     alarm_topic: str = Field("alarms", min_length=1, max_length=249)
+
+
+class RetrainSettings(BaseSettings):
+    """`clad retrain` and `clad model prune`: what is kept on disk, what the bank learns from."""
+
+    model_config = _COMMON
+
+    # Rejected versions whose directories are kept per product (newest first); older
+    # ones are removed after each run (their rows and figures stay).
+    retrain_keep_rejected: int = Field(1, ge=0, le=1000)
+    # models/.work entries (feature caches, checkpoints of interrupted runs) untouched this
+    # long are removed after each run; an interrupted run resumes only within it.
+    retrain_work_max_age_days: float = Field(7.0, ge=0, le=3650)
+    # The memory bank's normals are chosen among those captured within this many days of
+    # the newest one, with a recency weight halving every half-life.
+    retrain_bank_window_days: float = Field(30.0, gt=0, le=3650)
+    retrain_bank_half_life_days: float = Field(7.0, gt=0, le=3650)
+    # Frames captured within one block of this many seconds (any camera) go to the same
+    # side of the held-out split: near-identical shots of one part never straddle it.
+    retrain_group_seconds: float = Field(10.0, ge=0, le=86_400)
 
 
 class Settings(BaseSettings):
@@ -240,6 +279,8 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    camera: CameraSettings = Field(default_factory=CameraSettings)
 
 
 class SettingsError(ValueError):
@@ -260,6 +301,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
             api=ApiSettings(**kwargs),
             review=ReviewSettings(**kwargs),
             alarms=AlarmSettings(**kwargs),
+            retrain=RetrainSettings(**kwargs),
         )
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None

@@ -83,6 +83,13 @@ def kind_phrase(key: str) -> str:
     return f"{'an' if words[0][0] in 'aeiou' else 'a'} {text}"
 
 
+def describes_the_part(key: str) -> bool:
+    """Whether the kind's last word says how the part is ("misplaced", "bent", "broken_large")
+    rather than naming a thing on it ("scratch", "contamination", "bent_lead")."""
+    words = key.replace("_", " ").split()
+    return bool(words) and (words[-1] in _DESCRIBING or words[-1].endswith(("ed", "en")))
+
+
 def fold_kinds(names: Iterable[str], known: Iterable[str] = ()) -> dict[str, str]:
     """Each name -> its kind key; names that fold together share a key. `known` keys
     (the product's kinds so far) are matched first, then the earlier names."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from engine.training.describer_train import (
     FeatureCache,
     RegionSet,
     build_region_set,
+    dataset_vocabulary,
     gt_regions,
     predict_kinds,
     train_describer,
@@ -83,26 +85,98 @@ def regions_of(data: RegionSet, image_rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isin(data.image_of.numpy(), image_rows))
 
 
+MIN_IMAGES_PER_KIND = 2  # held out, a kind needs an image to train on and one to test
+
+
+def images_per_kind(data: RegionSet) -> dict[str, int]:
+    """How many images hold regions of each kind."""
+    pairs = set(zip(data.image_of.tolist(), data.labels.tolist(), strict=True))
+    return {k: sum(1 for _, label in pairs if label == i) for i, k in enumerate(data.kinds)}
+
+
+def keep_kinds(data: RegionSet, keep: list[str]) -> RegionSet:
+    """The regions of the `keep` kinds only, their images renumbered (an image with no
+    region left is dropped, so every image row has a kind)."""
+    old = [data.kinds.index(k) for k in keep]
+    regions = np.flatnonzero(np.isin(data.labels.numpy(), old))
+    image_of = data.image_of.numpy()[regions]
+    images = sorted(set(image_of.tolist()))
+    new_image = {r: i for i, r in enumerate(images)}
+    new_label = {o: i for i, o in enumerate(old)}
+    idx = torch.as_tensor(regions)
+    return RegionSet(list(keep), [data.images[r] for r in images],
+                     data.features[torch.as_tensor(images)],
+                     torch.tensor([new_image[int(r)] for r in image_of], dtype=torch.long),
+                     data.masks[idx],
+                     torch.tensor([new_label[int(v)] for v in data.labels[idx]],
+                                  dtype=torch.long))  # fmt: skip
+
+
+def labelled_rows(labels: np.ndarray, n_kinds: int, n: int, seed: int) -> np.ndarray:
+    """Rows of at most `n` regions of each kind, drawn at random (seeded): an operator who
+    has labelled n regions per kind. n <= 0: all."""
+    if n <= 0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    rows = [rng.permutation(np.flatnonzero(labels == k))[:n] for k in range(n_kinds)]
+    return np.sort(np.concatenate(rows))
+
+
+def limit_per_kind(data: RegionSet, n: int, seed: int) -> RegionSet:
+    """`data` with at most `n` regions of each kind (labelled_rows)."""
+    return data.subset(labelled_rows(data.labels.numpy(), len(data.kinds), n, seed))
+
+
 def description_accuracy(
     data: RegionSet, vocab_text: torch.Tensor, owner: list[int], split: str,
-    cfg: DescriberTrainConfig, progress: bool = True,
-) -> dict[str, float | int]:  # fmt: skip
-    """Held-out accuracy of the untuned describer and of the fine-tuned one."""
+    cfg: DescriberTrainConfig, progress: bool = True, labels_per_kind: tuple[int, ...] = (0,),
+    repeats: int = 1,
+) -> dict[str, object]:  # fmt: skip
+    """Held-out accuracy of the untuned describer and of the fine-tuned one, for each number
+    of labelled training regions per kind (0: all; `repeats` draws of the labelled regions
+    below all)."""
     c = int(data.features.shape[1])
-    before, after, n_train = [], [], []
-    for train_rows, test_rows in image_folds(data, split, cfg.seed):
+    before: list[np.ndarray] = []
+    after: dict[int, list[np.ndarray]] = {n: [] for n in labels_per_kind}
+    n_train: dict[int, list[int]] = {n: [] for n in labels_per_kind}
+    folds = image_folds(data, split, cfg.seed)
+    for f, (train_rows, test_rows) in enumerate(folds):
         test_set = data.subset(regions_of(data, test_rows))
         truth = test_set.labels.numpy()
-        desc = new_describer(vocab_text, owner, c, cfg.seed)
-        before.append(predict_kinds(desc, test_set) == truth)
-        train_set = data.subset(regions_of(data, train_rows))
-        n_train.append(len(train_set.labels))
-        train_describer(desc, train_set, owner, cfg, progress=progress)
-        after.append(predict_kinds(desc, test_set) == truth)
-    b, a = np.concatenate(before), np.concatenate(after)
-    return {"n_images": len(data.images), "n_regions_tested": int(b.size),
-            "n_train_regions_per_fold": int(np.mean(n_train)), "folds": len(n_train),
-            "acc_before": 100 * float(b.mean()), "acc_after": 100 * float(a.mean())}  # fmt: skip
+        before.append(predict_kinds(new_describer(vocab_text, owner, c, cfg.seed), test_set)
+                      == truth)  # fmt: skip
+        train_all = data.subset(regions_of(data, train_rows))
+        trained: dict[bytes, np.ndarray] = {}  # one training per distinct training set
+        for n in labels_per_kind:
+            for r in range(repeats if n > 0 else 1):
+                rows = labelled_rows(train_all.labels.numpy(), len(data.kinds), n,
+                                     cfg.seed + 1000 * r + f)  # fmt: skip
+                n_train[n].append(len(rows))
+                key = rows.tobytes()
+                if key not in trained:  # n at least every kind's count: the same set as all
+                    train_set = train_all.subset(rows)
+                    desc = new_describer(vocab_text, owner, c, cfg.seed)
+                    train_describer(desc, train_set, owner, cfg, progress=progress)
+                    trained[key] = predict_kinds(desc, test_set) == truth
+                after[n].append(trained[key])
+    b = np.concatenate(before)
+    out: dict[str, object] = {
+        "n_images": len(data.images), "n_regions": len(data.labels), "kinds": data.kinds,
+        "n_regions_tested": int(b.size), "folds": len(folds),
+        "acc_before": 100 * float(b.mean())}  # fmt: skip
+    curve = {}
+    for n in labels_per_kind:
+        a = np.concatenate(after[n])
+        curve["all" if n <= 0 else str(n)] = {
+            "acc_after": 100 * float(a.mean()),
+            "n_train_regions_per_fold": float(np.mean(n_train[n])),
+            "draws": repeats if n > 0 else 1}  # fmt: skip
+    last = curve["all" if labels_per_kind[-1] <= 0 else str(labels_per_kind[-1])]
+    out["n_train_regions_per_fold"] = last["n_train_regions_per_fold"]
+    out["acc_after"] = last["acc_after"]  # the last point (all, by default)
+    if len(labels_per_kind) > 1 or labels_per_kind[0] > 0:
+        out["labels_per_kind"] = curve
+    return out
 
 
 def _match(preds: list[np.ndarray], gts: list[np.ndarray], size: int,
@@ -187,24 +261,44 @@ class _NoFeatures:
 def iou_only(cat: Path, shots: int, size: int, seed: int,
              fixed: tuple[float, ...] = ()) -> dict[str, object]:  # fmt: skip
     """Region IoU on the same test half as the full run, without the describer."""
-    vocab: Vocabulary = load_vocabulary(cat.name)
-    data = build_region_set(split_category(cat, 0).evaluated, vocab.keys,
-                            _NoFeatures(size), progress=False)  # type: ignore[arg-type]
+    samples = split_category(cat, 0).evaluated
+    vocab = dataset_vocabulary(cat.name, samples, seed=load_vocabulary(cat.name))
+    data = build_region_set(samples, vocab.keys, _NoFeatures(size),
+                            progress=False)  # type: ignore[arg-type]
     rows = image_folds(data, "half", seed)[0][1]
     return {"category": cat.name,
             "iou": region_iou(cat, data, rows, shots, size, min_area=16, fixed=fixed)}
 
 
 def evaluate_category(cat: Path, split: str, cfg: DescriberTrainConfig, cache: FeatureCache,
-                      text_encoder: object, shots: int, iou: bool,
-                      progress: bool = True) -> dict[str, object]:  # fmt: skip
-    vocab: Vocabulary = load_vocabulary(cat.name)
+                      text_encoder: object, shots: int, iou: bool, progress: bool = True,
+                      labels_per_kind: tuple[int, ...] = (0,),
+                      repeats: int = 1) -> dict[str, object]:  # fmt: skip
+    """Kinds from the category's defect folders (its vocabulary file, if any, lends
+    phrasings); kinds with too few images to hold one out are skipped and counted."""
+    samples = split_category(cat, 0).evaluated
+    vocab = dataset_vocabulary(cat.name, samples, seed=load_vocabulary(cat.name))
+    data = build_region_set(samples, vocab.keys, cache, progress=progress)
+    counts = images_per_kind(data)
+    keep = [k for k in data.kinds if counts[k] >= MIN_IMAGES_PER_KIND]
+    skipped = {k: n for k, n in counts.items() if n < MIN_IMAGES_PER_KIND}
+    out: dict[str, object] = {"category": cat.name, "split": split,
+                              "images_per_kind": counts, "skipped_kinds": skipped}
+    if skipped:
+        print(f"{cat.name}: skipped {len(skipped)} kind(s) with fewer than "
+              f"{MIN_IMAGES_PER_KIND} images (one trains, one is held out): "
+              + ", ".join(f"{k} ({n} image{'s' * (n != 1)})" for k, n in skipped.items()),
+              flush=True)  # fmt: skip
+    if len(keep) < 2:
+        print(f"{cat.name}: fewer than 2 kinds with {MIN_IMAGES_PER_KIND}+ images: "
+              f"no description accuracy", flush=True)  # fmt: skip
+        return out
+    data = keep_kinds(data, keep)
+    vocab = Vocabulary(vocab.category, vocab.object_name, {k: vocab.kinds[k] for k in keep})
     phrases, owner = vocab.phrases()
     vocab_text = text_encoder.encode(phrases)  # type: ignore[attr-defined]
-    samples = split_category(cat, 0).evaluated
-    data = build_region_set(samples, vocab.keys, cache, progress=progress)
-    out: dict[str, object] = {"category": cat.name, "split": split}
-    out.update(description_accuracy(data, vocab_text, owner, split, cfg, progress))
+    out.update(description_accuracy(data, vocab_text, owner, split, cfg, progress,
+                                    labels_per_kind, repeats))  # fmt: skip
     if iou:
         rows = image_folds(data, "half", cfg.seed)[0][1] if split == "half" else \
             np.arange(len(data.images))  # fmt: skip
@@ -224,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="region IoU only (test half), no describer: no feature cache")
     ap.add_argument("--fixed-thresholds", type=float, nargs="*", default=[],
                     help="with --iou-only: also these pixel thresholds, for context")
+    ap.add_argument("--labels-per-kind", type=int, nargs="*", default=[0],
+                    help="learning curve: train on at most N labelled regions per kind "
+                         "(0: all), e.g. 1 3 5 10 0")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="draws of the labelled regions for each N below all")
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
@@ -231,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     from engine.training.datasets import find_categories
     from engine.training.describer_train import make_feature_cache
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(min(2, torch.get_num_threads()))  # OMP_NUM_THREADS=1 holds
     cfg = DescriberTrainConfig(steps=args.steps, batch_size=args.batch_size)
     if args.iou_only:
         results = []
@@ -245,11 +344,14 @@ def main(argv: list[str] | None = None) -> None:
     cache = make_feature_cache(cache_dir=args.cache_dir)
     text_encoder = load_text_encoder()
     results = []
+    start = time.monotonic()
     for cat in find_categories(args.data):
-        print(f"category {cat.name}", flush=True)
+        print(f"category {cat.name} ({time.monotonic() - start:.0f} s)", flush=True)
         r = evaluate_category(cat, args.split, cfg, cache, text_encoder, args.shots,
-                              not args.no_iou)  # fmt: skip
+                              not args.no_iou, labels_per_kind=tuple(args.labels_per_kind),
+                              repeats=args.repeats)  # fmt: skip
         print(json.dumps(r), flush=True)
+        print(f"{cat.name} done ({time.monotonic() - start:.0f} s)", flush=True)
         results.append(r)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

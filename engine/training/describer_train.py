@@ -18,7 +18,10 @@ import torch
 from tqdm import tqdm
 
 from engine.defects.describer import RegionDescriber, frame_patch_embeddings, pool_grid
+from engine.defects.kind_names import KindNameError, kind_key
+from engine.defects.label_vocabulary import vocabulary_from_labels
 from engine.defects.regions import split_mask
+from engine.defects.vocabulary import Vocabulary
 from engine.training.datasets import Sample, load_mask, load_rgb
 
 
@@ -102,8 +105,9 @@ def build_region_set(samples: list[Sample], kinds: list[str], cache: FeatureCach
                      min_area: int = 4, progress: bool = True) -> RegionSet:  # fmt: skip
     """Features and split ground-truth regions of the defect samples whose kind is known."""
     images, feats, image_of, masks, labels = [], [], [], [], []
-    usable = [s for s in samples if s.label == 1 and s.mask_path is not None and s.kind in kinds]
-    for s in tqdm(usable, desc="regions", disable=not progress, leave=False):
+    defects = [s for s in samples if s.label == 1 and s.mask_path is not None]
+    usable = [(s, k) for s in defects if (k := _key_in(s.kind, kinds)) is not None]
+    for s, key in tqdm(usable, desc="regions", disable=not progress, leave=False):
         regions = gt_regions(s, cache.size, min_area)
         if not regions:
             continue
@@ -113,11 +117,35 @@ def build_region_set(samples: list[Sample], kinds: list[str], cache: FeatureCach
         for m in regions:
             image_of.append(row)
             masks.append(_half_res(m))
-            labels.append(kinds.index(s.kind))
+            labels.append(kinds.index(key))
     if not masks:
-        raise ValueError("no ground-truth regions in the given samples")
+        raise ValueError(f"no ground-truth regions of the kinds {kinds} in the given samples "
+                         f"({len(defects)} defect images with a mask, {len(usable)} of "
+                         f"those kinds)")
     return RegionSet(kinds, images, torch.stack(feats), torch.tensor(image_of),
                      torch.stack(masks), torch.tensor(labels))  # fmt: skip
+
+
+def _key_in(folder: str, kinds: list[str]) -> str | None:
+    """The kind of `kinds` a defect folder names ("Bent-Lead" -> "bent_lead"), or None."""
+    if folder in kinds:
+        return folder
+    try:
+        key = kind_key(folder, kinds)
+    except KindNameError:
+        return None
+    return key if key in kinds else None
+
+
+def dataset_vocabulary(category: str, samples: list[Sample], seed: Vocabulary | None = None,
+                       ) -> Vocabulary:  # fmt: skip
+    """The vocabulary of the defect kinds the samples are labelled with (their folders, those
+    with a ground-truth mask), `seed`'s phrasings where it knows a kind."""
+    names = [s.kind for s in samples if s.label == 1 and s.mask_path is not None]
+    if not names:
+        raise ValueError(f"{category}: no defect image with a ground-truth mask "
+                         f"(test/KIND/*.png with ground_truth/KIND/*_mask.png)")
+    return vocabulary_from_labels(category, names, seed=seed)[0]
 
 
 def supcon_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, labels: torch.Tensor,
@@ -159,6 +187,8 @@ def train_describer(describer: RegionDescriber, data: RegionSet,
     owner = torch.as_tensor(phrase_kind)
     by_kind = [torch.nonzero(data.labels == k).flatten() for k in range(len(data.kinds))]
     present = [k for k, rows in enumerate(by_kind) if len(rows)]
+    if not present:
+        raise ValueError("no regions to train the describer on")
     describer.train()
     losses = []
     bar = tqdm(range(cfg.steps), desc="describer", disable=not progress, leave=False)

@@ -3,12 +3,12 @@
 The challenger keeps the champion's encoder, scoring config and prompts; its text
 heads are retrained with the CLAD objective (eq. 6) on confirmed normals (with
 synthetic defects) plus the operator-confirmed anomalies and their masks; its
-memory bank is the champion's plus the confirmed normals' patches.
+memory bank is the product's original references plus the patches of the chosen
+confirmed normals (engine.training.bank_refresh: replaced each retrain, bounded).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from engine.scoring.artifacts import LoadedModel
 from engine.scoring.builder import ScoringConfig, build_runtime
-from engine.scoring.memory_bank import greedy_coreset
 from engine.scoring.runtime_model import CladRuntime
 from engine.scoring.text_encoder import TextEncoderConfig, load_text_encoder
+from engine.training.bank_refresh import refreshed_bank
 from engine.training.train import (
     FeatureSet,
     History,
@@ -78,8 +78,14 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
                         max_references: int = 16, work_dir: Path | None = None,
                         resume: bool = False,
                         text_cfg: TextEncoderConfig | None = None,
-                        progress: bool = True) -> tuple[CladRuntime, History]:
-    """A challenger runtime from the champion plus confirmed frames (normals required)."""
+                        progress: bool = True,
+                        references: list[np.ndarray] | None = None,
+                        root_rows: tuple[int, int] | None = None) -> tuple[CladRuntime, History]:
+    """A challenger runtime from the champion plus confirmed frames (normals required).
+
+    `references`: the normals whose patches enter the bank (default: the first
+    max_references normals); `root_rows`: how many leading rows of the champion's bank and
+    pixel bank are the product's own references (default: all), kept as they are."""
     if not normals:
         raise ValueError("fine-tuning needs at least one confirmed normal frame")
     if champion.prompts is None:
@@ -98,17 +104,15 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
     checkpoint = work_dir / "checkpoint.pt" if work_dir else None
     branch, history = train_heads(data, texts, cfg, checkpoint, resume=resume, progress=progress)
     config = ScoringConfig.from_stored(scoring)
-    runtime = build_runtime(normals[:max_references], config, text_branch=branch, encoder=encoder)
-    # The champion's references stay normal: their patches join the new ones.
-    runtime.bank = _merged_bank(champion.runtime.bank, runtime.bank, config)
-    if runtime.pixel_bank.shape[0] and champion.runtime.pixel_bank.shape[0]:
-        runtime.pixel_bank = _merged_bank(champion.runtime.pixel_bank, runtime.pixel_bank, config)
+    chosen = references if references is not None else normals[:max_references]
+    runtime = build_runtime(chosen, config, text_branch=branch, encoder=encoder)
+    # The product's own references stay; the line part of the old bank is replaced by the
+    # chosen normals' patches, so the bank follows the line and stays bounded.
+    old = champion.runtime
+    bank_root, pixel_root = root_rows or (old.bank.shape[0], old.pixel_bank.shape[0])
+    runtime.bank = refreshed_bank(old.bank[:bank_root], runtime.bank,
+                                  max_bank=config.max_bank, seed=config.seed)
+    if runtime.pixel_bank.shape[0] and old.pixel_bank.shape[0]:
+        runtime.pixel_bank = refreshed_bank(old.pixel_bank[:pixel_root], runtime.pixel_bank,
+                                            max_bank=config.max_bank, seed=config.seed)
     return runtime.eval(), history
-
-
-def _merged_bank(old: torch.Tensor, new: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
-    bank = torch.cat([old, new])
-    if bank.shape[0] > config.max_bank:
-        keep = min(config.max_bank, max(1, math.ceil(config.coreset_ratio * bank.shape[0])))
-        bank = bank[greedy_coreset(bank, keep, seed=config.seed)]
-    return bank.contiguous()

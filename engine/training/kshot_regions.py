@@ -3,9 +3,9 @@
 `map_blob` (engine.training.describer_default) stands in for the region an anomaly map
 draws around a defect. Here the region is the real one: each category's k-shot runtime
 (its first `shots` normal images, the demo's and `clad describe --reference`'s model,
-threshold and region threshold calibrated by workers.demo.calibration) scores its defect
-images, the worker's region rule (engine.defects.regions.extract_regions at the region
-threshold) cuts its map, and each ground-truth region gets the map region that holds
+threshold and region threshold calibrated by engine.scoring.kshot_calibration) scores its
+defect images, the worker's region rule (engine.defects.regions.extract_regions at the
+region threshold) cuts its map, and each ground-truth region gets the map region that holds
 most of it. A ground-truth region that no map region covers enough has no k-shot view
 (`matched` false): the k-shot map missed it, as it misses most magnetic-tile cracks.
 """
@@ -38,8 +38,8 @@ def kshot_views(category: Path, shots: int = SHOTS, progress: bool = True,
     (as is, refined), in describer_default.real_rows' order, and [M] matched flags
     (zeros where unmatched)."""
     from engine.scoring.builder import ScoringConfig
+    from engine.scoring.kshot_calibration import calibrated_runtime
     from engine.scoring.visual_encoder import VisualEncoder
-    from workers.demo.calibration import calibrated_runtime
 
     split = split_category(category, shots)
     config = ScoringConfig(aug_shifts=())  # as the demo builds it

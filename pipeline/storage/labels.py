@@ -5,6 +5,12 @@ latest word on a verdict (or on one of its regions) wins when training data is
 read. That latest word is also copied onto the verdict (operator_label) and the
 region (operator_description, operator_kind) in the same transaction, so every
 page and export shows it without reading the history.
+
+A 'normal'/'anomalous' label that overturns another author's latest one on the same
+verdict is recorded as a conflict (label_conflicts): it still wins, but the review
+queue lists it and the retrain report counts it (`clad retrain --exclude-conflicts`
+leaves such frames out). The next decisive label on the verdict by anyone but the
+conflict's author settles it (someone has looked again).
 """
 
 from __future__ import annotations
@@ -15,10 +21,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from pipeline.storage.models import OPERATOR_LABELS, Frame, OperatorLabel, Verdict, utcnow
+from pipeline.storage.models import (
+    OPERATOR_LABELS,
+    Frame,
+    LabelConflict,
+    OperatorLabel,
+    Verdict,
+    utcnow,
+)
 
 
 class LabelError(ValueError):
@@ -116,6 +129,7 @@ def add_label(session: Session, *, verdict_id: int, label: str, author: str,
     session.flush()
     # The latest word wins: appended labels come in id order, so this one is the latest.
     if label in ("normal", "anomalous"):
+        _record_conflict(session, verdict, row)
         verdict.operator_label, verdict.operator_label_by = label, author
     elif label == "description":
         region = next(r for r in verdict.regions if r.id == region_id)
@@ -123,6 +137,56 @@ def add_label(session: Session, *, verdict_id: int, label: str, author: str,
         region.operator_by = author
     session.flush()
     return row
+
+
+def _record_conflict(session: Session, verdict: Verdict, row: OperatorLabel) -> None:
+    """Settle the verdict's open conflicts of other authors (someone has looked again), then
+    record a new one when `row` overturns another author's latest decisive label."""
+    now = row.created_at
+    for open_conflict in session.scalars(select(LabelConflict).where(
+            LabelConflict.verdict_id == verdict.id, LabelConflict.resolved_at.is_(None),
+            LabelConflict.author != row.author)):
+        open_conflict.resolved_at = now
+    previous = session.scalars(
+        select(OperatorLabel).where(OperatorLabel.verdict_id == verdict.id,
+                                    OperatorLabel.label.in_(("normal", "anomalous")),
+                                    OperatorLabel.id != row.id)
+        .order_by(OperatorLabel.id.desc()).limit(1)).one_or_none()
+    if previous is None or previous.label == row.label or previous.author == row.author:
+        return
+    session.add(LabelConflict(verdict_id=verdict.id, label_id=row.id,
+                              previous_label_id=previous.id, label=row.label, author=row.author,
+                              previous_label=previous.label, previous_author=previous.author,
+                              created_at=now))
+
+
+def open_conflicts(session: Session, *, product: str | None = None, limit: int | None = None
+                   ) -> list[tuple[LabelConflict, Verdict]]:
+    """Unsettled conflicts, newest first, with their verdicts."""
+    stmt = (select(LabelConflict, Verdict).join(Verdict, Verdict.id == LabelConflict.verdict_id)
+            .where(LabelConflict.resolved_at.is_(None))
+            .order_by(LabelConflict.id.desc()))
+    if product is not None:
+        stmt = stmt.where(Verdict.product == product)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [(c, v) for c, v in session.execute(stmt)]
+
+
+def count_open_conflicts(session: Session, *, product: str | None = None) -> int:
+    stmt = (select(func.count()).select_from(LabelConflict)
+            .join(Verdict, Verdict.id == LabelConflict.verdict_id)
+            .where(LabelConflict.resolved_at.is_(None)))
+    if product is not None:
+        stmt = stmt.where(Verdict.product == product)
+    return int(session.scalar(stmt) or 0)
+
+
+def conflicted_verdicts(session: Session, product: str) -> set[int]:
+    """Ids of the product's verdicts with an unsettled label conflict."""
+    return set(session.scalars(
+        select(LabelConflict.verdict_id).join(Verdict, Verdict.id == LabelConflict.verdict_id)
+        .where(LabelConflict.resolved_at.is_(None), Verdict.product == product)))
 
 
 def product_kinds(session: Session, product: str) -> list[str]:

@@ -207,6 +207,25 @@ class OperatorLabel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LabelConflict(Base):
+    """A label that overturned another author's label on the same verdict (normal vs
+    anomalous). Open until someone labels the verdict again (resolved_at)."""
+
+    __tablename__ = "label_conflicts"
+    __table_args__ = (Index("ix_label_conflicts_open", "resolved_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    verdict_id: Mapped[int] = mapped_column(ForeignKey("verdicts.id"), index=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("operator_labels.id"))
+    previous_label_id: Mapped[int] = mapped_column(ForeignKey("operator_labels.id"))
+    label: Mapped[str] = mapped_column(String(32))
+    author: Mapped[str] = mapped_column(String(100))
+    previous_label: Mapped[str] = mapped_column(String(32))
+    previous_author: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (

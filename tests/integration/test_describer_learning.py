@@ -189,7 +189,7 @@ def _retrain(settings: Settings) -> dict:
                           PRODUCT, "--json"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)[0]
+    return json.loads(out.stdout)["results"][0]
 
 
 def test_operators_teach_the_describer_and_a_worse_one_is_kept_out(

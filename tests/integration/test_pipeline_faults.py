@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.errors import CorruptRecordError
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -24,6 +25,7 @@ from pipeline.frames import (
     H_REJECT_DETAIL,
     H_REJECT_REASON,
     H_SCHEMA,
+    H_SOURCE,
     H_WIDTH,
     FrameHeader,
     RejectReason,
@@ -430,3 +432,52 @@ def test_a_jpeg_that_hides_its_size_goes_to_the_dlq_undecoded_under_a_memory_lim
         assert headers[H_REJECT_REASON].decode() == RejectReason.PIXEL_BUDGET.value
         assert "30000x30000" in headers[H_REJECT_DETAIL].decode()
     assert peak_rss < 1024**3, f"worker peak RSS {peak_rss / 1024**2:.0f} MiB"
+
+
+class _UnreadableKey(str):
+    """A header key whose bytes on the wire are not UTF-8: the producer writes what
+    encode() returns, as any client in another language may."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:  # noqa: ARG002
+        return b"\xff\xfeclad-\xc3("
+
+
+def test_a_record_the_client_cannot_parse_goes_to_the_dlq_and_the_frames_behind_it_are_scored(
+        kafka_bootstrap: str, postgres_url: str, redis_url: str, clean_db: Engine,
+        tmp_path: Path) -> None:
+    """A header key that is not UTF-8 made kafka-python raise inside poll() at the same
+    offset on every try: the worker died, and so did every worker taking the partition."""
+    kafka = kafka_settings(kafka_bootstrap, uuid.uuid4().hex[:8])
+    good = make_envelope(png_frame(98), camera_id="cam-p", line_id="line-1",
+                         product=PRODUCTS[0])
+    poison = [(good.image, [*to_kafka_headers(good.header), (_UnreadableKey("x"), b"1")])]
+    before, behind = _poison_then_good(kafka, poison, before=10, behind=30)
+    probe = KafkaConsumer(kafka.topic_frames, bootstrap_servers=kafka_bootstrap,
+                          group_id=None, auto_offset_reset="earliest",
+                          consumer_timeout_ms=5000)
+    try:  # the record really is unreadable to this client
+        with pytest.raises(CorruptRecordError, match="UnicodeDecodeError"):
+            for _ in probe:
+                pass
+    finally:
+        probe.close()
+    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log")
+
+    def alive() -> None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+    try:
+        wait_until(lambda: verdict_count(clean_db) >= 40, timeout_s=90,
+                   what="the 40 good frames' verdicts", alive=alive)
+        dlq = _read_topic(kafka_bootstrap, kafka.topic_dlq, 1)
+        alive()
+    finally:
+        code = stop_worker(worker)
+    assert set(verdicts_by_frame(clean_db)) == set(before) | set(behind)
+    assert code == 0
+    assert len(dlq) == 1
+    headers = dict(dlq[0].headers)
+    assert headers[H_REJECT_REASON].decode() == RejectReason.UNREADABLE.value
+    assert "UnicodeDecodeError" in headers[H_REJECT_DETAIL].decode()
+    # where it lies: the 11th record of the one partition the key "cam-p" maps to
+    topic, _partition, offset = headers[H_SOURCE].decode().split("/")
+    assert topic == kafka.topic_frames and offset == "10"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -32,7 +32,7 @@ from pipeline.storage.repository import (
     register_model_version,
     write_verdicts,
 )
-from workers.retraining.data import is_held_out
+from workers.retraining.data import group_is_held_out, held_out_group
 from workers.retraining.job import RetrainOptions, retrain_product
 from workers.retraining.lock import RetrainLockedError, retrain_lock
 
@@ -62,8 +62,11 @@ def _seed(factory, tile_dir: Path, flip_training_labels: bool) -> int:  # noqa: 
     goods = [s for s in split.evaluated if s.label == 0][:40]
     defects = [s for s in split.evaluated if s.label == 1][::4][:40]
     seeded = 0
+    t0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)  # fixed: the same held-out groups every run
     with transaction(factory) as session:
-        for sample in goods + defects:
+        for i, sample in enumerate(goods + defects):
+            # a minute apart: each frame is its own held-out group (workers.retraining.data)
+            captured_at = t0 + timedelta(minutes=i)
             data = sample.path.read_bytes()
             image = cv2.imread(str(sample.path))
             regions = ()
@@ -79,7 +82,7 @@ def _seed(factory, tile_dir: Path, flip_training_labels: bool) -> int:  # noqa: 
             frame_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{sample.kind}/{sample.path.name}")
             write_verdicts(session, [VerdictRecord(
                 frame_id=frame_id, camera_id="cam-1", line_id="line-1", product=PRODUCT,
-                captured_at=datetime.now(UTC), width=image.shape[1], height=image.shape[0],
+                captured_at=captured_at, width=image.shape[1], height=image.shape[0],
                 content_type="image/png", model_version="seed", score=0.0, threshold=1.0,
                 label="anomalous" if sample.label else "normal", regions=regions)])
             store_frame(session, ApiSettings(frame_storage="database"), frame_id=frame_id,
@@ -87,7 +90,10 @@ def _seed(factory, tile_dir: Path, flip_training_labels: bool) -> int:  # noqa: 
             verdict = get_verdict(session, frame_id)
             truth = "anomalous" if sample.label else "normal"
             add_label(session, verdict_id=verdict.id, label=truth, author="qa")
-            if flip_training_labels and not is_held_out(frame_id, OPTIONS.held_out_share):
+            held_out = group_is_held_out(held_out_group(PRODUCT, captured_at,
+                                                        OPTIONS.group_seconds),
+                                         OPTIONS.held_out_share)
+            if flip_training_labels and not held_out:
                 flipped = "normal" if sample.label else "anomalous"
                 add_label(session, verdict_id=verdict.id, label=flipped, author="saboteur")
             seeded += 1

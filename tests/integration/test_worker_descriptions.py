@@ -169,8 +169,15 @@ def test_the_cache_key_names_the_describer(redis_client: redis.Redis,
     assert len(redis_client.keys("clad:desc:*")) == 6
 
 
-def test_unsure_regions_are_described_and_cached_as_unclear(redis_client: redis.Redis,
-                                                            searched: list[int]) -> None:
+# what the three regions of _batch() are, in words: 32 px masks on 16 px frames of one
+# grey (no contrast): a 6 x 6 mask box is 3 x 3 frame px, a fifth of the frame: a patch
+UNNAMED = ["unnamed: a patch, 3 by 3 px, inside, towards the top left",
+           "unnamed: a patch, 5 by 4 px, inside, towards the bottom right",
+           "unnamed: a thin line, 6 px long, inside, towards the left"]
+
+
+def test_unsure_regions_keep_the_unclear_kind_and_say_what_their_pixels_show(
+        redis_client: redis.Redis, searched: list[int]) -> None:  # fmt: skip
     cache = RedisRegionCache(redis_client, ttl_s=60)
     engine = DescribingEngine()
     engine.describer = dataclasses.replace(engine.describer, identity="default-a",
@@ -178,13 +185,28 @@ def test_unsure_regions_are_described_and_cached_as_unclear(redis_client: redis.
     verdicts, frames = _batch()
     first = describe_batch({"widget": engine}, verdicts, frames, cache)
     regions = [r for v in first.verdicts for r in v.regions]
-    assert [r.description for r in regions] == ["unclear defect"] * 3
+    assert [r.description for r in regions] == UNNAMED
+    assert [r.kind for r in regions] == ["unclear"] * 3  # the console groups by kind
     assert all(r.runner_up in {"a crack", "a long crack", "a hole", "a small hole"}
                and r.runner_up_confidence == r.confidence for r in regions)  # the best guess
+    # the cache holds the describer's answer; the facts are each region's own
+    assert {d["text"] for d in first.fresh.values()} == {"unclear defect"}
     cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
-    second = describe_batch({"widget": engine}, verdicts, frames, cache)
+    second = describe_batch({"widget": engine}, verdicts, frames, cache,
+                            mm_per_px={"*": 0.5})  # fmt: skip
     assert second.cached == 3 and searched == [3]
-    assert [r.description for v in second.verdicts for r in v.regions] == ["unclear defect"] * 3
+    assert [r.description for v in second.verdicts for r in v.regions] == [
+        "unnamed: a patch, 3 by 3 px (1.5 by 1.5 mm), inside, towards the top left",
+        "unnamed: a patch, 5 by 4 px (2.5 by 2.0 mm), inside, towards the bottom right",
+        "unnamed: a thin line, 6 px (3.0 mm) long, inside, towards the left"]
+
+
+def test_a_camera_s_own_scale_wins_over_the_default() -> None:
+    from workers.streaming.descriptions import camera_scale
+
+    scales = {"*": 0.5, "cam-2": 0.1}
+    assert camera_scale(scales, "cam-2") == 0.1 and camera_scale(scales, "cam-9") == 0.5
+    assert camera_scale({"cam-2": 0.1}, "cam-9") is None and camera_scale(None, "c") is None
 
 
 def test_regions_sure_only_of_their_group_are_described_and_cached_so(
@@ -243,7 +265,7 @@ def test_the_default_describer_goes_through_the_cache(redis_client: redis.Redis,
     group = {p: kind_group(vocab.keys[k]) for p, k in zip(phrases, owner, strict=True)}
     for t in texts:  # a kind's phrasing, two of one group's ("a scratch or a cut"), unclear
         parts = t.split(" or ") if t not in group else [t]
-        assert t == "unclear defect" or (
+        assert t.startswith("unnamed: ") or (
             all(p in group for p in parts) and len({group[p] for p in parts}) == 1), t
     cache.store_batch(descriptions=first.fresh, masks_by_frame={}, latest_by_camera={})
     second = describe_batch({"widget": engine}, verdicts, frames, cache)

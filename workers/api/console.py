@@ -25,7 +25,7 @@ from workers.api.kinds import generic_kinds, kind_label, product_kinds
 from workers.api.params import CursorDep, FilterDep, LimitDep, VerdictId, encode_cursor
 from workers.api.routes_alarms import alarm_out
 from workers.api.routes_history import series_window, summaries, verdict_detail
-from workers.api.routes_review import load_review
+from workers.api.routes_review import load_conflicts, load_review
 from workers.api.schemas import LabelOut
 
 router = APIRouter(include_in_schema=False)
@@ -167,6 +167,7 @@ def review_page(request: Request, session: SessionDep, limit: LimitDep,
                    kinds_by_product={p: product_kinds(session, p)
                                      for p in sorted({v.product for v in q.items})},
                    generic_kinds=generic_kinds(),
+                   conflicts=load_conflicts(session, 20),
                    window_hours=request.app.state.settings.review.review_window_hours)
 
 

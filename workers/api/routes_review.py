@@ -9,13 +9,20 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from pipeline.storage.history import Cursor
+from pipeline.storage.labels import count_open_conflicts, open_conflicts
 from pipeline.storage.region_groups import Pool, load_pool
 from pipeline.storage.review import UNCLEAR_KIND, review_queue
 from workers.api.auth import SessionDep, require
 from workers.api.kinds import confirmable
 from workers.api.params import CursorDep, encode_cursor
 from workers.api.routes_history import summaries
-from workers.api.schemas import ReviewItemOut, ReviewQueueOut, ReviewRegionOut
+from workers.api.schemas import (
+    LabelConflictOut,
+    LabelConflictsOut,
+    ReviewItemOut,
+    ReviewQueueOut,
+    ReviewRegionOut,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["review"], dependencies=[Depends(require("viewer"))])
 
@@ -59,3 +66,22 @@ def load_review(request: Request, session: Session, limit: int,
 def get_review_queue(request: Request, session: SessionDep, after: CursorDep,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> ReviewQueueOut:
     return load_review(request, session, limit, after)
+
+
+def load_conflicts(session: Session, limit: int, product: str | None = None) -> LabelConflictsOut:
+    """Label conflicts, apart from the per-product-hour queue: they are not about the
+    model being unsure but about two people disagreeing."""
+    items = [LabelConflictOut(id=c.id, verdict_id=v.id, product=v.product,
+                              camera_id=v.camera_id, captured_at=v.captured_at, label=c.label,
+                              author=c.author, previous_label=c.previous_label,
+                              previous_author=c.previous_author, created_at=c.created_at)
+             for c, v in open_conflicts(session, product=product, limit=limit)]
+    return LabelConflictsOut(open=count_open_conflicts(session, product=product), items=items)
+
+
+@router.get("/review-queue/conflicts", response_model=LabelConflictsOut,
+            summary="Labels that overturned another author's label, newest first")
+def get_label_conflicts(session: SessionDep,
+                        product: Annotated[str | None, Query(max_length=100)] = None,
+                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> LabelConflictsOut:
+    return load_conflicts(session, limit, product)

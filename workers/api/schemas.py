@@ -231,6 +231,26 @@ class ReviewQueueOut(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 
+class LabelConflictOut(BaseModel):
+    id: int
+    verdict_id: int
+    product: str
+    camera_id: str
+    captured_at: datetime
+    label: str = Field(description="The label that won (the latest).")
+    author: str
+    previous_label: str = Field(description="The other author's label it overturned.")
+    previous_author: str
+    created_at: datetime
+
+
+class LabelConflictsOut(BaseModel):
+    open: int = Field(description="Unsettled conflicts (all, not only those listed). A "
+                                  "decisive label on the verdict by anyone but the "
+                                  "conflict's author settles it.")
+    items: list[LabelConflictOut] = Field(description="Newest first.")
+
+
 class SimilarRegionOut(BaseModel):
     region_id: int
     verdict_id: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import cv2
 import numpy as np
 import torch
 
+from engine.defects.defect_kinds import UNCLEAR
 from engine.defects.describer import describe_regions, frame_patch_embeddings
+from engine.defects.region_facts import facts_text, region_facts
 from engine.defects.regions import Region, extract_regions, verdict_regions
 from engine.training.datasets import load_rgb
 from pipeline.heatmap_codec import render_overlay
@@ -31,12 +34,18 @@ def _fallback_note(region: Region) -> str:
     return " [hottest area: no pixel passed the region threshold, low confidence]"
 
 
+def _facts(region: Region, frame: np.ndarray, mm_per_px: float | None) -> str:
+    """A region's shape, size, contrast and place in words, in the frame's pixels."""
+    facts = region_facts(region.mask, frame, (frame.shape[1], frame.shape[0]))
+    return facts_text(facts, mm_per_px)
+
+
 def _reference_model(references: Sequence[Path]) -> tuple[Any, Any]:
     """A k-shot model from normal images of the product, its threshold calibrated on
     them (what the demo builds), for a person holding images and no model."""
     from engine.scoring.builder import ScoringConfig
+    from engine.scoring.kshot_calibration import calibrated_runtime
     from engine.scoring.visual_encoder import VisualEncoder
-    from workers.demo.calibration import calibrated_runtime
 
     config = ScoringConfig(aug_shifts=())  # no shifted copies: small bank, no core-set
     refs = [load_rgb(p) for p in references]
@@ -82,6 +91,7 @@ def describe_image(
     image: Path, *, mask: Path | None = None, model: Path | None = None,
     category: str | None = None, describer_dir: Path | None = None,
     threshold: float | None = None, min_area: int = 16, references: Sequence[Path] = (),
+    mm_per_px: float | None = None,
 ) -> tuple[list[str], bytes]:  # fmt: skip
     """(printable lines, overlay PNG). Regions come from `mask` when given (a person
     designates them, as in the paper), else from the map of the model, or of a k-shot
@@ -135,6 +145,9 @@ def describe_image(
                                  np.stack([r.mask for r in regions]), d.vocabulary.keys,
                                  phrases, unclear_below=d.unclear_below,
                                  group_below=d.group_below)  # fmt: skip
+        # a region no kind was named for says what its pixels show ("unnamed: ...")
+        descs = [replace(x, text=_facts(r, frame, mm_per_px)) if x.kind == UNCLEAR else x
+                 for r, x in zip(regions, descs, strict=True)]
         lines.append("  (default describer: generic defect kinds; train one for this product "
                      "with `clad train-describer`)" if d.source == "default"
                      else "  (the product's own describer)")  # fmt: skip
@@ -149,7 +162,8 @@ def describe_image(
         if regions:
             lines.append("  (no describer found: train one with `clad train-describer`)")
         lines += [f"  [{r.index + 1}] bbox={r.bbox} area={r.area} peak={r.peak_score:.3f}"
-                  + _fallback_note(r) for r in regions]  # fmt: skip
+                  f" -> {_facts(r, frame, mm_per_px)!r}" + _fallback_note(r)
+                  for r in regions]  # fmt: skip
     png = render_overlay(frame, amap, threshold=float(threshold),
                          boxes=[r.bbox for r in regions], masks=[r.mask for r in regions],
                          labels=labels)  # fmt: skip

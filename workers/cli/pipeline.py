@@ -1,4 +1,4 @@
-"""`clad produce`, `clad worker` and `clad demo`."""
+"""`clad produce`, `clad worker`, `clad broker` and `clad demo`."""
 
 from __future__ import annotations
 
@@ -72,12 +72,16 @@ def worker(ctx: typer.Context) -> None:
     stop = install_stop_handlers(settings.worker.shutdown_timeout_s)
     _need_broker(settings)
     from pipeline.kafka_io import BrokerUnavailableError
+    from workers.streaming.active_models import NoActiveModelError
     from workers.streaming.runner import run_worker
 
     try:
         run_worker(settings, stop=stop)
     except BrokerUnavailableError as exc:
         typer.echo(f"error: {exc}; check CLAD_BOOTSTRAP_SERVERS", err=True)
+        raise typer.Exit(1) from None
+    except NoActiveModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -101,7 +105,37 @@ def demo(ctx: typer.Context,
                               max_per_product=max_per_product))
 
 
+def broker(port: int = typer.Option(9092, min=1, max=65535,
+                                    help="Loopback port the broker listens on."),
+           ) -> None:
+    """Run the bundled Kafka-protocol broker (Tansu, in memory) for a local trial, until
+    Ctrl-C / SIGTERM. It keeps nothing across restarts: production uses Apache Kafka."""
+    import signal
+    import threading
+
+    from pipeline.broker import BrokerError, EmbeddedBroker
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        running = EmbeddedBroker(port).start()
+    except BrokerError as exc:
+        typer.echo(f"error: {exc} (is port {port} taken? try --port)", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"bundled broker (in memory, for trials) on {running.bootstrap_servers}; "
+               "in other shells:\n"
+               f"  export CLAD_BOOTSTRAP_SERVERS={running.bootstrap_servers}\n"
+               "Ctrl-C stops it (its topics and messages are gone then).")
+    try:
+        stop.wait()
+    finally:
+        running.stop()
+    typer.echo("broker stopped")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("broker")(broker)
     app.command("produce")(produce)
     app.command("worker")(worker)
     app.command("demo")(demo)

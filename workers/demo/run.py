@@ -44,11 +44,11 @@ def build_engines(products: list[DemoProduct], threshold: float | None = None,
                   max_batch: int = 32, requests: int | None = None) -> dict[str, ScoringEngine]:
     """A trained model from model_dir when the product has one, else a k-shot model
     from its references. Thresholds are calibrated per product (with the model, or
-    from the references by workers.demo.calibration); `threshold` overrides both."""
+    from the references by engine.scoring.kshot_calibration); `threshold` overrides both."""
     from engine.runtime.select import make_backend
     from engine.scoring.builder import ScoringConfig
+    from engine.scoring.kshot_calibration import calibrated_runtime
     from engine.scoring.visual_encoder import VisualEncoder
-    from workers.demo.calibration import calibrated_runtime
 
     # No shifted copies of the references: the bank stays under max_bank, so no
     # greedy core-set (minutes on 2 busy cores) and nearest-neighbour search stays cheap.

@@ -312,11 +312,15 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def save_version_with_describer(active: ModelVersion, model_dir: Path, product: str,
                                 describer: RegionDescriber, vocab: Vocabulary,
-                                features: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    """A new version directory: the active version's model files + the new describer."""
+                                features: dict[str, Any], metrics: dict[str, Any]
+                                ) -> tuple[Path, Path]:
+    """A new version: the active version's model files + the new describer, staged under
+    models/.work; returns (staged, final). It moves to final only once registered, so a
+    directory under models/<product>/ is always a registered version."""
     version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-describer"
     out = model_dir / product / version
-    tmp = out.with_name(f".{version}.tmp")
+    tmp = model_dir / ".work" / product / f"staged-{version}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(active.path, tmp, copy_function=_link_or_copy,
                     ignore=lambda _d, names: [n for n in names if n in _DESCRIBER_FILES
                                               or n.startswith(".")])
@@ -327,8 +331,7 @@ def save_version_with_describer(active: ModelVersion, model_dir: Path, product: 
     model_metrics.update(parent=active.version, describer=metrics)
     (tmp / "metrics.json").write_text(json.dumps(model_metrics, indent=2, default=str) + "\n")
     save_describer(tmp, describer, vocab, features, metrics)
-    tmp.rename(out)
-    return out
+    return tmp, out
 
 
 def carry_describer(parent_dir: str | Path, child_dir: str | Path) -> None:
@@ -443,18 +446,23 @@ def retrain_describer(factory: sessionmaker[Session], product: str, *, model_dir
                "train_regions": len(train), "held_out_regions": len(held),
                "held_out_accuracy": new, "champion_held_out_accuracy": old,
                "champion": result.champion, "parent_version": active.version}
-    path = save_version_with_describer(active, model_dir, product, describer, vocab,
-                                       features, metrics)
-    identity = load_describer(path).identity
+    staged, path = save_version_with_describer(active, model_dir, product, describer, vocab,
+                                               features, metrics)
+    identity = load_describer(staged).identity
     with transaction(factory) as session:
-        register_model_version(session, version=path.name, product=product, path=str(path),
-                               threshold=active.threshold,
-                               metrics={**(active.metrics or {}), "parent": active.version,
-                                        "describer": {"identity": identity,
-                                                      "held_out_accuracy": new,
-                                                      "champion_held_out_accuracy": old,
-                                                      "regions_per_kind":
-                                                          result.regions_per_kind}})
+        row = register_model_version(
+            session, version=path.name, product=product, path=str(path),
+            threshold=active.threshold,
+            metrics={**(active.metrics or {}), "parent": active.version,
+                     "describer": {"identity": identity, "held_out_accuracy": new,
+                                   "champion_held_out_accuracy": old,
+                                   "regions_per_kind": result.regions_per_kind}})
+        row.status = "candidate"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(path)
+    if not any(staged.parent.iterdir()):
+        staged.parent.rmdir()
+    with transaction(factory) as session:
         activate_model_version(session, path.name)
     result.status, result.version = "promoted", path.name
     refit = (f", refit on all {result.refit_regions} labelled regions"

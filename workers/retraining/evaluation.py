@@ -1,9 +1,15 @@
-"""Champion vs challenger on the frozen held-out frames, and the promotion rule."""
+"""Champion vs challenger on the frozen held-out frames, and the promotion rule.
+
+Both are scored as the worker scores (workers.streaming.scoring.CladRuntimeEngine), the
+line context included when the worker has it on: the held-out frames go through in the
+order they were captured, each batch at its capture time, so the context fills as it
+would on the line (empty at first, as after a model reload).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -37,24 +43,55 @@ def frame_scores(runtime: CladRuntime, frames: Sequence[ConfirmedFrame],
     return scores, peaks
 
 
+# uint8 [N, S, S, 3] frames -> (scores [N], maps [N, h, w]); `now` is the batch's time
+Scorer = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]
+
+
+def worker_scorer(runtime: CladRuntime, threshold: float, version: str,
+                  context: object | None) -> Scorer:
+    """The worker's scoring path for a runtime: CladRuntimeEngine, with the line context
+    (engine.scoring.line_context.ContextConfig) when given, its clock the frames' time."""
+    from workers.streaming.scoring import CladRuntimeEngine
+
+    now = [0.0]
+    engine = CladRuntimeEngine(runtime, threshold=threshold, version=version, context=context,
+                               clock=lambda: now[0])
+
+    def score(frames: np.ndarray, when: float) -> tuple[np.ndarray, np.ndarray]:
+        now[0] = when
+        return engine.infer(frames)
+    return score
+
+
 @torch.no_grad()
-def evaluate(runtime: CladRuntime, frames: Sequence[ConfirmedFrame], threshold: float,
-             batch: int = 8) -> dict[str, float]:
-    """Image AUROC, pixel AUROC and F1 at `threshold` (fractions; NaN where undefined)."""
-    size = int(runtime.input_size)
+def evaluate(scorer: Scorer | CladRuntime, frames: Sequence[ConfirmedFrame], threshold: float,
+             batch: int = 8, input_size: int | None = None) -> dict[str, float]:
+    """Image AUROC, pixel AUROC and F1 at `threshold` (fractions; NaN where undefined).
+
+    `scorer`: a Scorer (worker_scorer) with the frames' `input_size`, or a bare runtime.
+    Frames are scored in capture order."""
+    if isinstance(scorer, CladRuntime):
+        runtime, input_size = scorer, int(scorer.input_size)
+
+        def scorer(x: np.ndarray, _when: float) -> tuple[np.ndarray, np.ndarray]:
+            out = runtime(torch.from_numpy(x))
+            return out.scores.numpy(), out.maps.numpy()
+    assert input_size is not None, "a Scorer needs the input size"
+    frames = sorted(frames, key=lambda f: f.captured_at)
     scores, pixel_scores, pixel_labels = [], [], []
     for i in range(0, len(frames), batch):
         part = frames[i:i + batch]
-        out = runtime(_batch(part, size))
-        scores.extend(out.scores.tolist())
-        for frame, amap in zip(part, out.maps.numpy(), strict=True):
+        batch_scores, maps = scorer(_batch(part, input_size).numpy(),
+                                    part[-1].captured_at.timestamp())
+        scores.extend(np.asarray(batch_scores, np.float64).tolist())
+        for frame, amap in zip(part, np.asarray(maps, np.float32), strict=True):
             small = cv2.resize(amap, (_PIXEL_SIDE, _PIXEL_SIDE), interpolation=cv2.INTER_AREA)
             mask = (np.zeros_like(small, bool) if frame.mask is None else
                     cv2.resize(frame.mask, (_PIXEL_SIDE, _PIXEL_SIDE),
                                interpolation=cv2.INTER_NEAREST) > 0)
             pixel_scores.append(small.ravel())
             pixel_labels.append(mask.ravel())
-    labels = np.array([f.label == "anomalous" for f in frames])
+    labels = np.array([f.label == "anomalous" for f in frames], bool)
     predicted = np.array(scores) >= threshold
     tp = int((predicted & labels).sum())
     precision = tp / max(int(predicted.sum()), 1)

@@ -1,18 +1,25 @@
 """`clad retrain`: learn from operator labels, champion vs challenger, safe promotion.
 
-One run per product: collect confirmed frames, fine-tune a challenger from the
-active model, recalibrate its threshold on a calibration share of the training
-frames, evaluate both on the frozen held-out frames, save the challenger as a new
-version and record both sets of figures; promote (export ONNX, flip the active
-version; workers reload between batches) only when the rule in
-workers.retraining.evaluation.decide says so, else keep it as a rejected candidate. Training
-checkpoints every epoch; a run interrupted over the same frames resumes where it stopped.
+One run per product, in steps (each logged with its elapsed time, see
+workers.retraining.progress):
+1. collect the confirmed frames and fingerprint them with the training config; a
+   fingerprint a retrain from this same champion already had is skipped (nothing new);
+2. model: fine-tune a challenger from the active model (checkpointed every epoch: an
+   interrupted run over the same frames resumes where it stopped), its memory bank from
+   the recent confirmed normals (engine.training.bank_refresh); recalibrate its threshold
+   on a calibration share of the training frames; evaluate both on the frozen held-out
+   frames; save it as a new version, staged under models/.work, registered, then moved
+   into place (a directory the database does not name is never served); promote (export
+   ONNX, flip the active version; workers reload between batches) only when
+   workers.retraining.evaluation.decide says so, else keep it as a rejected candidate;
+3. further steps that use the model step's outcome go after it in retrain_product.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,13 +30,20 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine.scoring.artifacts import ModelMetadata, load_model, save_model
+from engine.scoring.artifacts import LoadedModel, ModelMetadata, load_model, save_model
 from engine.scoring.builder import ScoringConfig
 from engine.scoring.calibration import Threshold, calibrate
 from engine.scoring.runtime_model import CladRuntime
+from engine.training.bank_refresh import (
+    frame_embeddings,
+    half_life_from_days,
+    root_rows,
+    select_references,
+)
 from engine.training.finetune import LabelledImage, finetune_challenger
 from engine.training.train import TrainConfig
 from pipeline.storage.database import transaction
+from pipeline.storage.labels import conflicted_verdicts, training_examples
 from pipeline.storage.models import ModelVersion
 from pipeline.storage.repository import (
     activate_model_version,
@@ -38,14 +52,23 @@ from pipeline.storage.repository import (
 )
 from workers.retraining.data import ConfirmedFrame, RetrainData, collect, is_held_out
 from workers.retraining.describer_step import DescriberOptions, carry_describer, retrain_describer
-from workers.retraining.evaluation import decide, evaluate, frame_scores
+from workers.retraining.evaluation import (
+    Decision,
+    decide,
+    evaluate,
+    frame_scores,
+    worker_scorer,
+)
+from workers.retraining.fingerprint import data_fingerprint, unchanged_since
+from workers.retraining.progress import Progress, checkpoint_epoch
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RetrainOptions:
-    held_out_share: float = 0.3
+    held_out_share: float = 0.3  # of the groups of frames (workers.retraining.data)
+    group_seconds: float = 10.0  # frames captured within one such block split together
     calibration_share: float = 0.25  # of the training frames, for the threshold only
     tolerance: float = 0.02
     epochs: int = 15
@@ -53,19 +76,31 @@ class RetrainOptions:
     min_train_normals: int = 2
     export_onnx: bool = True
     dry_run: bool = False
+    force: bool = False  # retrain even when the fingerprint is unchanged
+    exclude_conflicts: bool = False  # leave out frames whose labels conflict
+    max_references: int = 16  # confirmed normals whose patches enter the memory bank
+    bank_window_days: float = 30.0  # ... chosen among the normals captured this recently
+    bank_half_life_days: float = 7.0  # recency weight of a normal in that choice
     describer_steps: int = 300  # training steps of the describer step (describer_step.py)
+
+    def fingerprinted(self) -> dict[str, object]:
+        """The options that change what a run learns (not how it reports)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("dry_run", "force", "export_onnx", "tolerance")}
 
 
 @dataclass
 class RetrainResult:
     product: str
-    status: str  # promoted | rejected | skipped | dry-run
+    status: str  # promoted | rejected | skipped | dry-run | failed
     reason: str
     counts: dict[str, int] = field(default_factory=dict)
     champion_version: str | None = None
     challenger_version: str | None = None
     champion_metrics: dict[str, float] = field(default_factory=dict)
     challenger_metrics: dict[str, float] = field(default_factory=dict)
+    fingerprint: str | None = None
+    elapsed_s: float = 0.0
     describer: dict[str, Any] = field(default_factory=dict)  # DescriberResult.as_dict()
 
 
@@ -90,33 +125,93 @@ def _calibrate(runtime: CladRuntime, calib: list[ConfirmedFrame],
     return calibrate(np.array(scores), labels, normal_maps=normal_peaks)
 
 
+def _bank_normals(champion: LoadedModel, normals: list[ConfirmedFrame],
+                  options: RetrainOptions) -> list[ConfirmedFrame]:
+    """The confirmed normals whose patches enter the bank: a recency-weighted core-set over
+    those captured within the window (all of them when none is that recent)."""
+    newest = max(f.captured_at for f in normals)
+    window = [f for f in normals
+              if (newest - f.captured_at).total_seconds() <= options.bank_window_days * 86_400]
+    pool = window or normals
+    if len(pool) <= options.max_references:
+        return pool
+    size = int(champion.runtime.input_size)
+    embeddings = frame_embeddings(champion.runtime.encoder, [f.image for f in pool], size)
+    ages = np.array([(newest - f.captured_at).total_seconds() for f in pool])
+    picked = select_references(embeddings, ages, options.max_references,
+                               half_life_s=half_life_from_days(options.bank_half_life_days))
+    return [pool[i] for i in picked]
+
+
+def _previous_retrains(session: Session, product: str) -> list[tuple[str, str, dict]]:
+    rows = session.execute(select(ModelVersion.version, ModelVersion.status, ModelVersion.metrics)
+                           .where(ModelVersion.product == product)
+                           .order_by(ModelVersion.created_at.desc())).all()
+    return [(v, s, m or {}) for v, s, m in rows]
+
+
 def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: Path,
                     frame_dir: Path, options: RetrainOptions,
-                    progress: bool = True) -> RetrainResult:
-    """The scoring model, then the describer on whichever model is active after it."""
+                    progress: bool = True, tracker: Progress | None = None,
+                    context: object | None = None) -> RetrainResult:
+    """The scoring model, then the describer on whichever model is active after it.
+    `tracker` says where the run stands (for the line an interrupted run logs); one is
+    made when not given. `context`: the worker's line context
+    (workers.streaming.scoring.context_config), used when the scoring champion and
+    challenger are evaluated."""
+    step = tracker or Progress(product)
+    step.product = product
     result = _retrain_scoring(factory, product, model_dir=model_dir, frame_dir=frame_dir,
-                              options=options, progress=progress)
-    result.describer = retrain_describer(factory, product, model_dir=model_dir,
-                                         frame_dir=frame_dir, options=DescriberOptions(
-                                             steps=options.describer_steps, seed=options.seed,
-                                             dry_run=options.dry_run)).as_dict()
+                              options=options, progress=progress, step=step, context=context)
+    with step("training the describer"):
+        result.describer = retrain_describer(
+            factory, product, model_dir=model_dir, frame_dir=frame_dir,
+            options=DescriberOptions(steps=options.describer_steps, seed=options.seed,
+                                     dry_run=options.dry_run)).as_dict()
+    result.elapsed_s = round(step.elapsed(), 1)
     return result
 
 
 def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir: Path,
-                     frame_dir: Path, options: RetrainOptions,
-                     progress: bool = True) -> RetrainResult:
-    with factory() as session:
-        data: RetrainData = collect(session, product, frame_dir=frame_dir,
-                                    held_out_share=options.held_out_share)
+                     frame_dir: Path, options: RetrainOptions, progress: bool,
+                     step: Progress, context: object | None = None) -> RetrainResult:
+    """One product's scoring model, step by step (see the module doc)."""
+    result = RetrainResult(product, "skipped", "")
+    with step("collecting confirmed frames"), factory() as session:
         champion_row = active_model_version(session, product)
-    result = RetrainResult(product, "skipped", "", counts=data.counts())
-    if champion_row is None:
-        result.reason = f"no active model for product {product!r}: promote one first"
-        return result
+        if champion_row is None:
+            result.reason = f"no active model for product {product!r}: promote one first"
+            return result
+        examples = training_examples(session, product=product)
+        conflicted = conflicted_verdicts(session, product)
+        conflicts = {"label_conflicts": sum(e.verdict_id in conflicted for e in examples)}
+        if options.exclude_conflicts:
+            examples = [e for e in examples if e.verdict_id not in conflicted]
+            conflicts["excluded_conflicts"] = conflicts["label_conflicts"]
+        elif conflicts["label_conflicts"]:
+            log.warning("product %s: %d confirmed frames have conflicting labels (the latest "
+                        "wins; see the review queue, or --exclude-conflicts)", product,
+                        conflicts["label_conflicts"])
+        result.counts = dict(conflicts)
+        # the evaluation's line context decides promotions too: part of the config
+        config = {"options": options.fingerprinted(), "line_context": repr(context),
+                  "champion_config": _stored_config(champion_row.path)}
+        result.fingerprint = data_fingerprint(examples, config=config)
+        previous = unchanged_since(result.fingerprint, champion_row.version,
+                                   _previous_retrains(session, product))
+        if previous is not None and not options.force:
+            result.champion_version = champion_row.version
+            result.reason = (f"nothing new: labelled data and config unchanged since "
+                             f"{previous[0]} ({previous[1]}); --force retrains anyway")
+            log.info("product %s: skipped, %s", product, result.reason)
+            return result
+        data: RetrainData = collect(session, product, frame_dir=frame_dir,
+                                    held_out_share=options.held_out_share,
+                                    group_seconds=options.group_seconds, examples=examples)
+    result.counts = {**data.counts(), **conflicts}
     result.champion_version = champion_row.version
     fit, calib = _split_calibration(data.train, options.calibration_share)
-    normals = [f.image for f in fit if f.label == "normal"]
+    normals = [f for f in fit if f.label == "normal"]
     anomalies = [LabelledImage(f.image, f.mask) for f in fit if f.label == "anomalous"]
     result.counts.update(fit_normal=len(normals), fit_anomalous=len(anomalies),
                          calibration=len(calib))
@@ -130,62 +225,147 @@ def _retrain_scoring(factory: sessionmaker[Session], product: str, *, model_dir:
         result.reason = (f"only {len(normals)} confirmed normal training frames "
                          f"(need {options.min_train_normals})")
         return result
-    champion = load_model(champion_row.path)
+    held = {f.label for f in data.held_out}
+    if held != {"normal", "anomalous"}:
+        # No comparison is possible, so no challenger could be promoted: say so before
+        # minutes of training rather than after.
+        result.reason = (f"the held-out frames ({len(data.held_out)}) hold no "
+                         f"{'normal' if 'normal' not in held else 'anomalous'} frame: label "
+                         "frames from more moments (frames of one "
+                         f"{options.group_seconds:g} s block split together)")
+        return result
+    _model_step(factory, result, data, fit, calib, champion_row.path, model_dir=model_dir,
+                options=options, progress=progress, step=step, context=context)
+    return result
+
+
+def _stored_config(path: str) -> object:
+    """The scoring config a version was saved with (what the fingerprint covers)."""
+    import json
+
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("scoring")
+    except (OSError, ValueError):
+        return None
+
+
+def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: RetrainData,
+                fit: list[ConfirmedFrame], calib: list[ConfirmedFrame], champion_path: str, *,
+                model_dir: Path, options: RetrainOptions, progress: bool,
+                step: Progress, context: object | None) -> None:
+    """Fine-tune, calibrate, evaluate, save, register and maybe promote the challenger;
+    fills `result`."""
+    product = result.product
+    normals = [f for f in fit if f.label == "normal"]
+    anomalies = [LabelledImage(f.image, f.mask) for f in fit if f.label == "anomalous"]
+    with step("loading the champion"):
+        champion = load_model(champion_path)
+    with step("choosing the memory bank's normals"):
+        bank_frames = _bank_normals(champion, normals, options)
+    stored = champion.metadata["metrics"]
+    roots = (root_rows(champion.runtime.bank.shape[0], stored.get("reference_bank_rows")),
+             root_rows(champion.runtime.pixel_bank.shape[0],
+                       stored.get("reference_pixel_bank_rows")))
     cfg = TrainConfig(epochs=options.epochs, seed=options.seed)
     # Keyed by what is trained on: an interrupted run over the same frames resumes from
     # its last epoch; any other data gets its own checkpoint and never mixes with it.
     key = hashlib.sha256("|".join([champion.version, str(options.seed), *sorted(
         f"{f.frame_id}:{f.label}" for f in fit)]).encode()).hexdigest()[:16]
     work_dir = model_dir / ".work" / product / f"retrain-{key}"
-    runtime, history = finetune_challenger(champion, normals, anomalies, cfg,
-                                           work_dir=work_dir, resume=True, progress=progress)
-    threshold = _calibrate(runtime, calib, fit)
-    result.champion_metrics = evaluate(champion.runtime, data.held_out, champion.threshold)
-    result.challenger_metrics = evaluate(runtime, data.held_out, threshold.value)
+    step.checkpoint = work_dir / "checkpoint.pt"
+    done = checkpoint_epoch(step.checkpoint)
+    if done is not None:
+        log.info("product %s: resuming from the checkpoint after epoch %d of %d in %s",
+                 product, done + 1, options.epochs, work_dir)
+    with step(f"fine-tuning ({len(normals)} normal, {len(anomalies)} anomalous frames, "
+              f"{options.epochs} epochs)"):
+        runtime, history = finetune_challenger(
+            champion, [f.image for f in normals], anomalies, cfg, work_dir=work_dir,
+            resume=True, progress=progress, references=[f.image for f in bank_frames],
+            root_rows=roots)
+    with step(f"calibrating the threshold on {len(calib)} frames"):
+        threshold = _calibrate(runtime, calib, fit)
+    version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-retrain"
+    size = int(champion.runtime.input_size)
+    with step(f"evaluating champion and challenger on {len(data.held_out)} held-out frames "
+              f"(as the worker scores, line context {'on' if context else 'off'})"):
+        result.champion_metrics = evaluate(
+            worker_scorer(champion.runtime, champion.threshold, champion.version, context),
+            data.held_out, champion.threshold, input_size=size)
+        result.challenger_metrics = evaluate(
+            worker_scorer(runtime, threshold.value, version, context),
+            data.held_out, threshold.value, input_size=size)
     decision = decide(result.challenger_metrics, result.champion_metrics,
                       tolerance=options.tolerance)
-    version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-retrain"
     scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
+    metrics = {"parent": champion.version, "counts": result.counts,
+               "fingerprint": result.fingerprint,
+               "reference_bank_rows": roots[0], "reference_pixel_bank_rows": roots[1],
+               "bank_frames": [str(f.frame_id) for f in bank_frames],
+               "evaluated_with_line_context": context is not None}
     meta = ModelMetadata(product, scoring, threshold, champion.prompts, {
-                             "parent": champion.version, "history": history.epochs,
-                             "counts": result.counts, "held_out": result.challenger_metrics,
+                             **metrics, "history": history.epochs,
+                             "held_out": result.challenger_metrics,
                              "champion_held_out": result.champion_metrics,
-                             "text_encoder": champion.metadata["metrics"].get("text_encoder"),
+                             "text_encoder": stored.get("text_encoder"),
                              "options": asdict(options)}, version=version)
-    path = save_model(runtime, model_dir, meta)
-    carry_describer(champion_row.path, path)  # same encoder: the learned words stay valid
+    with step(f"saving version {version}"):
+        path = _save_registered(factory, runtime, meta, model_dir=model_dir,
+                                export_onnx=decision.promote and options.export_onnx,
+                                db_metrics={**metrics,
+                                            "held_out": _finite(result.challenger_metrics),
+                                            "champion_held_out":
+                                                _finite(result.champion_metrics),
+                                            # built by the first GPU worker that loads it
+                                            "tensorrt_engine": "pending"},
+                                champion_version=champion.version,
+                                champion_metrics=result.champion_metrics, decision=decision,
+                                describer_from=champion_path)
     shutil.rmtree(work_dir, ignore_errors=True)  # saved: the checkpoint has done its job
     result.challenger_version = version
-    if decision.promote and options.export_onnx:
-        from engine.runtime.export import ensure_onnx
-
-        ensure_onnx(runtime, path)
-    with transaction(factory) as session:
-        row = register_model_version(session, version=version, product=product, path=str(path),
-                                     threshold=threshold.value,
-                                     metrics={"held_out": _finite(result.challenger_metrics),
-                                              "champion_held_out":
-                                                  _finite(result.champion_metrics),
-                                              "counts": result.counts,
-                                              "parent": champion.version,
-                                              # built by the first GPU worker that loads it
-                                              "tensorrt_engine": "pending"})
-        champion_db = session.scalars(select(ModelVersion).where(
-            ModelVersion.version == champion.version)).one_or_none()
-        if champion_db is not None:
-            champion_db.metrics = {**champion_db.metrics,
-                                   "held_out": _finite(result.champion_metrics)}
-        if decision.promote:
-            activate_model_version(session, version)
-        else:
-            row.status = "rejected"
-        row.reason = decision.reason
     result.status = "promoted" if decision.promote else "rejected"
     result.reason = decision.reason
-    log.info("product %s: challenger %s %s (%s)", product, version, result.status, result.reason)
-    return result
+    log.info("product %s: challenger %s %s (%s), saved in %s", product, version, result.status,
+             result.reason, path)
+
+
+def _save_registered(factory: sessionmaker[Session], runtime: CladRuntime, meta: ModelMetadata,
+                     *, model_dir: Path, export_onnx: bool, db_metrics: dict,
+                     champion_version: str, champion_metrics: dict[str, float],
+                     decision: Decision, describer_from: str) -> Path:
+    """Save under models/.work, register (as rejected or candidate), move into place, then
+    activate if promoted: a directory under models/<product>/ is always a registered one,
+    and a kill between two steps leaves at worst a row whose directory is missing (never
+    active: it fails to load and is logged) or a staged directory that prune removes."""
+    product, version = meta.category, str(meta.version)
+    staged = save_model(runtime, model_dir / ".work" / product / f"staged-{version}", meta)
+    carry_describer(describer_from, staged)  # same encoder: the learned words stay valid
+    if export_onnx:
+        from engine.runtime.export import ensure_onnx
+
+        ensure_onnx(runtime, staged)
+    final = model_dir / product / version
+    with transaction(factory) as session:
+        row = register_model_version(session, version=version, product=product,
+                                     path=str(final), threshold=meta.threshold.value,
+                                     metrics=db_metrics)
+        champion_db = session.scalars(select(ModelVersion).where(
+            ModelVersion.version == champion_version)).one_or_none()
+        if champion_db is not None:
+            champion_db.metrics = {**champion_db.metrics,
+                                   "held_out": _finite(champion_metrics)}
+        row.status = "candidate" if decision.promote else "rejected"
+        row.reason = decision.reason
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(final)
+    shutil.rmtree(staged.parent.parent, ignore_errors=True)  # the empty staging dirs
+    if decision.promote:
+        with transaction(factory) as session:
+            activate_model_version(session, version)
+    return final
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     # JSON columns hold no NaN: an undefined metric is stored as null.
-    return {k: (None if v != v else v) for k, v in metrics.items()}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in metrics.items()}

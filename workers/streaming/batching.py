@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
+from workers.streaming.unreadable import RecordSource
 
-def collect_batch(consumer: KafkaConsumer, *, batch_size: int, max_wait_ms: int,
+
+def collect_batch(consumer: RecordSource, *, batch_size: int, max_wait_ms: int,
                   idle_poll_ms: int = 500) -> list[ConsumerRecord]:
     """Block until a first record arrives (at most idle_poll_ms), then fill the batch.
 

@@ -21,7 +21,13 @@ from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.frames import H_REJECT_DETAIL, H_REJECT_REASON, H_SOURCE, FrameRejectedError
+from pipeline.frames import (
+    H_REJECT_DETAIL,
+    H_REJECT_REASON,
+    H_SOURCE,
+    FrameRejectedError,
+    RejectReason,
+)
 from pipeline.settings import ApiSettings
 from pipeline.storage.database import transaction
 from pipeline.storage.frame_store import store_frames
@@ -29,6 +35,7 @@ from pipeline.storage.records import VerdictRecord
 from pipeline.storage.repository import write_verdicts
 from pipeline.verdict_events import H_EVENT_FRAME_ID
 from workers.streaming.isolation import split_failures
+from workers.streaming.unreadable import UnreadableRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -200,6 +207,16 @@ def dlq_message(record: ConsumerRecord, error: FrameRejectedError, *,
     keep = len(value) <= min(max_value, _DLQ_MAX_VALUE)
     key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
     return {"key": key, "value": value if keep else b"", "headers": headers}
+
+
+def dlq_unreadable_message(record: UnreadableRecord) -> dict:
+    """The DLQ record for a record the client cannot parse: no bytes (none can be had),
+    where it lies in the frames topic and why."""
+    return {"key": None, "value": b"", "headers": [
+        (H_REJECT_REASON, RejectReason.UNREADABLE.value.encode()),
+        (H_REJECT_DETAIL, record.detail.encode()),
+        (H_SOURCE, f"{record.topic}/{record.partition}/{record.offset}".encode()),
+    ]}
 
 
 def now_utc() -> datetime:

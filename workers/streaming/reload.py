@@ -9,13 +9,10 @@ from collections.abc import Callable
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.storage.repository import active_model_version
+from workers.streaming.active_models import EngineLoader, active_versions
 from workers.streaming.scoring import ScoringEngine
 
 log = logging.getLogger(__name__)
-
-# (model path from the DB row, product) -> engine
-EngineLoader = Callable[[str, str], ScoringEngine]
 
 
 class ModelWatcher:
@@ -24,7 +21,8 @@ class ModelWatcher:
     The new engine is built before the swap, and the swap replaces the worker's
     whole engine mapping, so a batch never sees two versions of one product and
     no frame waits for a half-loaded model. A version that fails to load is
-    logged and skipped until the DB names another one.
+    logged and skipped until the DB names another one. A product activated after
+    the worker started is served from the next check on.
     """
 
     def __init__(self, factory: sessionmaker[Session], loader: EngineLoader, *,
@@ -41,24 +39,23 @@ class ModelWatcher:
         engines: dict[str, ScoringEngine] = worker.engines  # type: ignore[attr-defined]
         try:
             with self.factory() as session:
-                wanted = {p: active_model_version(session, p) for p in engines}
-                wanted = {p: (row.version, row.path) for p, row in wanted.items()
-                          if row is not None}
+                wanted = {p: (a.version, a.path) for p, a in active_versions(session).items()}
         except SQLAlchemyError as exc:
             log.warning("model version check skipped, database unavailable: %s", exc)
             return
         swapped = dict(engines)
         for product, (version, path) in wanted.items():
-            if version == engines[product].version or version in self._failed:
+            current = engines[product].version if product in engines else None
+            if version == current or version in self._failed:
                 continue
             try:
                 swapped[product] = self.loader(path, product)
             except Exception:  # noqa: BLE001 - a bad artefact must not stop scoring
                 log.exception("cannot load model %s for %s from %s; keeping %s", version,
-                              product, path, engines[product].version)
+                              product, path, current)
                 self._failed.add(version)
                 continue
-            log.info("product %s: model %s -> %s", product, engines[product].version,
+            log.info("product %s: model %s -> %s", product, current,
                      swapped[product].version)
             metrics = getattr(worker, "metrics", None)
             if metrics is not None:

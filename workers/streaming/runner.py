@@ -12,32 +12,57 @@ from pipeline.kafka_io import build_consumer, build_producer, ensure_topics
 from pipeline.region_cache import make_region_cache
 from pipeline.settings import Settings
 from pipeline.storage.database import engine_from_settings, make_session_factory
+from workers.streaming.active_models import EngineLoader, load_active_engines
 from workers.streaming.liveness import Liveness
 from workers.streaming.metrics import WorkerMetrics
 from workers.streaming.reload import ModelWatcher
-from workers.streaming.scoring import ScoringEngine, context_config, load_engines, load_trained
+from workers.streaming.scoring import (
+    ScoringEngine,
+    check_engines,
+    context_config,
+    factory_engines,
+    load_trained,
+)
 from workers.streaming.worker import InferenceWorker
 
 log = logging.getLogger(__name__)
 
 
+def engine_loader(settings: Settings) -> EngineLoader:
+    """(path from the DB row, product) -> engine, served as the settings say."""
+    model = settings.model
+
+    def load(path: str, product: str) -> ScoringEngine:
+        return load_trained(path, product, model.anomaly_threshold, backend=model.backend,
+                            max_batch=settings.worker.batch_size,
+                            context=context_config(settings.context),
+                            requests=model.infer_requests, precision=model.cpu_precision)[1]
+    return load
+
+
 def build_worker(settings: Settings, engines: Mapping[str, ScoringEngine] | None = None,
-                 stop: threading.Event | None = None) -> InferenceWorker:
+                 stop: threading.Event | None = None) -> InferenceWorker | None:
+    """A worker serving `engines`, or else (CLAD_ENGINE_FACTORY unset) the active version of
+    every product as the database names it; None when `stop` is set while it waits for
+    the database."""
     # Decode and heatmap work is spread over the worker's own thread pool; OpenCV's
     # internal threads on top of it only oversubscribe the cores the engine needs.
     cv2.setNumThreads(1)
-    engines = dict(engines) if engines is not None else load_engines(settings)
+    stop = stop or threading.Event()
     factory = make_session_factory(engine_from_settings(settings.database))
     watcher = None
-    if not settings.worker.engine_factory:
-        override, model = settings.model.anomaly_threshold, settings.model
-        watcher = ModelWatcher(
-            factory, lambda path, product: load_trained(
-                path, product, override, backend=model.backend,
-                max_batch=settings.worker.batch_size,
-                context=context_config(settings.context), requests=model.infer_requests,
-                precision=model.cpu_precision)[1],
-            interval_s=settings.worker.model_check_interval_s)
+    if settings.worker.engine_factory:
+        engines = dict(engines) if engines is not None else factory_engines(settings)
+    else:
+        loader = engine_loader(settings)
+        if engines is None:
+            engines = load_active_engines(factory, loader, stop,
+                                          max_backoff_s=settings.worker.max_backoff_s)
+            if engines is None:
+                return None
+        engines = dict(engines)
+        watcher = ModelWatcher(factory, loader, interval_s=settings.worker.model_check_interval_s)
+    check_engines(engines)
     metrics = WorkerMetrics()
     liveness = Liveness(settings.worker.stall_after_s)
     metrics.serve(settings.worker.metrics_port, liveness, host=settings.worker.metrics_host)
@@ -60,4 +85,8 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     if stop.is_set():
         log.info("stopped during start-up")
         return
-    build_worker(settings, stop=stop).run()
+    worker = build_worker(settings, stop=stop)
+    if worker is None:
+        log.info("stopped during start-up")
+        return
+    worker.run()

@@ -281,31 +281,22 @@ def default_for(runtime: object) -> tuple[object | None, object | None]:
     return loaded, (None if reads_runtime_features(loaded, runtime) else encoder)
 
 
-def load_engines(settings: Settings) -> dict[str, ScoringEngine]:
-    """Engines by product: from the factory if set, else the latest saved version of
-    every product under model_dir (the hot-reload watcher then follows the DB)."""
-    if settings.worker.engine_factory:
-        engines = dict(import_factory(settings.worker.engine_factory)(settings))
-    else:
-        root = settings.model.model_dir
-        categories = sorted(p.name for p in root.iterdir()
-                            if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-        engines = {}
-        for category in categories:
-            product, engine = load_trained(root, category, settings.model.anomaly_threshold,
-                                           backend=settings.model.backend,
-                                           max_batch=settings.worker.batch_size,
-                                           context=context_config(settings.context),
-                                           requests=settings.model.infer_requests,
-                                           precision=settings.model.cpu_precision)
-            engines[product] = engine
+def factory_engines(settings: Settings) -> dict[str, ScoringEngine]:
+    """Engines by product from CLAD_ENGINE_FACTORY (tests, benchmarks). Without a factory
+    the worker serves what the database names active: workers.streaming.active_models."""
+    if not settings.worker.engine_factory:
+        raise ValueError("CLAD_ENGINE_FACTORY is not set")
+    engines = dict(import_factory(settings.worker.engine_factory)(settings))
     if not engines:
-        raise RuntimeError(f"no model found under {settings.model.model_dir}; train one or set "
-                           "CLAD_ENGINE_FACTORY")
+        raise RuntimeError(f"engine factory {settings.worker.engine_factory} returned no engine")
+    return engines
+
+
+def check_engines(engines: Mapping[str, ScoringEngine]) -> None:
+    """Every engine satisfies ScoringEngine; logs what is served."""
     for product, engine in engines.items():
         if not isinstance(engine, ScoringEngine):
             raise TypeError(f"engine for {product!r} does not satisfy ScoringEngine")
         log.info("serving product %s with model %s (input %s px, threshold %.4g, region "
                  "threshold %.4g)", product, engine.version, engine.input_size,
                  engine.threshold, region_threshold_of(engine))
-    return engines

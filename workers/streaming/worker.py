@@ -43,6 +43,7 @@ from workers.streaming.delivery import (
     KafkaSendError,
     Retrier,
     dlq_message,
+    dlq_unreadable_message,
     drift_event,
     now_utc,
     send_all,
@@ -54,6 +55,7 @@ from workers.streaming.isolation import guarded
 from workers.streaming.liveness import Liveness
 from workers.streaming.metrics import WorkerMetrics
 from workers.streaming.scoring import ScoringEngine
+from workers.streaming.unreadable import PastUnreadable, UnreadableRecord
 from workers.streaming.verdicts import Scored, infer_product, to_verdicts_isolated
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ class InferenceWorker:
         self.settings = settings
         self.engines = dict(engines)  # swapped whole between batches (hot reload)
         self.consumer, self.producer = consumer, producer
+        # Every poll goes through this: an unparseable record goes to the DLQ, not up.
+        self.records = PastUnreadable(consumer, self._dead_letter_unreadable)
         self.session_factory, self.cache = session_factory, cache
         self.metrics = metrics or WorkerMetrics()
         self.stop = stop or threading.Event()
@@ -148,7 +152,7 @@ class InferenceWorker:
                 current, following = following, None
                 if current is None:
                     with self.metrics.stage_seconds.labels("poll").time():
-                        records = collect_batch(self.consumer, batch_size=ws.batch_size,
+                        records = collect_batch(self.records, batch_size=ws.batch_size,
                                                 max_wait_ms=ws.max_wait_ms)
                     current = self._prepare(records) if records else None
                 elif current.engines is not self.engines:  # a reload since it was decoded
@@ -156,7 +160,7 @@ class InferenceWorker:
                 if current is not None:
                     # Decode what the consumer already holds (no wait) while this batch
                     # is inferred: OpenCV works beside the engine instead of before it.
-                    polled = self.consumer.poll(timeout_ms=0, max_records=ws.batch_size)
+                    polled = self.records.poll(timeout_ms=0, max_records=ws.batch_size)
                     more = [r for rs in polled.values() for r in rs]
                     following = self._prepare(more) if more else None
                     self._hand_off(self._infer(current))
@@ -285,7 +289,8 @@ class InferenceWorker:
                 rejected.extend(failed)
         with self.metrics.stage_seconds.labels("describe").time():
             try:
-                described = describe_batch(batch.engines, verdicts, batch.frames, self.cache)
+                described = describe_batch(batch.engines, verdicts, batch.frames, self.cache,
+                                           self.settings.camera.camera_mm_per_px)
             except Exception:  # noqa: BLE001 - a description is never worth a frame
                 log.exception("describing a batch of %s verdicts failed; stored without "
                               "descriptions", len(verdicts))
@@ -419,6 +424,18 @@ class InferenceWorker:
         ok, committed = self.retrier.call("offset commit", commit, (KafkaError,))
         return ok and bool(committed)
 
+    def _dead_letter_unreadable(self, record: UnreadableRecord) -> bool:
+        """Published (acknowledged) before the consumer steps past the record; False when
+        stopped first. This thread's retrier: it keeps the group membership while it waits."""
+        message = dlq_unreadable_message(record)
+        ok, _ = self.retrier.call(
+            "kafka publish", lambda: send_all(self.producer,
+                                              [(self.settings.kafka.topic_dlq, message)]),
+            (KafkaSendError, KafkaError))
+        if ok:
+            self.metrics.dlq.labels(RejectReason.UNREADABLE.value).inc()
+        return ok
+
     def _record_lag(self) -> None:
         """clad_consumer_lag per partition: high watermark - position, after each batch.
 
@@ -441,7 +458,7 @@ class InferenceWorker:
         # sync here: with timeout 0 the rejoin never completes and the whole group waits.
         try:
             self.consumer.pause(*self.consumer.assignment())
-            polled = self.consumer.poll(timeout_ms=self.settings.worker.membership_poll_ms)
+            polled = self.records.poll(timeout_ms=self.settings.worker.membership_poll_ms)
             # A partition assigned during this poll is not paused and may return records:
             # seek back so they are fetched again, never skipped past uncommitted.
             for tp, records in polled.items():

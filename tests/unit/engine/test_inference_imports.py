@@ -2,6 +2,7 @@
 module: every module of it is imported in a fresh interpreter where importing anything
 under engine.training raises (issue 18)."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,27 @@ def test_the_blocker_catches_a_training_import() -> None:
                           text=True, check=False)
     assert done.returncode != 0
     assert "imported the training module engine.training" in done.stderr
+
+
+def _worker_imports(source: str) -> list[str]:
+    """The workers modules a Python source imports (any nesting: lazy imports count)."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return [n for n in names if n == "workers" or n.startswith("workers.")]
+
+
+def test_the_engine_imports_no_worker() -> None:
+    files = sorted((REPO / "engine").rglob("*.py"))
+    assert len(files) > 50  # the walk really found the engine
+    offenders = {str(f.relative_to(REPO)): found for f in files
+                 if (found := _worker_imports(f.read_text()))}
+    assert offenders == {}
+
+
+def test_the_worker_import_scan_sees_a_lazy_import() -> None:
+    source = "def f():\n    from workers.demo.run import main\n    import workers.cli\n"
+    assert _worker_imports(source) == ["workers.demo.run", "workers.cli"]

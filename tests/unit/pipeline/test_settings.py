@@ -66,12 +66,20 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     ("CLAD_DATABASE_URL", "mysql://x"),
     ("CLAD_REDIS_URL", "http://127.0.0.1"),
     ("CLAD_API_BOOTSTRAP_TOKEN", "changeme"),
+    ("CLAD_CAMERA_MM_PER_PX", '{"cam-1": 0}'),
+    ("CLAD_CAMERA_MM_PER_PX", "0.05"),
 ])
 def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
                                             value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         load_settings()
+
+
+def test_camera_scales_per_camera(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().camera.camera_mm_per_px == {}
+    monkeypatch.setenv("CLAD_CAMERA_MM_PER_PX", '{"cam-1": 0.05, "*": 0.08}')
+    assert load_settings().camera.camera_mm_per_px == {"cam-1": 0.05, "*": 0.08}
 
 
 def test_secret_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:

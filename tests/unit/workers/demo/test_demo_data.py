@@ -90,7 +90,8 @@ def test_the_scorecard_counts_a_group_answer_led_by_the_drawn_kind_as_right() ->
     from workers.demo.run import drawn_scorecard
 
     said = {"005-scratch": "a scratch or a cut", "007-stain": "a stain",
-            "009-scratch": "a cut or a scratch", "011-stain": "unclear defect",
+            "009-scratch": "a cut or a scratch",
+            "011-stain": "unnamed: a discoloured spot, 14 px across, inside, towards the top",
             "013-scratch": "a scratch", "004": None}  # fmt: skip
     names, verdicts = {}, []
     for stem, text in said.items():

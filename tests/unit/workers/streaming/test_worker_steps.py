@@ -179,8 +179,8 @@ class FakeSession:
 
 def test_model_watcher_swaps_engines_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = {"bottle": SimpleNamespace(version="v2", path="/m/bottle/v2")}
-    monkeypatch.setattr("workers.streaming.reload.active_model_version",
-                        lambda session, product: session.rows.get(product))
+    monkeypatch.setattr("workers.streaming.reload.active_versions",
+                        lambda session: dict(session.rows))
     loaded = []
 
     def loader(path: str, product: str) -> SimpleNamespace:
