@@ -95,9 +95,12 @@ def test_a_promoted_describer_gets_a_version_of_its_own_and_the_parent_is_untouc
     vocab = Vocabulary("tile", "tile", {"scratch": ["a scratch"], "dent": ["a dent"]})
     torch.manual_seed(0)
     describer = RegionDescriber(6, 10, torch.randn(2, 10), [0, 1], joint_dim=8, hidden=16)
-    path = save_version_with_describer(active, tmp_path / "models", "tile", describer, vocab,
-                                       {"input_size": 64}, {"held_out_accuracy": 1.0})
+    staged, path = save_version_with_describer(active, tmp_path / "models", "tile", describer,
+                                               vocab, {"input_size": 64},
+                                               {"held_out_accuracy": 1.0})
     assert path.parent == parent.parent and path.name.endswith("-describer")
+    assert not path.exists(), "staged until registered: models/tile/ holds registered ones"
+    staged.rename(path)
     config = json.loads((path / "config.json").read_text())
     assert config == {"version": path.name, "category": "tile"}
     assert json.loads((path / "metrics.json").read_text())["describer"] == {
