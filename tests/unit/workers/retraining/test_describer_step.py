@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +71,52 @@ def test_the_retrain_line_reports_counts_figures_and_outcome() -> None:
     assert line == ("describer tile: kept; held-out kind accuracy champion 0.750 vs "
                     "challenger 0.500 on 4 regions; regions per kind: scratch 4; "
                     "challenger worse")
+
+
+def test_a_promoted_describer_gets_a_version_of_its_own_and_the_parent_is_untouched(
+        tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import torch
+
+    from engine.defects.describer import RegionDescriber
+    from engine.defects.describer_artifacts import load_describer
+    from engine.defects.vocabulary import Vocabulary
+    from workers.retraining.describer_step import carry_describer, save_version_with_describer
+
+    parent = tmp_path / "models" / "tile" / "v1"
+    (parent / "runtime").mkdir(parents=True)
+    (parent / "model.pt").write_bytes(b"weights")
+    (parent / "runtime" / "model.onnx").write_bytes(b"graph")
+    (parent / "config.json").write_text(json.dumps({"version": "v1", "category": "tile"}))
+    (parent / "metrics.json").write_text(json.dumps({"held_out": {"image_auroc": 0.9}}))
+    active = SimpleNamespace(path=str(parent), version="v1")
+    vocab = Vocabulary("tile", "tile", {"scratch": ["a scratch"], "dent": ["a dent"]})
+    torch.manual_seed(0)
+    describer = RegionDescriber(6, 10, torch.randn(2, 10), [0, 1], joint_dim=8, hidden=16)
+    staged, path = save_version_with_describer(active, tmp_path / "models", "tile", describer,
+                                               vocab, {"input_size": 64},
+                                               {"held_out_accuracy": 1.0})
+    assert path.parent == parent.parent and path.name.endswith("-describer")
+    assert not path.exists(), "staged until registered: models/tile/ holds registered ones"
+    staged.rename(path)
+    config = json.loads((path / "config.json").read_text())
+    assert config == {"version": path.name, "category": "tile"}
+    assert json.loads((path / "metrics.json").read_text())["describer"] == {
+        "held_out_accuracy": 1.0}
+    assert (path / "model.pt").read_bytes() == b"weights"
+    assert (path / "runtime" / "model.onnx").read_bytes() == b"graph"
+    assert load_describer(path).vocabulary.keys == ["scratch", "dent"]
+    # the parent version is exactly as it was
+    assert json.loads((parent / "config.json").read_text())["version"] == "v1"
+    assert "describer" not in json.loads((parent / "metrics.json").read_text())
+    assert sorted(p.name for p in parent.iterdir()) == ["config.json", "metrics.json",
+                                                        "model.pt", "runtime"]
+    # a scoring challenger saved from the new version keeps its describer
+    child = tmp_path / "models" / "tile" / "v3"
+    child.mkdir()
+    carry_describer(path, child)
+    assert load_describer(child).identity == load_describer(path).identity
+    carry_describer(parent, tmp_path)  # a parent without a describer: nothing to carry
+    assert not (tmp_path / "describer.pt").exists()
