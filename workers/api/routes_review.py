@@ -23,6 +23,7 @@ from workers.api.schemas import (
     ReviewQueueOut,
     ReviewRegionOut,
 )
+from workers.api.values import Text
 
 router = APIRouter(prefix="/api/v1", tags=["review"], dependencies=[Depends(require("viewer"))])
 
@@ -82,6 +83,6 @@ def load_conflicts(session: Session, limit: int, product: str | None = None) -> 
 @router.get("/review-queue/conflicts", response_model=LabelConflictsOut,
             summary="Labels that overturned another author's label, newest first")
 def get_label_conflicts(session: SessionDep,
-                        product: Annotated[str | None, Query(max_length=100)] = None,
+                        product: Annotated[Text | None, Query(max_length=100)] = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> LabelConflictsOut:
     return load_conflicts(session, limit, product)

@@ -50,9 +50,14 @@ Scorer = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]
 def worker_scorer(runtime: CladRuntime, threshold: float, version: str,
                   context: object | None) -> Scorer:
     """The worker's scoring path for a runtime: CladRuntimeEngine, with the line context
-    (engine.scoring.line_context.ContextConfig) when given, its clock the frames' time."""
+    (engine.scoring.line_context.ContextConfig) when given, its clock the frames' time.
+    Every frame is searched (no lead): the lead keeps verdicts, not the ranking that
+    AUROC measures."""
+    from engine.scoring.line_context import ContextConfig
     from workers.streaming.scoring import CladRuntimeEngine
 
+    if isinstance(context, ContextConfig) and context.lead:
+        context = context.model_copy(update={"lead": False})
     now = [0.0]
     engine = CladRuntimeEngine(runtime, threshold=threshold, version=version, context=context,
                                clock=lambda: now[0])
