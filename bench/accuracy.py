@@ -50,6 +50,7 @@ from rich.progress import Progress
 
 from bench.feature_cache import FeatureStore
 from engine.evaluation.evaluate import METRIC_SIZE
+from engine.evaluation.evaluate import subset_samples as subset
 from engine.evaluation.metrics import aupro, auroc
 from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.scoring.line_context import (
@@ -310,20 +311,6 @@ def image_scorer(rt: CladRuntime, h: int, w: int) -> object:
         return float(rt.finish([m.unsqueeze(1)], rt.w_visual * m, None, s, s).scores[0])
 
     return score
-
-
-def subset(samples: list, max_images: int, seed: int = 0) -> list:
-    """At most `max_images` samples, a seeded draw that keeps the normal/defect shares
-    (the context search is quadratic in the images of a category); 0 = all."""
-    if not max_images or len(samples) <= max_images:
-        return samples
-    rng = np.random.default_rng(seed)
-    keep: list = []
-    for label in (0, 1):
-        group = [s for s in samples if s.label == label]
-        n = round(max_images * len(group) / len(samples))
-        keep += [group[i] for i in sorted(rng.choice(len(group), n, replace=False))]
-    return sorted(keep, key=lambda s: str(s.path))
 
 
 Shots = int | str  # a count, or "all" (every train/good image)
