@@ -44,6 +44,7 @@ Writes bench/results/accuracy.json and bench/results/accuracy.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -376,7 +377,7 @@ def run_category(
     engine_cfg: ScoringConfig | None = None,
     protocols: tuple[str, ...] = ("batch", "online", "line"),
     defect_share: float = DEFAULT_DEFECT_SHARE, skipped: list[str] | None = None,
-    map_mix: tuple[float, ...] = (),
+    map_mix: tuple[float, ...] = (), map_source: str = "plain",
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
     everything = subset(split_category(cat, 0).evaluated, max_images)
@@ -399,7 +400,7 @@ def run_category(
     plain_maps: dict[Shots, np.ndarray] = {}
 
     def add(k: Shots, method: str, idx: list[int], scores: np.ndarray, maps: np.ndarray,
-            extra: dict | None = None) -> None:  # fmt: skip
+            extra: dict | None = None, pooled: np.ndarray | None = None) -> None:  # fmt: skip
         m = measure(labels[idx], masks[idx], scores, maps)
         extra = {k: v for k, v in (extra or {}).items() if k != "members_of"}
         rows.append({"root": root, "category": cat.name, "shots": k, "method": method,
@@ -407,9 +408,13 @@ def run_category(
                      **m, **(extra or {})})  # fmt: skip
         if method == "plain":
             plain_maps[k] = maps
-        if map_mix and method.startswith("engine") and method != WORKER and k in plain_maps:
-            for w in map_mix:  # the map-path candidate (issue 30 item 2): scores unchanged
-                mixed = (1 - w) * maps + w * plain_maps[k]
+        # the map-path candidates (issue 30 item 2), image scores unchanged: the pixel map
+        # mixed with the plain bank's reference-only map ("plain"), or with the engine's own
+        # pooled image map, context included where the row has one ("pooled": no extra search)
+        other = plain_maps.get(k) if map_source == "plain" else pooled
+        if map_mix and method.startswith("engine") and other is not None:
+            for w in map_mix:
+                mixed = (1 - w) * maps + w * other
                 rows.append({"root": root, "category": cat.name, "shots": k,
                              "method": f"{method}~mix{w:g}", "n_evaluated": len(idx),
                              "n_anomalous": int(labels[idx].sum()),
@@ -440,7 +445,10 @@ def run_category(
                 pmap = torch.cat([rt.bank_map(pe[i : i + 32], pixel=True)
                                   for i in range(0, len(idx), 32)])  # fmt: skip
             scores, maps = finish_all(rt, amap, pmap)
-            add(k, name, idx, scores, maps)
+            pooled = None
+            if name == "engine" and map_mix and map_source == "pooled":
+                pooled = finish_all(rt, amap, None)[1]
+            add(k, name, idx, scores, maps, pooled=pooled)
             pure_scores = scores
             if name != "engine":
                 continue
@@ -469,12 +477,16 @@ def run_category(
                         )
                         p = p.reshape(-1, h, w)
                     scores, maps = finish_all(rt, a.reshape(-1, h, w), p)
-                    add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info)
+                    pooled = None
+                    if map_mix and map_source == "pooled":
+                        pooled = finish_all(rt, a.reshape(-1, h, w), None)[1]
+                    add(k, f"engine+{protocol}(f={floor:g})", idx, scores, maps, info, pooled)
         if "line" in protocols:
             ccfg = ContextConfig(max_frames=context_frames, search_frames=search_frames)
             sub = replace(split, evaluated=[s for s in split.evaluated if s.path in pos])
             line_rows(cat, k, sub, idx, built, ccfg, defect_share, add, progress, task,
-                      skipped if skipped is not None else [])  # fmt: skip
+                      skipped if skipped is not None else [],
+                      bool(map_mix) and map_source == "pooled")  # fmt: skip
         # context only (0 references), on the same evaluated images
         if "batch" in protocols and k != "all" and k == min(shots, key=shot_order):
             ccfg = ContextConfig(max_frames=context_frames, search_frames=search_frames)
@@ -499,7 +511,7 @@ def run_category(
 def line_rows(
     cat: Path, k: Shots, sub: CategorySplit, idx: list[int], built: dict[str, CladRuntime],
     ccfg: ContextConfig, defect_share: float, add: Callable, progress: Progress, task: object,
-    skipped: list[str],
+    skipped: list[str], pooled_line: bool = False,
 ) -> None:  # fmt: skip
     """The line protocol (engine.evaluation.line_protocol) for the plain bank and the engine
     on `sub`, the split's evaluated images `idx` of the suite; rows go through `add`, a
@@ -516,9 +528,15 @@ def line_rows(
         progress.update(task, description=f"{cat.name}: K={k} {name}+line "
                                           f"({len(stream.frames)} frames)")  # fmt: skip
         scores, maps = score_stream(rt, sub, stream, rt.input_size, ccfg, metric_map)
+        pooled = None
+        if name == "engine" and pooled_line and rt.split_maps:
+            one_map = copy.copy(rt)  # the same runtime with its pixel map = its image map
+            one_map._buffers = dict(rt._buffers)  # own buffer table: rt keeps its pixel bank
+            one_map.pixel_bank = torch.zeros(0, rt.bank.shape[1])
+            pooled = score_stream(one_map, sub, stream, rt.input_size, ccfg, metric_map)[1]
         add(k, f"{name}+line", idx, scores, maps,
             {"stream_frames": len(stream.frames), "stream_defect_share": share,
-             "spare_frames": len(spare)})  # fmt: skip
+             "spare_frames": len(spare)}, pooled)  # fmt: skip
 
 
 def worker_rows(rows: list[dict], floor_label: str) -> list[dict]:
@@ -674,6 +692,9 @@ def main() -> None:
         help="map-path candidates: weights w, each engine row also scored with the pixel map "
              "(1-w) x its own + w x the plain bank's reference-only map (image scores kept)",
     )
+    ap.add_argument("--map-source", choices=("plain", "pooled"), default="plain",
+                    help="what --map-mix mixes in: the plain bank's reference-only map, or "
+                         "the engine's own pooled image map (context included)")
     args = ap.parse_args()
     protocols = tuple(p for p in args.protocols.split(",") if p)
     unknown = set(protocols) - {"batch", "online", "line"}
@@ -714,6 +735,7 @@ def main() -> None:
                 args.defect_share,
                 skipped,
                 tuple(float(w) for w in args.map_mix.split(",") if w),
+                args.map_source,
             )
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
