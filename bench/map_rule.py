@@ -10,8 +10,10 @@ Per protocol and K, a candidate replaces the default only when
     interval (image or pixel);
 (c) leave-one-category-out agrees: for each category, the choice made on the others
     (the best candidate by mean pixel AUROC among those passing (a) and (b) there, else the
-    default) still holds on it: its pixel AUROC is not below the default's, or (where it
-    is) inside the default's 95% pixel interval.
+    default) still holds on it: its pixel AUROC there is not below the default's. Out of
+    sample, a held-out category must not pay for the others' gain; the 95% interval is not
+    used here, since the small categories' intervals (12-16 images) would pass almost any
+    loss. The lead-out of each held-out category is printed with its interval.
 Prints a markdown table and the verdict per protocol and K.
 """
 
@@ -45,9 +47,14 @@ def _passes(cand: dict[str, dict], ref: dict[str, dict], cats: list[str]) -> tup
 
 
 def _holds(cand: dict, ref: dict) -> bool:
-    if cand["pixel_auroc"] >= ref["pixel_auroc"]:
-        return True
-    return bool(ref.get("pixel_ci")) and cand["pixel_auroc"] >= ref["pixel_ci"][0]
+    return cand["pixel_auroc"] - ref["pixel_auroc"] >= -0.05  # equal at the table's 0.1
+
+
+def _held_out(cands: dict, ref: dict, c: str, pick: str | None, held: bool) -> str:
+    if pick is None:
+        return ""
+    delta = cands[pick][c]["pixel_auroc"] - ref[c]["pixel_auroc"]
+    return f" ({delta:+.1f} there{'' if held else ', does NOT hold'})"
 
 
 def decide(rows: list[dict], base: str, k: object) -> list[str]:
@@ -82,13 +89,13 @@ def decide(rows: list[dict], base: str, k: object) -> list[str]:
         pick = max(good, key=lambda x: x[1])[0] if good else None
         held = True if pick is None else _holds(cands[pick][c], ref[c])
         loco.append((c, pick, held))
-    agree = all(h for _c, _p, h in loco) and all(p == best for _c, p, _h in loco)
+    agree = all(h for _c, _p, h in loco)
     out += ["", f"- (a)+(b) on all categories: {best or 'no candidate passes'}"
             + "".join(f"; {n.split('~')[1]}: mean {verdicts[n][1]:+.2f}"
                       + ("" if verdicts[n][0] else " (fails)") for n in names),  # fmt: skip
             "- (c) leave-one-category-out: " + "; ".join(
                 f"without {c.split('/')[-1]}: {(p or 'default').split('~')[-1]}"
-                f"{'' if h else ' (does NOT hold there)'}" for c, p, h in loco),  # fmt: skip
+                + _held_out(cands, ref, c, p, h) for c, p, h in loco),  # fmt: skip
             f"- verdict: {'CHANGE to ' + best if best and agree else 'keep the default'}", ""]
     return out
 

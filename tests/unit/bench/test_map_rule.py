@@ -40,5 +40,5 @@ def test_leave_one_category_out_must_agree() -> None:
     # chosen on b and big alone, the candidate does not hold on a (below a's interval)
     out = "\n".join(decide(_rows({"a": 84.0, "b": 99.0, "big": 83.0}), "engine", 1))
     assert "(a)+(b) on all categories: engine~mix0.5" in out
-    assert "without a: mix0.5 (does NOT hold there)" in out
+    assert "without a: mix0.5 (-6.0 there, does NOT hold)" in out
     assert "verdict: keep the default" in out
