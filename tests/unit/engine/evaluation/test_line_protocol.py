@@ -194,3 +194,13 @@ def test_clad_eval_protocol_line_on_a_folder(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["protocol"] == "pure"
     bad = CliRunner().invoke(app, [*args, "--no-context"])
     assert bad.exit_code != 0 and "contradicts" in bad.output
+
+
+def test_subset_keeps_the_defect_share_and_is_seeded() -> None:
+    from engine.evaluation.evaluate import subset_samples
+
+    split, _spare = _split(n_good=30, n_bad=90)
+    sub = subset_samples(split.evaluated, 40)
+    assert len(sub) == 40 and sum(s.label for s in sub) == 30  # 75% defective, as all 120
+    assert sub == subset_samples(split.evaluated, 40)
+    assert subset_samples(split.evaluated, 0) == split.evaluated
