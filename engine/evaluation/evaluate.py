@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
+from engine.evaluation.line_protocol import (
+    DEFAULT_DEFECT_SHARE,
+    build_stream,
+    score_stream,
+    skip_reason,
+    spare_frames,
+)
 from engine.evaluation.metrics import aupro, auroc, f1_max
 from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.scoring.line_context import ContextConfig, LineContext, score_and_offer
@@ -20,6 +28,8 @@ from engine.training.datasets import CategorySplit, load_mask, load_rgb, split_c
 
 METRIC_SIZE = 256  # pixel metrics on 256x256 maps/masks, as most MVTec reports do
 Progress = Callable[[Iterable], Iterable]
+Protocol = Literal["pure", "online", "line"]
+PROTOCOLS: tuple[str, ...] = ("pure", "online", "line")
 
 
 @dataclass
@@ -35,7 +45,12 @@ class CategoryResult:
     aupro: float
     f1_max: float
     seconds: float
-    context: str = "off"  # "online": scored as the worker does, against earlier frames
+    # "off" (pure K-shot), "online" (against the earlier test images a line context
+    # admitted), "line" (inside a stream of spare normal frames: line_protocol)
+    context: str = "off"
+    skipped: str | None = None  # why the protocol could not run on this category
+    stream_frames: int = 0  # line: frames in the stream (test images + normal frames)
+    stream_defect_share: float = float("nan")  # line: defective share after the lead-in
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,30 +124,78 @@ def evaluate_category(
     model_factory: Callable[[list[np.ndarray]], CladRuntime] | None = None,
     progress: Progress = lambda it: it,
     context: ContextConfig | None = None,
+    protocol: Protocol | None = None,
+    defect_share: float = DEFAULT_DEFECT_SHARE,
+    max_images: int = 0,
 ) -> CategoryResult:
-    """Build from the first `shots` references (or with `model_factory`) and score the rest;
-    with `context`, as a line does (score_split_online)."""
+    """Build from the first `shots` references (or with `model_factory`) and score the rest.
+
+    protocol: "pure" (references only), "online" (score_split_online), "line"
+    (line_protocol, at `defect_share`); None = "online" with a `context`, else "pure".
+    online and line need `context`. A category the line protocol cannot run on comes
+    back with `skipped` set and NaN metrics. `max_images` > 0: a seeded draw of that many
+    evaluated images that keeps the defect share (subset_samples)."""
+    protocol = protocol or ("pure" if context is None else "online")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol != "pure" and context is None:
+        raise ValueError(f"the {protocol} protocol needs a line-context config")
     t0 = time.perf_counter()
     split = split_category(cat, shots)
+    split = replace(split, evaluated=subset_samples(split.evaluated, max_images))
+    label = {"pure": "off", "online": "online", "line": "line"}[protocol]
+    head = dict(category=split.name, shots=shots, n_references=len(split.references),
+                reference_source=split.reference_source, n_evaluated=len(split.evaluated),
+                n_anomalous=sum(s.label for s in split.evaluated), context=label)  # fmt: skip
+    stream = None
+    if protocol == "line":
+        spare = spare_frames(cat, split)
+        reason = skip_reason(spare)
+        if reason is not None:
+            nan = float("nan")
+            return CategoryResult(**head, image_auroc=nan, pixel_auroc=nan, aupro=nan,
+                                  f1_max=nan, seconds=time.perf_counter() - t0,
+                                  skipped=reason)  # fmt: skip
+        stream = build_stream(split, spare, defect_share, lead_in=context.max_frames)
     refs = [load_rgb(p, config.input_size) for p in split.references]
     if model_factory is not None:
         rt = model_factory(refs)
     else:
         rt = build_runtime(refs, config, encoder=encoder)
-    if context is None:
+    extra: dict[str, object] = {}
+    if protocol == "pure":
         scores, maps = score_split(rt, split, config.input_size, config.batch_size, progress)
-    else:
+    elif protocol == "online":
         scores, maps = score_split_online(rt, split, config.input_size, context,
-                                          config.batch_size, progress=progress)
+                                          config.batch_size, progress=progress)  # fmt: skip
+    else:
+        scores, maps = score_stream(rt, split, stream, config.input_size, context, metric_map,
+                                    config.batch_size, progress)  # fmt: skip
+        extra = {"stream_frames": len(stream.frames),
+                 "stream_defect_share": stream.defect_share([s.label for s in split.evaluated])}
     m = metrics_for(split, scores, maps)
-    return CategoryResult(
-        category=split.name, shots=shots, n_references=len(refs),
-        reference_source=split.reference_source, n_evaluated=len(split.evaluated),
-        n_anomalous=sum(s.label for s in split.evaluated), seconds=time.perf_counter() - t0,
-        context="off" if context is None else "online", **m,
-    )  # fmt: skip
+    return CategoryResult(**head, seconds=time.perf_counter() - t0, **m,
+                          **extra)  # fmt: skip
+
+
+def subset_samples(samples: list, max_images: int, seed: int = 0) -> list:
+    """At most `max_images` samples, a seeded draw that keeps the normal/defect shares
+    (the context search grows with the images of a category); 0 = all."""
+    if not max_images or len(samples) <= max_images:
+        return samples
+    rng = np.random.default_rng(seed)
+    keep: list = []
+    for label in (0, 1):
+        group = [s for s in samples if s.label == label]
+        n = round(max_images * len(group) / len(samples))
+        keep += [group[i] for i in sorted(rng.choice(len(group), n, replace=False))]
+    return sorted(keep, key=lambda s: str(s.path))
 
 
 def mean_row(results: list[CategoryResult]) -> dict[str, float]:
+    """Means over the categories that were scored (skipped ones left out)."""
+    scored = [r for r in results if r.skipped is None]
     keys = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "seconds")
-    return {k: float(np.nanmean([getattr(r, k) for r in results])) for k in keys}
+    if not scored:
+        return {k: float("nan") for k in keys}
+    return {k: float(np.nanmean([getattr(r, k) for r in scored])) for k in keys}
