@@ -40,6 +40,19 @@ def tile_dir(shared_data: Path) -> Path:
     return shared_data / "magnetic-tile" / PRODUCT
 
 
+def drawn_region(mask_path: Path | None, kind: str) -> tuple[RegionRecord, ...]:
+    """The region a ground-truth mask file draws, as the worker would have stored it."""
+    if mask_path is None:
+        return ()
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0
+    ys, xs = np.nonzero(mask)
+    return (RegionRecord(index=0, mask_rle=rle.encode(mask),
+                         bbox=(int(xs.min()), int(ys.min()),
+                               int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1),
+                         area=int(mask.sum()), peak_score=2.0, mean_score=1.5,
+                         description=kind),)
+
+
 def tiny_champion(tiles: Path, out: Path) -> Path:
     return train_product(tiles.parent, PRODUCT, out, cfg=TrainConfig(epochs=1), scoring=TINY,
                          shots=1, max_images=4, progress=False)
@@ -82,15 +95,7 @@ def seed(factory: sessionmaker[Session], chosen: list[Sample], *, author: str = 
             if transform is not None:
                 image = transform(image)  # type: ignore[operator]
             data = cv2.imencode(".png", image)[1].tobytes()
-            regions = ()
-            if sample.mask_path is not None:
-                mask = cv2.imread(str(sample.mask_path), cv2.IMREAD_GRAYSCALE) > 0
-                ys, xs = np.nonzero(mask)
-                regions = (RegionRecord(index=0, mask_rle=rle.encode(mask),
-                                        bbox=(int(xs.min()), int(ys.min()),
-                                              int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1),
-                                        area=int(mask.sum()), peak_score=2.0, mean_score=1.5,
-                                        description=sample.kind),)
+            regions = drawn_region(sample.mask_path, sample.kind)
             frame_id = uuid.uuid5(uuid.NAMESPACE_URL,
                                   f"{sample.kind}/{sample.path.name}/{camera}/{captured_at}")
             write_verdicts(session, [VerdictRecord(

@@ -354,6 +354,29 @@ def _poison_then_good(kafka: KafkaSettings, poison: list[tuple[bytes, list]], *,
     return ids_before, ids_behind
 
 
+def _score_past_the_poison(kafka: KafkaSettings,
+                           published: tuple[list[uuid.UUID], list[uuid.UUID]],
+                           postgres_url: str, redis_url: str, clean_db: Engine,
+                           tmp_path: Path, *, dlq_records: int) -> list:
+    """A worker on the stream _poison_then_good published: every good frame before and
+    behind the poison is scored, the worker stays up and stops cleanly; the DLQ records."""
+    before, behind = published
+    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log")
+
+    def alive() -> None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+    try:
+        wait_until(lambda: verdict_count(clean_db) >= len(before) + len(behind), timeout_s=90,
+                   what="the good frames' verdicts", alive=alive)
+        dlq = _read_topic(kafka.bootstrap_servers, kafka.topic_dlq, dlq_records)
+        alive()
+    finally:
+        code = stop_worker(worker)
+    assert set(verdicts_by_frame(clean_db)) == set(before) | set(behind)
+    assert code == 0
+    return dlq
+
+
 def test_a_date_past_the_calendar_goes_to_the_dlq_and_the_frames_behind_it_are_scored(
         kafka_bootstrap: str, postgres_url: str, redis_url: str, clean_db: Engine,
         tmp_path: Path) -> None:
@@ -365,20 +388,10 @@ def test_a_date_past_the_calendar_goes_to_the_dlq_and_the_frames_behind_it_are_s
     poison = [(good.image, [(k, stamp if k == H_CAPTURED_AT else v)
                             for k, v in to_kafka_headers(good.header)] + [("case", stamp)])
               for stamp in (b"9999-12-31T23:59:59-14:00", b"0001-01-01T00:00:00+14:00")]
-    before, behind = _poison_then_good(kafka, poison, before=10, behind=30)
-    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log")
-
-    def alive() -> None:
-        assert worker.poll() is None, f"worker exited with {worker.returncode}"
-    try:
-        wait_until(lambda: verdict_count(clean_db) >= 40, timeout_s=90,
-                   what="the 40 good frames' verdicts", alive=alive)
-        dlq = _read_topic(kafka_bootstrap, kafka.topic_dlq, 2)
-        alive()
-    finally:
-        code = stop_worker(worker)
-    assert set(verdicts_by_frame(clean_db)) == set(before) | set(behind)
-    assert code == 0
+    published = _poison_then_good(kafka, poison, before=10, behind=30)
+    dlq = _score_past_the_poison(kafka, published, postgres_url, redis_url, clean_db, tmp_path,
+                                 dlq_records=2)
+    assert len(dlq) == 2
     reasons = {dict(r.headers)["case"]: dict(r.headers)[H_REJECT_REASON].decode()
                for r in dlq}
     assert reasons == {stamp: RejectReason.INVALID_HEADERS.value
@@ -451,7 +464,7 @@ def test_a_record_the_client_cannot_parse_goes_to_the_dlq_and_the_frames_behind_
     good = make_envelope(png_frame(98), camera_id="cam-p", line_id="line-1",
                          product=PRODUCTS[0])
     poison = [(good.image, [*to_kafka_headers(good.header), (_UnreadableKey("x"), b"1")])]
-    before, behind = _poison_then_good(kafka, poison, before=10, behind=30)
+    published = _poison_then_good(kafka, poison, before=10, behind=30)
     probe = KafkaConsumer(kafka.topic_frames, bootstrap_servers=kafka_bootstrap,
                           group_id=None, auto_offset_reset="earliest",
                           consumer_timeout_ms=5000)
@@ -461,19 +474,8 @@ def test_a_record_the_client_cannot_parse_goes_to_the_dlq_and_the_frames_behind_
                 pass
     finally:
         probe.close()
-    worker = start_worker(worker_env(kafka, postgres_url, redis_url), tmp_path / "worker.log")
-
-    def alive() -> None:
-        assert worker.poll() is None, f"worker exited with {worker.returncode}"
-    try:
-        wait_until(lambda: verdict_count(clean_db) >= 40, timeout_s=90,
-                   what="the 40 good frames' verdicts", alive=alive)
-        dlq = _read_topic(kafka_bootstrap, kafka.topic_dlq, 1)
-        alive()
-    finally:
-        code = stop_worker(worker)
-    assert set(verdicts_by_frame(clean_db)) == set(before) | set(behind)
-    assert code == 0
+    dlq = _score_past_the_poison(kafka, published, postgres_url, redis_url, clean_db, tmp_path,
+                                 dlq_records=1)
     assert len(dlq) == 1
     headers = dict(dlq[0].headers)
     assert headers[H_REJECT_REASON].decode() == RejectReason.UNREADABLE.value

@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from sqlalchemy import Engine, select
 
-from engine.defects import rle
 from engine.scoring.builder import ScoringConfig
 from engine.training.datasets import split_category
 from engine.training.train import TrainConfig
@@ -24,7 +22,7 @@ from pipeline.storage.database import make_session_factory, transaction
 from pipeline.storage.frame_store import store_frame
 from pipeline.storage.labels import add_label
 from pipeline.storage.models import ModelVersion
-from pipeline.storage.records import RegionRecord, VerdictRecord
+from pipeline.storage.records import VerdictRecord
 from pipeline.storage.repository import (
     activate_model_version,
     active_model_version,
@@ -32,6 +30,7 @@ from pipeline.storage.repository import (
     register_model_version,
     write_verdicts,
 )
+from tests.integration.retrain_support import drawn_region
 from workers.retraining.data import group_is_held_out, held_out_group
 from workers.retraining.job import RetrainOptions, retrain_product
 from workers.retraining.lock import RetrainLockedError, retrain_lock
@@ -69,15 +68,7 @@ def _seed(factory, tile_dir: Path, flip_training_labels: bool) -> int:  # noqa: 
             captured_at = t0 + timedelta(minutes=i)
             data = sample.path.read_bytes()
             image = cv2.imread(str(sample.path))
-            regions = ()
-            if sample.mask_path is not None:
-                mask = cv2.imread(str(sample.mask_path), cv2.IMREAD_GRAYSCALE) > 0
-                ys, xs = np.nonzero(mask)
-                regions = (RegionRecord(index=0, mask_rle=rle.encode(mask),
-                                        bbox=(int(xs.min()), int(ys.min()),
-                                              int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1),
-                                        area=int(mask.sum()), peak_score=2.0, mean_score=1.5,
-                                        description=sample.kind),)
+            regions = drawn_region(sample.mask_path, sample.kind)
             # Stable ids: the hash-based held-out split is then the same on every run.
             frame_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{sample.kind}/{sample.path.name}")
             write_verdicts(session, [VerdictRecord(
