@@ -265,7 +265,11 @@ def test_operators_teach_the_describer_and_a_worse_one_is_kept_out(
     assert set(cached) == set(keys), "every later region is cached under the new key"
     assert all(cached[k]["kind"] == kind for k, kind in keys.items())
 
-    # 5. a saboteur swaps the words of the training frames: that challenger is worse on
+    # 5. the same labels again: nothing new to learn, no new version
+    again = _retrain(settings)["describer"]
+    assert again["status"] == "skipped" and "nothing new" in again["reason"], again
+
+    # 6. a saboteur swaps the words of the training frames: that challenger is worse on
     # the held-out regions (their words unchanged) and is not promoted
     swap = {"streak": "blot", "blot": "streak"}
     train_frames = {f: v for f, v in scored.items() if not is_held_out(f, 0.3, salt=_SALT)}

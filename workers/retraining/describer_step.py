@@ -85,6 +85,7 @@ class DescriberOptions:
     batch_size: int = 64
     seed: int = 0
     dry_run: bool = False
+    force: bool = False  # train even when the active describer came from the same labels
     # a promoted describer is trained again, same recipe, on every labelled region (the
     # held-out ones too) before it is saved: the decision is made on the split, the line
     # gets all its operators' words (with a handful of labels a third more data counts)
@@ -342,6 +343,19 @@ def carry_describer(parent_dir: str | Path, child_dir: str | Path) -> None:
             shutil.copy2(src, Path(child_dir) / name)
 
 
+def labels_fingerprint(named: list[tuple[DescribedRegion, str]],
+                       options: DescriberOptions) -> str:
+    """What a describer is trained from: each named region (its frame, the region or the
+    mask drawn), the kind it was given, and the recipe. Unchanged, a run would only train
+    the same describer again and leave one more model version."""
+    rows = sorted(f"{r.frame_id}|{r.region_id}|"
+                  f"{json.dumps(r.mask_rle, sort_keys=True) if r.drawn else ''}|{kind}"
+                  for r, kind in named)
+    recipe = {k: v for k, v in asdict(options).items() if k not in ("dry_run", "force")}
+    return hashlib.sha256(json.dumps([rows, recipe], sort_keys=True, default=str)
+                          .encode()).hexdigest()[:16]
+
+
 def retrain_describer(factory: sessionmaker[Session], product: str, *, model_dir: Path,
                       frame_dir: Path, options: DescriberOptions | None = None,
                       progress: bool = False) -> DescriberResult:
@@ -364,6 +378,14 @@ def retrain_describer(factory: sessionmaker[Session], product: str, *, model_dir
                                   opts.min_regions_per_kind)
         if missing:
             result.reason = f"kept the current describer: {missing}"
+            say(result.reason)
+            return result
+        fingerprint = labels_fingerprint(named, opts)
+        trained_on = ((active.metrics or {}).get("describer") or {}).get("labels_fingerprint")
+        if trained_on == fingerprint and not opts.force:
+            result.reason = (f"nothing new: the active describer ({active.version}) was "
+                             f"trained on these {len(named)} named regions; --force trains "
+                             f"anyway")
             say(result.reason)
             return result
         if opts.dry_run:
@@ -454,7 +476,8 @@ def retrain_describer(factory: sessionmaker[Session], product: str, *, model_dir
             session, version=path.name, product=product, path=str(path),
             threshold=active.threshold,
             metrics={**(active.metrics or {}), "parent": active.version,
-                     "describer": {"identity": identity, "held_out_accuracy": new,
+                     "describer": {"identity": identity, "labels_fingerprint": fingerprint,
+                                   "held_out_accuracy": new,
                                    "champion_held_out_accuracy": old,
                                    "regions_per_kind": result.regions_per_kind}})
         row.status = "candidate"

@@ -167,7 +167,8 @@ def retrain_product(factory: sessionmaker[Session], product: str, *, model_dir: 
         result.describer = retrain_describer(
             factory, product, model_dir=model_dir, frame_dir=frame_dir,
             options=DescriberOptions(steps=options.describer_steps, seed=options.seed,
-                                     dry_run=options.dry_run)).as_dict()
+                                     dry_run=options.dry_run,
+                                     force=options.force)).as_dict()
     result.elapsed_s = round(step.elapsed(), 1)
     return result
 

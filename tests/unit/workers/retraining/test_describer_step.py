@@ -11,9 +11,11 @@ import numpy as np
 
 from pipeline.storage.description_labels import DescribedRegion
 from workers.retraining.describer_step import (
+    DescriberOptions,
     LabelledRegion,
     describer_line,
     kinds_of,
+    labels_fingerprint,
     missing_minimum,
     split_by_frame,
 )
@@ -120,3 +122,15 @@ def test_a_promoted_describer_gets_a_version_of_its_own_and_the_parent_is_untouc
     assert load_describer(child).identity == load_describer(path).identity
     carry_describer(parent, tmp_path)  # a parent without a describer: nothing to carry
     assert not (tmp_path / "describer.pt").exists()
+
+
+def test_the_labels_fingerprint_moves_with_a_region_or_a_kind_never_with_order() -> None:
+    a, b = _named("scratch", "scratch"), _named("dent", "dent")
+    named = [(a, "scratch"), (b, "dent")]
+    options = DescriberOptions()
+    same = labels_fingerprint(named, options)
+    assert labels_fingerprint(list(reversed(named)), options) == same
+    assert labels_fingerprint(named, DescriberOptions(dry_run=True, force=True)) == same
+    assert labels_fingerprint([(a, "scratch"), (b, "scratch")], options) != same
+    assert labels_fingerprint(named[:1], options) != same
+    assert labels_fingerprint(named, DescriberOptions(steps=10)) != same
