@@ -65,11 +65,11 @@ from pipeline.storage.description_labels import DescribedRegion, description_lab
 from pipeline.storage.frame_store import load_frame
 from pipeline.storage.models import Frame, ModelVersion
 from pipeline.storage.repository import (
-    activate_model_version,
     active_model_version,
     register_model_version,
 )
 from workers.retraining.data import is_held_out
+from workers.retraining.placement import place_registered
 
 log = logging.getLogger(__name__)
 _SALT = b"clad-describer-held-out"
@@ -481,12 +481,9 @@ def retrain_describer(factory: sessionmaker[Session], product: str, *, model_dir
                                    "champion_held_out_accuracy": old,
                                    "regions_per_kind": result.regions_per_kind}})
         row.status = "candidate"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged.rename(path)
+    place_registered(factory, staged, path, activate=True)
     if not any(staged.parent.iterdir()):
         staged.parent.rmdir()
-    with transaction(factory) as session:
-        activate_model_version(session, path.name)
     result.status, result.version = "promoted", path.name
     refit = (f", refit on all {result.refit_regions} labelled regions"
              if result.refit_regions else "")

@@ -46,7 +46,6 @@ from pipeline.storage.database import transaction
 from pipeline.storage.labels import conflicted_verdicts, training_examples
 from pipeline.storage.models import ModelVersion
 from pipeline.storage.repository import (
-    activate_model_version,
     active_model_version,
     register_model_version,
 )
@@ -60,6 +59,7 @@ from workers.retraining.evaluation import (
     worker_scorer,
 )
 from workers.retraining.fingerprint import data_fingerprint, unchanged_since
+from workers.retraining.placement import place_registered
 from workers.retraining.progress import Progress, checkpoint_epoch
 
 log = logging.getLogger(__name__)
@@ -335,9 +335,7 @@ def _save_registered(factory: sessionmaker[Session], runtime: CladRuntime, meta:
                      champion_version: str, champion_metrics: dict[str, float],
                      decision: Decision, describer_from: str) -> Path:
     """Save under models/.work, register (as rejected or candidate), move into place, then
-    activate if promoted: a directory under models/<product>/ is always a registered one,
-    and a kill between two steps leaves at worst a row whose directory is missing (never
-    active: it fails to load and is logged) or a staged directory that prune removes."""
+    activate if promoted (workers.retraining.placement)."""
     product, version = meta.category, str(meta.version)
     staged = save_model(runtime, model_dir / ".work" / product / f"staged-{version}", meta)
     carry_describer(describer_from, staged)  # same encoder: the learned words stay valid
@@ -357,12 +355,8 @@ def _save_registered(factory: sessionmaker[Session], runtime: CladRuntime, meta:
                                    "held_out": _finite(champion_metrics)}
         row.status = "candidate" if decision.promote else "rejected"
         row.reason = decision.reason
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staged.rename(final)
+    place_registered(factory, staged, final, activate=decision.promote)
     shutil.rmtree(staged.parent.parent, ignore_errors=True)  # the empty staging dirs
-    if decision.promote:
-        with transaction(factory) as session:
-            activate_model_version(session, version)
     return final
 
 

@@ -15,7 +15,8 @@ from workers.cli.describe import register
 pytestmark = pytest.mark.unit
 
 
-def test_describe_with_a_mask_writes_an_overlay(tmp_path: Path) -> None:
+def _frame_mask_and_app(tmp_path: Path) -> typer.Typer:
+    """frame.png (a dark disc) and mask.png (two regions) in tmp_path; the describe CLI."""
     frame = np.full((120, 160, 3), 90, np.uint8)
     cv2.circle(frame, (40, 40), 12, (20, 20, 20), -1)
     mask = np.zeros((120, 160), np.uint8)
@@ -25,6 +26,11 @@ def test_describe_with_a_mask_writes_an_overlay(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
     app = typer.Typer()
     register(app)
+    return app
+
+
+def test_describe_with_a_mask_writes_an_overlay(tmp_path: Path) -> None:
+    app = _frame_mask_and_app(tmp_path)
     out = tmp_path / "overlay.png"
     result = CliRunner().invoke(app, ["describe", str(tmp_path / "frame.png"), "--mask",
                                       str(tmp_path / "mask.png"), "--out", str(out)])  # fmt: skip
@@ -35,15 +41,7 @@ def test_describe_with_a_mask_writes_an_overlay(tmp_path: Path) -> None:
 
 
 def test_describe_says_what_an_unnamed_region_shows(tmp_path: Path) -> None:
-    frame = np.full((120, 160, 3), 90, np.uint8)
-    cv2.circle(frame, (40, 40), 12, (20, 20, 20), -1)
-    mask = np.zeros((120, 160), np.uint8)
-    mask[30:50, 30:50] = 255
-    mask[80:100, 100:150] = 255
-    cv2.imwrite(str(tmp_path / "frame.png"), frame)
-    cv2.imwrite(str(tmp_path / "mask.png"), mask)
-    app = typer.Typer()
-    register(app)
+    app = _frame_mask_and_app(tmp_path)
     result = CliRunner().invoke(app, ["describe", str(tmp_path / "frame.png"), "--mask",
                                       str(tmp_path / "mask.png"), "--mm-per-px", "0.1",
                                       "--out", str(tmp_path / "o.png")])  # fmt: skip
