@@ -89,7 +89,8 @@ from engine.training.datasets import (
 )
 
 RESULTS = Path(__file__).parent / "results"
-PLAIN = ScoringConfig(stages=(2, 4), pool=3, pixel_pool=None, aug_shifts=(), aug_rotations=())
+PLAIN = ScoringConfig(stages=(2, 4), pool=3, pixel_pool=None, aug_shifts=(), aug_rotations=(),
+                      bank_share=1.0)  # the plain bank keeps every patch
 STORE_STAGES = (2, 4)
 # candidate defaults (step 2 of issue 14), scored pure K-shot beside the engine with
 # `--variants NAME,...`; every one reads the same cached stage 2+4 features
@@ -523,8 +524,7 @@ def line_rows(
         return
     stream = build_stream(sub, spare, defect_share, lead_in=ccfg.max_frames)
     share = stream.defect_share([s.label for s in sub.evaluated])
-    for name in ("plain", "engine"):
-        rt = built[name]
+    for name, rt in built.items():  # plain, engine, then any --variants
         progress.update(task, description=f"{cat.name}: K={k} {name}+line "
                                           f"({len(stream.frames)} frames)")  # fmt: skip
         scores, maps = score_stream(rt, sub, stream, rt.input_size, ccfg, metric_map)
