@@ -68,6 +68,7 @@ from engine.evaluation.line_protocol import (
     skip_reason,
     spare_frames,
 )
+from engine.evaluation.map_choice import MapChoice, choose_pixel_map
 from engine.evaluation.metrics import aupro, auroc
 from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.scoring.line_context import (
@@ -378,7 +379,7 @@ def run_category(
     engine_cfg: ScoringConfig | None = None,
     protocols: tuple[str, ...] = ("batch", "online", "line"),
     defect_share: float = DEFAULT_DEFECT_SHARE, skipped: list[str] | None = None,
-    map_mix: tuple[float, ...] = (), map_source: str = "plain",
+    map_mix: tuple[float, ...] = (), map_source: str = "plain", label_choice: int = 0,
 ) -> list[dict]:  # fmt: skip
     root = cat.parent.name
     everything = subset(split_category(cat, 0).evaluated, max_images)
@@ -399,6 +400,11 @@ def run_category(
     rows: list[dict] = []
 
     plain_maps: dict[Shots, np.ndarray] = {}
+    # --label-choice: per K, the defect images an operator labelled first (seeded) and the
+    # pixel map engine.evaluation.map_choice picks from them; rows on the rest of the images
+    labelled: dict[Shots, set[int]] = {}
+    choices: dict[Shots, MapChoice] = {}
+    rest_rows: dict[tuple[Shots, str], dict] = {}
 
     def add(k: Shots, method: str, idx: list[int], scores: np.ndarray, maps: np.ndarray,
             extra: dict | None = None, pooled: np.ndarray | None = None) -> None:  # fmt: skip
@@ -409,6 +415,14 @@ def run_category(
                      **m, **(extra or {})})  # fmt: skip
         if method == "plain":
             plain_maps[k] = maps
+        if k in labelled and method.split("+")[0] in ("plain", "engine", "s4-pix3") \
+                and not method.startswith("engine+batch") and "online" not in method:
+            keep = [j for j, i in enumerate(idx) if i not in labelled[k]]
+            rest = [idx[j] for j in keep]
+            rest_rows[(k, method)] = {
+                "root": root, "category": cat.name, "shots": k, "method": f"{method}@rest",
+                "n_evaluated": len(rest), "n_anomalous": int(labels[rest].sum()),
+                **measure(labels[rest], masks[rest], scores[keep], maps[keep])}
         # the map-path candidates (issue 30 item 2), image scores unchanged: the pixel map
         # mixed with the plain bank's reference-only map ("plain"), or with the engine's own
         # pooled image map, context included where the row has one ("pooled": no extra search)
@@ -435,9 +449,16 @@ def run_category(
         refs = [load_rgb(p, size) for p in split.references]
         scorers = [("plain", PLAIN), ("engine", engine_cfg)] + [(v, VARIANTS[v]) for v in variants]
         built: dict[str, CladRuntime] = {}
+        if label_choice:
+            defects = [i for i in idx if labels[i]]
+            order = np.random.default_rng(0).permutation(len(defects))
+            labelled[k] = {defects[j] for j in order[:label_choice]}
         for name, cfg in scorers:
             progress.update(task, description=f"{cat.name}: K={k} {name}")
             rt = built[name] = build_runtime(refs, cfg, encoder=store.view(cfg.stages))
+            if name == "engine" and label_choice:
+                chosen = sorted(labelled[k])
+                choices[k] = choose_pixel_map(rt, list(imgs[chosen]), list(masks[chosen]))
             e, pe = (emb, pemb) if name == "engine" else embeddings(rt, imgs[idx])
             e, pe = (e[idx], pe[idx]) if name == "engine" else (e, pe)
             amap = torch.cat([rt.bank_map(e[i : i + 32]) for i in range(0, len(idx), 32)])
@@ -505,8 +526,30 @@ def run_category(
                     p = p.reshape(-1, *emb.shape[-2:])
                 scores, maps = finish_all(probe, a.reshape(-1, *emb.shape[-2:]), p)
                 add(0, f"ctx-only+{protocol}", idx, scores, maps, info)
+        if k in choices:
+            rows += label_choice_rows(k, choices[k], rest_rows)
         progress.advance(task)
     return rows
+
+
+def label_choice_rows(k: Shots, choice: MapChoice,
+                      rest_rows: dict[tuple[Shots, str], dict]) -> list[dict]:  # fmt: skip
+    """The rows measured on the images left after the labelled ones ("<method>@rest"), and
+    the engine with the pixel map chosen on the labelled ones ("<row>~labels": the fine map
+    is the engine's own, the pooled one the s4-pix3 variant's, whose image scores are the
+    engine's), pure and on the line."""
+    out = []
+    for (kk, method), row in rest_rows.items():
+        if kk != k:
+            continue
+        out.append(row)
+        if method.startswith("engine"):
+            src = row if choice.map == "fine" else rest_rows.get(
+                (k, method.replace("engine", "s4-pix3", 1)))
+            if src is not None:
+                out.append({**src, "method": f"{method}~labels", "pixel_map": choice.map,
+                            "map_choice": choice.as_dict()})  # fmt: skip
+    return out
 
 
 def line_rows(
@@ -592,6 +635,46 @@ def _f(v: float) -> str:
     return "—" if v is None or v != v else f"{v:.1f}"
 
 
+def _label_row(method: str) -> bool:
+    return "@rest" in method or "~labels" in method
+
+
+LABEL_COLUMNS = ("plain@rest", "engine@rest", "engine~labels",
+                 "plain+line@rest", "engine+line@rest", "engine+line~labels")  # fmt: skip
+
+
+def label_choice_table(rows: list[dict], means: list[dict]) -> list[str]:
+    """--label-choice: the map each category's labelled defects chose, and the rows on the
+    images left (pixel AUROC first: the choice changes only the map)."""
+    chosen = [r for r in rows if r["method"] == "engine~labels"]
+    if not chosen:
+        return []
+    lines = ["Pixel map chosen from labelled defects (engine.evaluation.map_choice, "
+             "`--label-choice`): pixel / image AUROC on the images left after the labelled "
+             "ones; the choice's evidence is the pixel AUROC of both maps on the labelled "
+             "images, against the references alone.", ""]  # fmt: skip
+    for k in sorted({r["shots"] for r in chosen}, key=shot_order):
+        lines += [f"#### K = {k}", "", "| category | chosen (fine / pooled on labels) | "
+                  + " | ".join(LABEL_COLUMNS) + " |", "|---|---|" + "---|" * len(LABEL_COLUMNS)]
+        for r in (r for r in chosen if r["shots"] == k):
+            sel = {x["method"]: x for x in rows if x["shots"] == k
+                   and (x["root"], x["category"]) == (r["root"], r["category"])}  # fmt: skip
+            c = r["map_choice"]
+            ev = (f" ({_f(c['fine_auroc'])} / {_f(c['pooled_auroc'])})"
+                  if c.get("fine_auroc") is not None else "")  # fmt: skip
+            cells = [f"{_f(sel[m]['pixel_auroc'])} / {_f(sel[m]['image_auroc'])}"
+                     if m in sel else "" for m in LABEL_COLUMNS]  # fmt: skip
+            lines.append(f"| {r['root']}/{r['category']} | {c['map']}{ev} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+        mean = {m["method"]: m for m in means if m["shots"] == k}
+        lines.append("| **mean** | | " + " | ".join(
+            f"**{_f(mean[m]['pixel_auroc'])} / {_f(mean[m]['image_auroc'])}** "
+            f"({mean[m]['n_categories']} cat.)" if m in mean else "" for m in LABEL_COLUMNS)
+            + " |")  # fmt: skip
+        lines.append("")
+    return lines
+
+
 def markdown(rows: list[dict], means: list[dict], command: str,
              skipped: list[str] | None = None) -> str:  # fmt: skip
     cats = list(dict.fromkeys(f"{r['root']}/{r['category']}" for r in rows))
@@ -599,7 +682,8 @@ def markdown(rows: list[dict], means: list[dict], command: str,
              "'published' = a figure from the literature on the full official test split "
              "(source in the cell), beside, not a target to tune to", ""]  # fmt: skip
     for k in sorted({r["shots"] for r in rows}, key=shot_order):
-        methods = list(dict.fromkeys(r["method"] for r in rows if r["shots"] == k))
+        methods = list(dict.fromkeys(r["method"] for r in rows
+                                     if r["shots"] == k and not _label_row(r["method"])))
         lines += [f"### K = {k}", "",
                   "| category | n (anom.) | " + " | ".join(methods) + " | published |",
                   "|---|---|" + "---|" * (len(methods) + 1)]  # fmt: skip
@@ -628,9 +712,11 @@ def markdown(rows: list[dict], means: list[dict], command: str,
               "have them.", ""]  # fmt: skip
     if skipped:
         lines += ["Line protocol skipped:", ""] + [f"- {s}" for s in skipped] + [""]
+    lines += label_choice_table(rows, means)
     lines += ["Adoption rule against the engine default (pure K-shot):", ""]
     for method in dict.fromkeys(r["method"] for r in rows):
-        if method not in ("engine", WORKER) and not method.startswith("ctx-only"):
+        if method not in ("engine", WORKER) and not method.startswith("ctx-only") \
+                and not _label_row(method):
             lines += adoption(rows, method)
     lines += ["", "95% bootstrap intervals (image AUROC) of the engine default:", ""]
     for r in rows:
@@ -695,6 +781,10 @@ def main() -> None:
     ap.add_argument("--map-source", choices=("plain", "pooled"), default="plain",
                     help="what --map-mix mixes in: the plain bank's reference-only map, or "
                          "the engine's own pooled image map (context included)")
+    ap.add_argument("--label-choice", type=int, default=0, metavar="N",
+                    help="rows with the pixel map engine.evaluation.map_choice picks from N "
+                         "labelled defect images per category and K (seeded; they leave the "
+                         "evaluated set of those rows: '<row>@rest', '<row>~labels')")
     args = ap.parse_args()
     protocols = tuple(p for p in args.protocols.split(",") if p)
     unknown = set(protocols) - {"batch", "online", "line"}
@@ -712,6 +802,9 @@ def main() -> None:
     # small categories first: their rows are in the partial file within minutes
     cats.sort(key=lambda c: len(split_category(c, 0).evaluated))
     store = FeatureStore(ScoringConfig().backbone, STORE_STAGES, args.cache / "features")
+    variants = tuple(v for v in args.variants.split(",") if v)
+    if args.label_choice and "s4-pix3" not in variants:
+        variants += ("s4-pix3",)  # the pooled map the choice may pick
     t0 = time.perf_counter()
     rows: list[dict] = []
     skipped: list[str] = []
@@ -726,7 +819,7 @@ def main() -> None:
                 floors,
                 progress,
                 task,
-                tuple(v for v in args.variants.split(",") if v),
+                variants,
                 args.max_images,
                 args.context_frames,
                 args.search_frames,
@@ -736,6 +829,7 @@ def main() -> None:
                 skipped,
                 tuple(float(w) for w in args.map_mix.split(",") if w),
                 args.map_source,
+                args.label_choice,
             )
             partial = args.out.with_suffix(".partial.json")
             partial.parent.mkdir(parents=True, exist_ok=True)
@@ -751,7 +845,9 @@ def main() -> None:
                                   ("search-frames", args.search_frames),
                                   ("bank-share", args.bank_share),
                                   ("protocols", args.protocols),
-                                  ("defect-share", args.defect_share)) if v != "")  # fmt: skip
+                                  ("defect-share", args.defect_share),
+                                  ("label-choice", args.label_choice or ""))
+        if v != "")  # fmt: skip
     payload = {"command": command, "engine_config": engine_cfg.model_dump(mode="json"),
                "plain_config": PLAIN.model_dump(mode="json"),
                "context_config": ContextConfig(max_frames=args.context_frames,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import cv2
 import pytest
 from sqlalchemy import Engine, select
 
+from engine.scoring.artifacts import load_model
 from engine.scoring.builder import ScoringConfig
 from engine.training.datasets import split_category
 from engine.training.train import TrainConfig
@@ -121,7 +123,32 @@ def test_better_challenger_is_promoted(clean_db: Engine, tile_dir: Path, champio
         assert previous.status == "retired"
         assert previous.metrics["held_out"]["image_auroc"] == pytest.approx(old)
         assert active.metrics["tensorrt_engine"] == "pending"
+        # the pixel map was chosen on the training split's labelled defects (all drawn)
+        choice = active.metrics["pixel_map"]
+        assert choice["map"] in ("fine", "pooled") and choice["frames"] >= 3
+        assert choice["fine_auroc"] > 50 and choice["pooled_auroc"] > 50
     assert list(Path(active.path).glob("*.onnx")) or list(Path(active.path).rglob("*.onnx"))
+
+
+def test_pooled_map_choice_is_saved_as_one_map(clean_db: Engine, tile_dir: Path,
+                                               champion_dir: Path, tmp_path: Path) -> None:
+    """A challenger whose labelled defects chose the pooled map is saved and loads with one
+    map: no pixel bank, `pixel_pool` None in its stored scoring config."""
+    factory = make_session_factory(clean_db)
+    _register_champion(factory, champion_dir)
+    _seed(factory, tile_dir, flip_training_labels=False)
+    result = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                             options=replace(OPTIONS, pixel_map_margin=-100.0), progress=False)
+    assert result.status in ("promoted", "rejected"), result.reason
+    with factory() as session:
+        saved = session.scalars(select(ModelVersion).where(
+            ModelVersion.version == result.challenger_version)).one()
+    assert saved.metrics["pixel_map"]["map"] == "pooled"
+    assert saved.metrics["reference_pixel_bank_rows"] == 0
+    loaded = load_model(saved.path)
+    assert load_model(champion_dir).runtime.split_maps
+    assert not loaded.runtime.split_maps and loaded.runtime.pixel_bank.shape[0] == 0
+    assert loaded.metadata["config"]["scoring"]["pixel_pool"] is None
 
 
 def test_flipped_labels_are_not_promoted(clean_db: Engine, tile_dir: Path, champion_dir: Path,

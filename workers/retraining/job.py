@@ -30,6 +30,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from engine.evaluation.map_choice import MARGIN as MAP_MARGIN
+from engine.evaluation.map_choice import apply_choice, choose_pixel_map
 from engine.scoring.artifacts import LoadedModel, ModelMetadata, load_model, save_model
 from engine.scoring.builder import ScoringConfig
 from engine.scoring.calibration import Threshold, calibrate
@@ -82,6 +84,9 @@ class RetrainOptions:
     bank_window_days: float = 30.0  # ... chosen among the normals captured this recently
     bank_half_life_days: float = 7.0  # recency weight of a normal in that choice
     describer_steps: int = 300  # training steps of the describer step (describer_step.py)
+    # pixel AUROC points the pooled map must gain on the labelled defects to replace the
+    # fine one (engine.evaluation.map_choice)
+    pixel_map_margin: float = MAP_MARGIN
 
     def fingerprinted(self) -> dict[str, object]:
         """The options that change what a run learns (not how it reports)."""
@@ -284,6 +289,15 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
             champion, [f.image for f in normals], anomalies, cfg, work_dir=work_dir,
             resume=True, progress=progress, references=[f.image for f in bank_frames],
             root_rows=roots)
+    scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
+    with step(f"choosing the pixel map on {len(anomalies)} labelled defect frames"):
+        # the product's own defects decide between the fine and the pooled map
+        # (engine.evaluation.map_choice); the held-out comparison below still judges it
+        map_choice = choose_pixel_map(runtime, [a.image for a in anomalies],
+                                      [a.mask for a in anomalies],
+                                      margin=options.pixel_map_margin)
+        runtime, scoring = apply_choice(runtime, scoring, map_choice)
+    log.info("product %s: %s pixel map (%s)", product, map_choice.map, map_choice.reason)
     with step(f"calibrating the threshold on {len(calib)} frames"):
         threshold = _calibrate(runtime, calib, fit)
     version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-retrain"
@@ -298,11 +312,12 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
             data.held_out, threshold.value, input_size=size)
     decision = decide(result.challenger_metrics, result.champion_metrics,
                       tolerance=options.tolerance)
-    scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
     metrics = {"parent": champion.version, "counts": result.counts,
                "fingerprint": result.fingerprint,
-               "reference_bank_rows": roots[0], "reference_pixel_bank_rows": roots[1],
+               "reference_bank_rows": roots[0],
+               "reference_pixel_bank_rows": roots[1] if runtime.split_maps else 0,
                "bank_frames": [str(f.frame_id) for f in bank_frames],
+               "pixel_map": map_choice.as_dict(),
                "evaluated_with_line_context": context is not None}
     meta = ModelMetadata(product, scoring, threshold, champion.prompts, {
                              **metrics, "history": history.epochs,
