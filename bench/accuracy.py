@@ -416,7 +416,7 @@ def run_category(
         if method == "plain":
             plain_maps[k] = maps
         if k in labelled and method.split("+")[0] in ("plain", "engine", "s4-pix3") \
-                and not method.startswith("engine+batch") and "online" not in method:
+                and "batch" not in method:
             keep = [j for j, i in enumerate(idx) if i not in labelled[k]]
             rest = [idx[j] for j in keep]
             rest_rows[(k, method)] = {
@@ -535,7 +535,8 @@ def run_category(
 def label_choice_rows(k: Shots, choice: MapChoice,
                       rest_rows: dict[tuple[Shots, str], dict]) -> list[dict]:  # fmt: skip
     """The rows measured on the images left after the labelled ones ("<method>@rest"), and
-    the engine with the pixel map chosen on the labelled ones ("<row>~labels": the fine map
+    the engine with the pixel map chosen on the labelled ones ("<row>@rest~labels", a
+    candidate of bench.map_rule against "<row>@rest": the fine map
     is the engine's own, the pooled one the s4-pix3 variant's, whose image scores are the
     engine's), pure and on the line."""
     out = []
@@ -547,7 +548,7 @@ def label_choice_rows(k: Shots, choice: MapChoice,
             src = row if choice.map == "fine" else rest_rows.get(
                 (k, method.replace("engine", "s4-pix3", 1)))
             if src is not None:
-                out.append({**src, "method": f"{method}~labels", "pixel_map": choice.map,
+                out.append({**src, "method": f"{method}@rest~labels", "pixel_map": choice.map,
                             "map_choice": choice.as_dict()})  # fmt: skip
     return out
 
@@ -582,15 +583,17 @@ def line_rows(
              "spare_frames": len(spare)}, pooled)  # fmt: skip
 
 
-def worker_rows(rows: list[dict], floor_label: str) -> list[dict]:
+def worker_rows(rows: list[dict], floor_label: str, suffix: str = "") -> list[dict]:
     """Per category and K, the protocol the worker runs: the engine's line row where the
-    category has one, else its online row (floor `floor_label`), as method WORKER."""
+    category has one, else its online row (floor `floor_label`), as method WORKER; with
+    `suffix` (e.g. "@rest~labels") from those rows' variants of that name."""
     out = []
     for key in dict.fromkeys((r["root"], r["category"], r["shots"]) for r in rows):
         sel = {r["method"]: r for r in rows if (r["root"], r["category"], r["shots"]) == key}
-        src = sel.get("engine+line") or sel.get(f"engine+online(f={floor_label})")
+        src = (sel.get("engine+line" + suffix)
+               or sel.get(f"engine+online(f={floor_label})" + suffix))  # fmt: skip
         if src is not None:
-            out.append({**src, "method": WORKER, "from": src["method"]})
+            out.append({**src, "method": WORKER + suffix, "from": src["method"]})
     return out
 
 
@@ -639,14 +642,15 @@ def _label_row(method: str) -> bool:
     return "@rest" in method or "~labels" in method
 
 
-LABEL_COLUMNS = ("plain@rest", "engine@rest", "engine~labels",
-                 "plain+line@rest", "engine+line@rest", "engine+line~labels")  # fmt: skip
+LABEL_COLUMNS = ("plain@rest", "engine@rest", "engine@rest~labels",
+                 "plain+line@rest", "engine+line@rest", "engine+line@rest~labels",
+                 f"{WORKER}@rest", f"{WORKER}@rest~labels")  # fmt: skip
 
 
 def label_choice_table(rows: list[dict], means: list[dict]) -> list[str]:
     """--label-choice: the map each category's labelled defects chose, and the rows on the
     images left (pixel AUROC first: the choice changes only the map)."""
-    chosen = [r for r in rows if r["method"] == "engine~labels"]
+    chosen = [r for r in rows if r["method"] == "engine@rest~labels"]
     if not chosen:
         return []
     lines = ["Pixel map chosen from labelled defects (engine.evaluation.map_choice, "
@@ -784,7 +788,7 @@ def main() -> None:
     ap.add_argument("--label-choice", type=int, default=0, metavar="N",
                     help="rows with the pixel map engine.evaluation.map_choice picks from N "
                          "labelled defect images per category and K (seeded; they leave the "
-                         "evaluated set of those rows: '<row>@rest', '<row>~labels')")
+                         "evaluated set of those rows: '<row>@rest', '<row>@rest~labels')")
     args = ap.parse_args()
     protocols = tuple(p for p in args.protocols.split(",") if p)
     unknown = set(protocols) - {"batch", "online", "line"}
@@ -836,6 +840,9 @@ def main() -> None:
             partial.write_text(json.dumps(rows, indent=1, default=lambda x: None) + "\n")
     if "online" in protocols:
         rows += worker_rows(rows, f"{floors[0]:g}")
+        if args.label_choice:
+            rows += worker_rows(rows, f"{floors[0]:g}", "@rest")
+            rows += worker_rows(rows, f"{floors[0]:g}", "@rest~labels")
     means = mean_rows(rows)
     command = "python -m bench.accuracy " + " ".join(
         f"--{k} {v}" for k, v in (("data", args.data), ("shots", args.shots),

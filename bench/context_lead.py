@@ -4,7 +4,7 @@
         [--categories bottle capsule grid transistor leather magnetic_tile]
 
 Per category: a k-shot model (the first references, ScoringConfig defaults, 320 px) and
-its threshold calibrated from the references alone (workers.demo.calibration, what a
+its threshold calibrated from the references alone (engine.scoring.kshot_calibration, what a
 k-shot worker serves with). Two streams, each in a seeded shuffled order, scored in
 batches as the worker scores them (engine.scoring.line_context.score_and_offer, a
 LineContext with that threshold, the default ContextConfig):
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "context_lead.json")
     args = ap.parse_args()
-    from workers.demo.calibration import calibrated_runtime
+    from engine.scoring.kshot_calibration import calibrated_runtime
 
     config = ScoringConfig(input_size=args.size)
     encoder = VisualEncoder(config.backbone, config.stages)

@@ -2,8 +2,10 @@
 
     .venv/bin/python -m bench.map_rule bench/results/accuracy.json [--base engine]
 
-The file must hold candidate rows `<row>~mix<w>` (bench.accuracy --map-mix): the engine's
-row `<row>` (pure, online, line) with the same image scores and a different pixel map.
+The file must hold candidate rows `<row>~<name>`, each with the same image scores as `<row>`
+and another pixel map: `<row>~mix<w>` (bench.accuracy --map-mix: the engine's row, pure,
+online or line, its map mixed) or `<row>@rest~labels` against `<row>@rest` (--label-choice:
+the map chosen from labelled defects, both on the images left after the labelled ones).
 Per protocol and K, a candidate replaces the default only when
 (a) the suite mean improves: mean pixel AUROC up and mean image AUROC not down;
 (b) no category with 30+ evaluated images falls below the lower end of the default's 95%
@@ -61,7 +63,7 @@ def decide(rows: list[dict], base: str, k: object) -> list[str]:
     """Table rows and verdict for one base row (e.g. "engine+line") at K = k."""
     sel = [r for r in rows if r["shots"] == k and r.get("pixel_auroc") is not None]
     ref = {_key(r): r for r in sel if r["method"] == base}
-    names = sorted({r["method"] for r in sel if r["method"].startswith(base + "~mix")})
+    names = sorted({r["method"] for r in sel if r["method"].startswith(base + "~")})
     cands = {n: {_key(r): r for r in sel if r["method"] == n} for n in names}
     cats = sorted(c for c in ref if all(c in cands[n] for n in names))
     if not cats or not names:
@@ -105,7 +107,7 @@ def main() -> None:
     ap.add_argument("results", type=Path)
     args = ap.parse_args()
     rows = json.loads(args.results.read_text())["categories"]
-    bases = sorted({r["method"].split("~")[0] for r in rows if "~mix" in r["method"]})
+    bases = sorted({r["method"].split("~")[0] for r in rows if "~" in r["method"]})
     lines = [f"Pixel AUROC, default vs map candidates ({args.results}); "
              "image AUROC is the default's in every candidate", ""]  # fmt: skip
     for base in bases:

@@ -27,9 +27,9 @@ def test_the_chosen_map_row_takes_the_chosen_source(fine: float, pooled: float, 
                                                     line: float) -> None:
     rows = label_choice_rows(1, decide(fine, pooled, 4), _rest())
     by = {r["method"]: r for r in rows}
-    assert by["engine~labels"]["pixel_auroc"] == pure
-    assert by["engine+line~labels"]["pixel_auroc"] == line
-    assert by["engine~labels"]["image_auroc"] == 90.0
+    assert by["engine@rest~labels"]["pixel_auroc"] == pure
+    assert by["engine+line@rest~labels"]["pixel_auroc"] == line
+    assert by["engine@rest~labels"]["image_auroc"] == 90.0
     assert "plain@rest" in by and all(r["shots"] == 1 for r in rows)  # K=4 left out
     table = "\n".join(label_choice_table(rows, []))
-    assert f"| r/c | {by['engine~labels']['pixel_map']} (" in table
+    assert f"| r/c | {by['engine@rest~labels']['pixel_map']} (" in table
