@@ -10,7 +10,8 @@ references do not tell the two apart: they favour the fine map on every product,
 included. So the product's own labelled defects decide: the pooled map only when it beats
 the fine map by `margin` points of pixel AUROC on them, from at least `min_frames` labelled
 defect frames; otherwise the default stays. Choosing the pooled map also drops the second
-search (one map, as models saved before the split).
+search (one map, as models saved before the split). Later, the map in use stays unless the
+other one beats it by the same margin.
 """
 
 from __future__ import annotations
@@ -51,19 +52,25 @@ class MapChoice:
 
 
 def decide(fine: float, pooled: float, frames: int, *, margin: float = MARGIN,
-           min_frames: int = MIN_FRAMES) -> MapChoice:  # fmt: skip
-    """The rule on measured pixel AUROCs (%): the pooled map only on a clear gain."""
+           min_frames: int = MIN_FRAMES, current: PixelMap = "fine") -> MapChoice:  # fmt: skip
+    """The rule on measured pixel AUROCs (%): the `current` map stays unless the other one
+    beats it by `margin` points on at least `min_frames` frames."""
     if frames < min_frames:
         why = f"{frames} labelled defect frames with a mask; the choice needs {min_frames}"
-        return MapChoice("fine", why, frames, fine, pooled)
+        return MapChoice(current, why, frames, fine, pooled)
     if not (np.isfinite(fine) and np.isfinite(pooled)):
-        return MapChoice("fine", "no defect pixels in the labelled masks", frames, fine, pooled)
+        return MapChoice(current, "no defect pixels in the labelled masks", frames, fine, pooled)
     on = f"pixel AUROC on {frames} labelled frames"
-    if pooled >= fine + margin:
+    if current == "fine" and pooled >= fine + margin:
         return MapChoice("pooled", f"pooled map {pooled:.1f} vs fine {fine:.1f} {on}",
                          frames, fine, pooled)  # fmt: skip
-    why = f"fine map {fine:.1f} vs pooled {pooled:.1f} {on} (pooled needs +{margin:g})"
-    return MapChoice("fine", why, frames, fine, pooled)
+    if current == "pooled" and fine >= pooled + margin:
+        return MapChoice("fine", f"fine map {fine:.1f} vs pooled {pooled:.1f} {on}",
+                         frames, fine, pooled)  # fmt: skip
+    other = "pooled" if current == "fine" else "fine"
+    why = (f"{current} map kept: fine {fine:.1f} vs pooled {pooled:.1f} {on} "
+           f"({other} needs +{margin:g})")  # fmt: skip
+    return MapChoice(current, why, frames, fine, pooled)
 
 
 @torch.no_grad()
@@ -86,21 +93,29 @@ def reference_maps(rt: CladRuntime, images: Sequence[np.ndarray], side: int = SI
 
 def choose_pixel_map(rt: CladRuntime, images: Sequence[np.ndarray],
                      masks: Sequence[np.ndarray | None], *, margin: float = MARGIN,
-                     min_frames: int = MIN_FRAMES, side: int = SIDE) -> MapChoice:  # fmt: skip
+                     min_frames: int = MIN_FRAMES, side: int = SIDE,
+                     current: PixelMap = "fine") -> MapChoice:  # fmt: skip
     """The pixel map for `rt`'s product from labelled defect frames (uint8 HWC images, masks
-    HW non-zero = defect; frames without a mask are not used)."""
+    HW non-zero = defect; frames without a mask are not used); `current`: the map the
+    product uses now, kept unless the other one wins (`decide`). `rt` must hold both maps."""
     if not rt.split_maps:
         return MapChoice("pooled", "the model has one map (no pixel bank)")
     pairs = [(im, m) for im, m in zip(images, masks, strict=True) if m is not None and m.any()]
     if len(pairs) < min_frames:
         return decide(float("nan"), float("nan"), len(pairs), margin=margin,
-                      min_frames=min_frames)  # fmt: skip
+                      min_frames=min_frames, current=current)  # fmt: skip
     fine, pooled = reference_maps(rt, [im for im, _ in pairs], side)
     truth = np.stack([cv2.resize((m > 0).astype(np.uint8), (side, side),
                                  interpolation=cv2.INTER_NEAREST) for _, m in pairs])
     truth = truth > 0
     return decide(100 * auroc(truth, fine), 100 * auroc(truth, pooled), len(pairs),
-                  margin=margin, min_frames=min_frames)  # fmt: skip
+                  margin=margin, min_frames=min_frames, current=current)  # fmt: skip
+
+
+def current_map(scoring: dict) -> PixelMap:
+    """The map a saved model's stored scoring config gives it: "pooled" with one map."""
+    pixel_pool = scoring.get("pixel_pool")
+    return "pooled" if pixel_pool is None or pixel_pool == scoring.get("pool", 3) else "fine"
 
 
 def apply_choice(rt: CladRuntime, config: ScoringConfig,

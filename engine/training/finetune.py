@@ -80,12 +80,15 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
                         text_cfg: TextEncoderConfig | None = None,
                         progress: bool = True,
                         references: list[np.ndarray] | None = None,
-                        root_rows: tuple[int, int] | None = None) -> tuple[CladRuntime, History]:
+                        root_rows: tuple[int, int] | None = None,
+                        scoring_config: ScoringConfig | None = None,
+                        ) -> tuple[CladRuntime, History]:  # fmt: skip
     """A challenger runtime from the champion plus confirmed frames (normals required).
 
     `references`: the normals whose patches enter the bank (default: the first
     max_references normals); `root_rows`: how many leading rows of the champion's bank and
-    pixel bank are the product's own references (default: all), kept as they are."""
+    pixel bank are the product's own references (default: all), kept as they are;
+    `scoring_config`: the challenger's (default: the champion's stored one)."""
     if not normals:
         raise ValueError("fine-tuning needs at least one confirmed normal frame")
     if champion.prompts is None:
@@ -103,7 +106,7 @@ def finetune_challenger(champion: LoadedModel, normals: list[np.ndarray],
     data = concat_features(synthetic, real_anomaly_features(encoder, anomalies, size, cfg))
     checkpoint = work_dir / "checkpoint.pt" if work_dir else None
     branch, history = train_heads(data, texts, cfg, checkpoint, resume=resume, progress=progress)
-    config = ScoringConfig.from_stored(scoring)
+    config = scoring_config or ScoringConfig.from_stored(scoring)
     chosen = references if references is not None else normals[:max_references]
     runtime = build_runtime(chosen, config, text_branch=branch, encoder=encoder)
     # The product's own references stay; the line part of the old bank is replaced by the

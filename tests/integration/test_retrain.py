@@ -149,6 +149,18 @@ def test_pooled_map_choice_is_saved_as_one_map(clean_db: Engine, tile_dir: Path,
     assert load_model(champion_dir).runtime.split_maps
     assert not loaded.runtime.split_maps and loaded.runtime.pixel_bank.shape[0] == 0
     assert loaded.metadata["config"]["scoring"]["pixel_pool"] is None
+    # from a one-map champion the next retrain builds both maps and chooses again: here
+    # the fine map wins (any margin it is given is met), so the version has both again
+    with transaction(factory) as session:
+        activate_model_version(session, result.challenger_version)
+    again = retrain_product(factory, PRODUCT, model_dir=tmp_path, frame_dir=tmp_path,
+                            options=replace(OPTIONS, pixel_map_margin=-100.0), progress=False)
+    with factory() as session:
+        back = session.scalars(select(ModelVersion).where(
+            ModelVersion.version == again.challenger_version)).one()
+    assert back.metrics["parent"] == result.challenger_version
+    assert back.metrics["pixel_map"]["map"] == "fine", back.metrics["pixel_map"]
+    assert load_model(back.path).runtime.split_maps
 
 
 def test_flipped_labels_are_not_promoted(clean_db: Engine, tile_dir: Path, champion_dir: Path,

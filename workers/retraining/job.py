@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.evaluation.map_choice import MARGIN as MAP_MARGIN
-from engine.evaluation.map_choice import apply_choice, choose_pixel_map
+from engine.evaluation.map_choice import apply_choice, choose_pixel_map, current_map
 from engine.scoring.artifacts import LoadedModel, ModelMetadata, load_model, save_model
 from engine.scoring.builder import ScoringConfig
 from engine.scoring.calibration import Threshold, calibrate
@@ -272,6 +272,11 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
     roots = (root_rows(champion.runtime.bank.shape[0], stored.get("reference_bank_rows")),
              root_rows(champion.runtime.pixel_bank.shape[0],
                        stored.get("reference_pixel_bank_rows")))
+    stored_scoring = champion.metadata["config"]["scoring"]
+    in_use = current_map(stored_scoring)
+    scoring = ScoringConfig.from_stored(stored_scoring)
+    if in_use == "pooled":  # both maps again, so that the labels can choose anew
+        scoring = scoring.model_copy(update={"pixel_pool": ScoringConfig().pixel_pool})
     cfg = TrainConfig(epochs=options.epochs, seed=options.seed)
     # Keyed by what is trained on: an interrupted run over the same frames resumes from
     # its last epoch; any other data gets its own checkpoint and never mixes with it.
@@ -288,14 +293,13 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
         runtime, history = finetune_challenger(
             champion, [f.image for f in normals], anomalies, cfg, work_dir=work_dir,
             resume=True, progress=progress, references=[f.image for f in bank_frames],
-            root_rows=roots)
-    scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
+            root_rows=roots, scoring_config=scoring)
     with step(f"choosing the pixel map on {len(anomalies)} labelled defect frames"):
         # the product's own defects decide between the fine and the pooled map
         # (engine.evaluation.map_choice); the held-out comparison below still judges it
         map_choice = choose_pixel_map(runtime, [a.image for a in anomalies],
                                       [a.mask for a in anomalies],
-                                      margin=options.pixel_map_margin)
+                                      margin=options.pixel_map_margin, current=in_use)
         runtime, scoring = apply_choice(runtime, scoring, map_choice)
     log.info("product %s: %s pixel map (%s)", product, map_choice.map, map_choice.reason)
     with step(f"calibrating the threshold on {len(calib)} frames"):

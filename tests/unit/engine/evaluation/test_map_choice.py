@@ -12,6 +12,7 @@ import torch
 from engine.evaluation.map_choice import (
     apply_choice,
     choose_pixel_map,
+    current_map,
     decide,
     reference_maps,
 )
@@ -46,6 +47,15 @@ def test_pooled_map_only_on_a_clear_gain() -> None:
     few = decide(50.0, 99.0, 2)
     assert few.map == "fine" and "needs 3" in few.reason
     assert decide(math.nan, math.nan, 5).map == "fine"
+
+
+def test_the_map_in_use_stays_unless_the_other_clearly_wins() -> None:
+    assert decide(90.5, 90.0, 4, current="pooled").map == "pooled"
+    assert decide(91.0, 90.0, 4, current="pooled").map == "fine"
+    assert decide(99.0, 50.0, 2, current="pooled").map == "pooled"  # too few frames
+    assert current_map({"pool": 3, "pixel_pool": None}) == "pooled"
+    assert current_map({"pool": 3, "pixel_pool": 3}) == "pooled"
+    assert current_map({"pool": 3, "pixel_pool": 1}) == "fine"
 
 
 def test_choice_measures_both_maps_on_the_labelled_frames(runtime: CladRuntime) -> None:
