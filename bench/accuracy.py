@@ -143,6 +143,19 @@ def roots_under(data: Path) -> list[Path]:
     return out
 
 
+def suite_categories(data: Path, names: list[str] | None = None) -> list[Path]:
+    """Every MVTec-layout category under `data` (only `names` when given); exits with the
+    reason when there is none."""
+    if not Path(data).is_dir():
+        raise SystemExit(f"{data}: no such folder (--data: a folder of MVTec-layout categories)")
+    cats = [c for r in roots_under(data) for c in find_categories(r)]
+    if names:
+        cats = [c for c in cats if c.name in set(names)]
+    if not cats:
+        raise SystemExit(f"no MVTec-layout category under {data}")
+    return cats
+
+
 # ---------------------------------------------------------------- metrics + bootstrap
 
 
@@ -798,11 +811,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     shots: list[Shots] = [s if s == "all" else int(s) for s in args.shots.split(",")]
     floors = [float(f) for f in args.floors.split(",")]
-    cats = [c for r in roots_under(args.data) for c in find_categories(r)]
-    if args.category:
-        cats = [c for c in cats if c.name in set(args.category)]
-    if not cats:
-        raise SystemExit(f"no MVTec-layout category under {args.data}")
+    cats = suite_categories(args.data, args.category)
     # small categories first: their rows are in the partial file within minutes
     cats.sort(key=lambda c: len(split_category(c, 0).evaluated))
     store = FeatureStore(ScoringConfig().backbone, STORE_STAGES, args.cache / "features")

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from bench.accuracy import roots_under
+from bench.accuracy import suite_categories
 from engine.evaluation.map_choice import SIDE, choose_pixel_map, decide, reference_maps
 from engine.evaluation.metrics import auroc
 from engine.scoring.builder import ScoringConfig, build_runtime
-from engine.training.datasets import find_categories, load_mask, load_rgb, split_category
+from engine.training.datasets import load_mask, load_rgb, split_category
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -68,11 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     counts = [int(n) for n in args.labelled.split(",")]
-    cats = [c for r in roots_under(args.data) for c in find_categories(r)]
-    if args.category:
-        cats = [c for c in cats if c.name in set(args.category)]
-    if not cats:
-        raise SystemExit(f"no MVTec-layout category under {args.data}")
+    cats = suite_categories(args.data, args.category)
     jobs = [(c, int(k)) for c in cats for k in args.shots.split(",")]
     rows = [category_rows(c, k, counts, args.draws)
             for c, k in track(jobs, description="categories")]  # fmt: skip
