@@ -90,8 +90,15 @@ def _sign_in(page, base_url: str, username: str, path: str = "/") -> None:  # no
 
 
 def _all_thumbs_loaded(page, selector: str) -> None:  # noqa: ANN001
-    # Thumbnails load lazily: bring each into view once so the browser asks for it.
-    page.locator(selector).evaluate_all("(imgs) => imgs.forEach((i) => i.scrollIntoView())")
+    # Thumbnails load lazily: each is brought into view and waited for in turn. Scrolling
+    # past them all in one script let the browser skip the ones it never showed (how far
+    # ahead it loads depends on its guess of the connection), so the wait below flaked.
+    thumbs = page.locator(selector)
+    for i in range(thumbs.count()):
+        thumb = thumbs.nth(i)
+        thumb.scroll_into_view_if_needed()
+        page.wait_for_function("(i) => i.complete && i.naturalWidth > 0",
+                               arg=thumb.element_handle())
     page.evaluate("() => window.scrollTo(0, 0)")
     page.wait_for_function(f"() => [...document.querySelectorAll('{selector}')]"
                            ".every((i) => i.complete && i.naturalWidth > 0)")
