@@ -44,7 +44,6 @@ Writes bench/results/accuracy.json and bench/results/accuracy.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -68,7 +67,7 @@ from engine.evaluation.line_protocol import (
     skip_reason,
     spare_frames,
 )
-from engine.evaluation.map_choice import MapChoice, choose_pixel_map
+from engine.evaluation.map_choice import MapChoice, choose_pixel_map, pooled_only
 from engine.evaluation.metrics import aupro, auroc
 from engine.scoring.builder import ScoringConfig, build_runtime
 from engine.scoring.line_context import (
@@ -587,10 +586,8 @@ def line_rows(
         scores, maps = score_stream(rt, sub, stream, rt.input_size, ccfg, metric_map)
         pooled = None
         if name == "engine" and pooled_line and rt.split_maps:
-            one_map = copy.copy(rt)  # the same runtime with its pixel map = its image map
-            one_map._buffers = dict(rt._buffers)  # own buffer table: rt keeps its pixel bank
-            one_map.pixel_bank = torch.zeros(0, rt.bank.shape[1])
-            pooled = score_stream(one_map, sub, stream, rt.input_size, ccfg, metric_map)[1]
+            pooled = score_stream(pooled_only(rt), sub, stream, rt.input_size, ccfg,
+                                  metric_map)[1]
         add(k, f"{name}+line", idx, scores, maps,
             {"stream_frames": len(stream.frames), "stream_defect_share": share,
              "spare_frames": len(spare)}, pooled)  # fmt: skip

@@ -112,10 +112,18 @@ def choose_pixel_map(rt: CladRuntime, images: Sequence[np.ndarray],
                   margin=margin, min_frames=min_frames, current=current)  # fmt: skip
 
 
-def current_map(scoring: dict) -> PixelMap:
-    """The map a saved model's stored scoring config gives it: "pooled" with one map."""
-    pixel_pool = scoring.get("pixel_pool")
-    return "pooled" if pixel_pool is None or pixel_pool == scoring.get("pool", 3) else "fine"
+def current_map(config: ScoringConfig) -> PixelMap:
+    """The map a model's scoring config gives it: "pooled" when it has one map."""
+    return "pooled" if config.pixel_pool in (None, config.pool) else "fine"
+
+
+def pooled_only(rt: CladRuntime) -> CladRuntime:
+    """A copy of the runtime without its pixel bank: its pixel map is its image map."""
+    one_map = copy.copy(rt)
+    one_map._buffers = dict(rt._buffers)  # its own buffer table: `rt` keeps its pixel bank
+    one_map.pixel_bank = torch.zeros(0, rt.bank.shape[1], dtype=rt.bank.dtype)
+    one_map.pixel_pool = rt.pool
+    return one_map
 
 
 def apply_choice(rt: CladRuntime, config: ScoringConfig,
@@ -125,8 +133,4 @@ def apply_choice(rt: CladRuntime, config: ScoringConfig,
     `pixel_pool=None`; for "fine", both unchanged."""
     if choice.map == "fine" or not rt.split_maps:
         return rt, config
-    one_map = copy.copy(rt)
-    one_map._buffers = dict(rt._buffers)  # its own buffer table: `rt` keeps its pixel bank
-    one_map.pixel_bank = torch.zeros(0, rt.bank.shape[1], dtype=rt.bank.dtype)
-    one_map.pixel_pool = rt.pool
-    return one_map, config.model_copy(update={"pixel_pool": None})
+    return pooled_only(rt), config.model_copy(update={"pixel_pool": None})

@@ -272,9 +272,8 @@ def _model_step(factory: sessionmaker[Session], result: RetrainResult, data: Ret
     roots = (root_rows(champion.runtime.bank.shape[0], stored.get("reference_bank_rows")),
              root_rows(champion.runtime.pixel_bank.shape[0],
                        stored.get("reference_pixel_bank_rows")))
-    stored_scoring = champion.metadata["config"]["scoring"]
-    in_use = current_map(stored_scoring)
-    scoring = ScoringConfig.from_stored(stored_scoring)
+    scoring = ScoringConfig.from_stored(champion.metadata["config"]["scoring"])
+    in_use = current_map(scoring)
     if in_use == "pooled":  # both maps again, so that the labels can choose anew
         scoring = scoring.model_copy(update={"pixel_pool": ScoringConfig().pixel_pool})
     cfg = TrainConfig(epochs=options.epochs, seed=options.seed)

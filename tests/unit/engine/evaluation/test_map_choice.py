@@ -53,9 +53,9 @@ def test_the_map_in_use_stays_unless_the_other_clearly_wins() -> None:
     assert decide(90.5, 90.0, 4, current="pooled").map == "pooled"
     assert decide(91.0, 90.0, 4, current="pooled").map == "fine"
     assert decide(99.0, 50.0, 2, current="pooled").map == "pooled"  # too few frames
-    assert current_map({"pool": 3, "pixel_pool": None}) == "pooled"
-    assert current_map({"pool": 3, "pixel_pool": 3}) == "pooled"
-    assert current_map({"pool": 3, "pixel_pool": 1}) == "fine"
+    assert current_map(ScoringConfig(pool=3, pixel_pool=None)) == "pooled"
+    assert current_map(ScoringConfig(pool=3, pixel_pool=3)) == "pooled"
+    assert current_map(ScoringConfig(pool=3, pixel_pool=1)) == "fine"
 
 
 def test_choice_measures_both_maps_on_the_labelled_frames(runtime: CladRuntime) -> None:
